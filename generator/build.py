@@ -1,0 +1,234 @@
+"""A whole build: spec → checks → jobs → cache/run → figures, pages, manifest → (optionally) the MkDocs site.
+The output folder and the site are replaced only when complete, so a crash never leaves them half-written."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from generator import images as imagelib
+from generator.cache import Cache
+from generator.context import DrawContext, RunContext, resolve_device
+from generator.errors import ConvscopeError, SpecErrors, did_you_mean
+from generator.layers import default_layers
+from generator.models import LoadedModel, ModelLoader
+from generator.pipeline import Result, execute, plan
+from generator.render import Renderer
+from generator.report import ModelPages, write_json, write_outputs, write_pages
+from generator.spec import Spec
+from generator.techniques import registry
+
+
+@dataclass
+class BuildOptions:
+    only: list[str] | None = None
+    models: list[str] | None = None
+    device: str | None = None
+    force: bool = False
+    quick: bool = False
+    site: Path | None = None
+    mkdocs_config: Path | None = None
+
+
+@dataclass
+class Prepared:
+    """Everything checked and loaded, before any job runs."""
+
+    spec: Spec
+    models: list[LoadedModel]
+    images: dict[str, list[imagelib.ImageRecord]]
+
+
+def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True) -> Prepared:
+    """Load images and models and check every reference in the spec; all problems are raised together."""
+    device = resolve_device(device_name or spec.device)
+    problems: list[str] = []
+    try:
+        image_sets = imagelib.load_sets(spec)
+    except ConvscopeError as exc:
+        raise SpecErrors(str(spec.path.name), [str(exc)]) from None
+    loader = ModelLoader(spec, device)
+    models = []
+    for i, ms in enumerate(spec.models):
+        try:
+            model = loader.load(i, pretrained=pretrained)
+        except ConvscopeError as exc:
+            problems.append(str(exc))
+            continue
+        problems += check_model(spec, model)
+        models.append(model)
+    if problems:
+        raise SpecErrors(str(spec.path.name), problems)
+    return Prepared(spec, models, image_sets)
+
+
+def check_model(spec: Spec, model: LoadedModel) -> list[str]:
+    i, ms = model.spec_index, spec.models[model.spec_index]
+    problems = []
+    names = model.module_names()
+    for j, layer in enumerate(ms.layers):
+        if layer not in names:
+            problems.append(f"models[{i}].layers[{j}]: no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}")
+    channels = 3 if model.input.mode == "RGB" else 1
+    shape = (channels, model.input.size, model.input.size)
+    try:
+        with torch.no_grad():
+            logits = model.logits(torch.zeros(1, *shape, device=model.device))
+        if model.labels and logits.shape[-1] != len(model.labels):
+            problems.append(f"models[{i}].labels: {len(model.labels)} labels, but the model gives {logits.shape[-1]} logits")
+    except Exception as exc:
+        problems.append(f"models[{i}]: a forward pass on a {list(shape)} input fails ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+        return problems
+    if problems:
+        return problems
+    model.layers = list(ms.layers) or default_layers(model.module, shape, model.device)
+    for kind, params in ms.technique_params().items():
+        for problem in registry.get(kind).check(model, params):
+            problems.append(f"models[{i}].techniques.{kind}.{problem}")
+    return problems
+
+
+def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
+    started = time.time()
+    spec = Spec.load(spec_path)
+    if options.models:
+        unknown = [n for n in options.models if n not in [m.name for m in spec.models]]
+        if unknown:
+            raise ConvscopeError("--models", f"no model '{unknown[0]}' in {spec_path}; {did_you_mean(unknown[0], [m.name for m in spec.models], 'models')}")
+    if options.only:
+        known = list(registry.TECHNIQUES)
+        unknown = [k for k in options.only if k not in known]
+        if unknown:
+            raise ConvscopeError("--only", f"no technique '{unknown[0]}'; {did_you_mean(unknown[0], known, 'techniques')}")
+
+    with console.status("loading images and models, checking the spec"):
+        prepared = prepare(spec, options.device)
+    cache = Cache(spec.resolve(spec.cache))
+    contexts: dict[str, RunContext] = {}
+    draws: dict[str, DrawContext] = {}
+    jobs = []
+    selected: dict[str, list[str]] = {}
+    for model in prepared.models:
+        ms = spec.models[model.spec_index]
+        records = {r.id: r for s in spec.image_sets_of(ms) for r in prepared.images[s]}
+        contexts[model.name] = RunContext(model, records, quick=options.quick, seed=spec.seed)
+        draws[model.name] = DrawContext(model, records)
+        params = ms.technique_params()
+        selected[model.name] = list(params)
+        jobs += plan(model, params, list(records), {k: r.digest for k, r in records.items()}, quick=options.quick)
+
+    def runnable(job) -> bool:
+        return (not options.models or job.model in options.models) and (
+            not options.only or job.kind in options.only or registry.get(job.kind).always)
+
+    device = prepared.models[0].device if prepared.models else torch.device("cpu")
+    console.print(f"[bold]{spec.title}[/]: {len(prepared.models)} model(s), {len(jobs)} jobs, device {device}")
+    with _progress(console) as bar:
+        task = bar.add_task("jobs", total=len(jobs))
+        results = execute(jobs, contexts, cache, force=options.force, runnable=runnable,
+                          progress=lambda n: bar.advance(task, n))
+
+    output = spec.resolve(spec.output)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if output.parent.exists() else None))
+    try:
+        by_model = {m.name: ModelPages(m, draws[m.name]) for m in prepared.models}
+        for r in results:
+            by_model[r.job.model].results.append(r)
+        manifest = []
+        with _progress(console) as bar:
+            task = bar.add_task("figures", total=len(results))
+            for pages in by_model.values():
+                manifest += write_outputs(staging, pages, lambda n: bar.advance(task, n))
+        results = [r for pages in by_model.values() for r in pages.results]
+        summary = summarize(results)
+        errors = [f"{r.job.label}: {r.error}" for r in results if r.status == "failed"]
+        write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors)
+        write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest})
+        write_json(staging / "build.json", {
+            "spec": str(spec.path), "device": str(device), "quick": options.quick, "force": options.force,
+            "seconds": round(time.time() - started, 3),
+            "jobs": [{"model": r.job.model, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
+                      "status": r.status, "seconds": round(r.seconds, 4), "error": r.error, "key": r.job.key}
+                     for r in results],
+        })
+        replace_folder(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    print_summary(console, summary, output)
+    site_ok = True
+    if options.site is not None:
+        site_ok = build_site(options.mkdocs_config or spec.base_dir / "mkdocs.yml", options.site, console)
+    failed = sum(r.status == "failed" for r in results)
+    for line in errors:
+        console.print(f"[red]failed[/] {line}", highlight=False)
+    return 1 if failed or not site_ok else 0
+
+
+def summarize(results: list[Result]) -> list[dict]:
+    rows: dict[str, dict] = defaultdict(lambda: {"ran": 0, "cached": 0, "failed": 0, "seconds": 0.0})
+    for r in results:
+        row = rows[r.job.kind]
+        row[r.status] += 1
+        row["seconds"] += r.seconds
+    return [{"technique": k, **v} for k, v in rows.items()]
+
+
+def print_summary(console: Console, summary: list[dict], output: Path) -> None:
+    table = Table(title=f"jobs → {output}")
+    for col in ("technique", "ran", "cached", "failed", "seconds"):
+        table.add_column(col, justify="left" if col == "technique" else "right")
+    for row in summary:
+        table.add_row(row["technique"], str(row["ran"]), str(row["cached"]),
+                      f"[red]{row['failed']}[/]" if row["failed"] else "0", f"{row['seconds']:.1f}")
+    total = {k: sum(r[k] for r in summary) for k in ("ran", "cached", "failed", "seconds")}
+    table.add_row("[bold]all[/]", str(total["ran"]), str(total["cached"]), str(total["failed"]), f"{total['seconds']:.1f}")
+    console.print(table)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Swap a finished folder into place; the old one is removed only once the new one is there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    shutil.move(str(new), str(target))
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_site(config: Path, site: Path, console: Console) -> bool:
+    """`mkdocs build --strict` into a temporary folder, swapped into `site` only when it succeeds."""
+    if not config.is_file():
+        raise ConvscopeError("--site", f"no MkDocs config at {config}")
+    site = site.resolve()
+    site.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{site.name}.", dir=site.parent))
+    try:
+        with console.status("mkdocs build --strict"):
+            proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config), "-d", str(tmp)],
+                                  capture_output=True, text=True)
+        if proc.returncode != 0:
+            console.print(f"[red]mkdocs build --strict failed; {site} left as it was[/]")
+            console.print(proc.stderr.strip() or proc.stdout.strip(), highlight=False, markup=False)
+            return False
+        replace_folder(tmp, site)
+        console.print(f"site → {site}")
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)

@@ -1,0 +1,69 @@
+"""What a technique sees while it runs (RunContext) and what figures see while they draw (DrawContext)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from generator import images as imagelib
+from generator.errors import ConvscopeError
+from generator.images import ImageRecord
+from generator.models import LoadedModel
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConvscopeError("device", f"'{name}' asked for, but this machine has no CUDA device; use auto or cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConvscopeError("device", f"'{name}' asked for, but there are {torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConvscopeError("device", "'mps' asked for, but this machine has no Apple GPU; use auto or cpu")
+    return torch.device(name)
+
+
+@dataclass
+class RunContext:
+    model: LoadedModel
+    images: dict[str, ImageRecord]  # id → record, the images of this model's sets
+    quick: bool = False
+    seed: int = 0
+    _inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def input(self, image_id: str) -> torch.Tensor:
+        """The preprocessed (C, H, W) input of one image, on the device."""
+        if image_id not in self._inputs:
+            x = imagelib.preprocess(self.images[image_id].image, self.model.input)
+            self._inputs[image_id] = x.to(self.device)
+        return self._inputs[image_id]
+
+    def batch(self, image_ids: list[str]) -> torch.Tensor:
+        return torch.stack([self.input(i) for i in image_ids])
+
+
+@dataclass
+class DrawContext:
+    """Lets a figure show an artifact beside the image it came from, without computing anything."""
+
+    model: LoadedModel
+    images: dict[str, ImageRecord]
+
+    def picture(self, image_id: str) -> np.ndarray:
+        """The crop the model saw, as (H, W, 3) uint8."""
+        crop = imagelib.crop(self.images[image_id].image, self.model.input).convert("RGB")
+        return np.asarray(crop)
+
+    def image_name(self, image_id: str) -> str:
+        return self.images[image_id].name

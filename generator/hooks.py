@@ -1,0 +1,40 @@
+"""Context managers that attach hooks to named modules and always remove them, even when the forward raises."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def record_outputs(model: nn.Module, names: list[str], detach: bool = True) -> Iterator[dict[str, Any]]:
+    """Record the outputs of the named modules during forwards inside the block: {name: output}."""
+    modules = dict(model.named_modules())
+    outputs: dict[str, Any] = {}
+    handles = []
+
+    def hook_for(name: str):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            outputs[name] = output.detach() if detach and isinstance(output, torch.Tensor) else output
+
+        return hook
+
+    try:
+        for name in names:
+            handles.append(modules[name].register_forward_hook(hook_for(name)))
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def hook_count(model: nn.Module) -> int:
+    """All hooks on all modules of a model: used by tests to show nothing is left behind."""
+    total = 0
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            total += len(getattr(m, attr, {}) or {})
+    return total

@@ -1,0 +1,112 @@
+"""plan(spec) → jobs; execute(jobs) → results, each ran, cached or failed. One failing job never stops the others."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from generator.cache import Cache, cache_key
+from generator.context import RunContext
+from generator.models import LoadedModel
+from generator.techniques import registry
+from generator.techniques.base import Artifact, Job
+
+Status = Literal["ran", "cached", "failed"]
+
+
+@dataclass
+class Result:
+    job: Job
+    status: Status
+    seconds: float
+    artifact: Artifact | None = None
+    error: str | None = None
+
+
+def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_digests: dict[str, str],
+         quick: bool = False) -> list[Job]:
+    """Every job of one model: the core techniques, then the chosen ones, expanded over layers and images."""
+    jobs: list[Job] = []
+    wanted = {k: t.Params() for k, t in registry.core().items()} | params_by_kind
+    for kind, params in wanted.items():
+        technique = registry.get(kind)
+        if not technique.applies(model):
+            continue
+        if quick:
+            params = params.quick()
+        layers = technique.layers(model, params) if "layer" in technique.scope else [None]
+        imgs = image_ids if "image" in technique.scope else [None]
+        for layer in layers:
+            for image in imgs:
+                job = Job(model.name, kind, params, layer, image)
+                job.key = cache_key(
+                    model=model.digest, kind=kind, version=technique.version, params=params.model_dump(mode="json"),
+                    layer=layer, image=image_digests.get(image) if image else None,
+                    layers=model.layers if technique.scope == "model" else None,
+                )
+                jobs.append(job)
+    return jobs
+
+
+def _groups(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs a technique can run in one call: same model and technique (and layer, for layer × image)."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        scope = registry.get(job.kind).scope
+        key = (job.model, job.kind, job.layer if scope == "layer×image" else None, job.key if scope == "model" else None)
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def execute(jobs: list[Job], contexts: dict[str, RunContext], cache: Cache, force: bool = False,
+            runnable: Callable[[Job], bool] = lambda job: True, batch_size: int = 16,
+            progress: Callable[[int], None] = lambda n: None) -> list[Result]:
+    """Run what is not cached. Jobs that are not `runnable` (outside --only/--models) are taken from the cache
+    when there, and left out otherwise, so a partial build keeps the pages it already had."""
+    results: dict[int, Result] = {}
+    for group in _groups(jobs):
+        todo = []
+        for job in group:
+            art = None if force and runnable(job) else cache.get(job.key)
+            if art is not None:
+                results[id(job)] = Result(job, "cached", 0.0, art)
+                progress(1)
+            elif runnable(job):
+                todo.append(job)
+            else:
+                progress(1)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            for r in _run(chunk, contexts[chunk[0].model]):
+                if r.artifact is not None:
+                    cache.put(r.job.key, r.artifact)
+                results[id(r.job)] = r
+            progress(len(chunk))
+    return [results[id(j)] for j in jobs if id(j) in results]
+
+
+def _run(jobs: list[Job], ctx: RunContext) -> list[Result]:
+    technique = registry.get(jobs[0].kind)
+    torch.manual_seed(ctx.seed)
+    start = time.perf_counter()
+    try:
+        arts = technique.run(ctx, jobs)
+        if len(arts) != len(jobs):
+            raise RuntimeError(f"{technique.kind} returned {len(arts)} results for {len(jobs)} jobs")
+    except Exception as exc:
+        if len(jobs) > 1:  # find the job at fault: the others still succeed on their own
+            return [r for job in jobs for r in _run([job], ctx)]
+        return [Result(jobs[0], "failed", time.perf_counter() - start, None, one_line(exc))]
+    finally:
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+    each = (time.perf_counter() - start) / len(jobs)
+    return [Result(job, "ran", each, art) for job, art in zip(jobs, arts)]

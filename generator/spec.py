@@ -1,0 +1,269 @@
+"""The YAML spec as pydantic models: `Spec.load(path)` validates everything that can be checked without a model.
+
+Checks that need a model (layer names, class names) happen in `checks.py`, still before any heavy work.
+"""
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
+
+from generator.errors import SpecErrors, did_you_mean
+from generator.techniques import registry
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+BUILTIN_MODELS = ("efficientnet-lite0",)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(Strict):
+    """How an image becomes the model's input tensor: resize the shorter side, centre-crop, normalize."""
+
+    size: int = Field(224, ge=8, le=4096, description="side of the square crop fed to the model, in pixels")
+    resize: int | None = Field(None, ge=8, le=8192, description="shorter side before cropping (default size × 8/7)")
+    mean: list[float] = Field([0.485, 0.456, 0.406], min_length=1, max_length=3)
+    std: list[float] = Field([0.229, 0.224, 0.225], min_length=1, max_length=3)
+    mode: Literal["RGB", "L"] = Field("RGB", description="colour (RGB) or grayscale (L) input")
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+    @model_validator(mode="after")
+    def _channels_agree(self) -> "InputSpec":
+        channels = 3 if self.mode == "RGB" else 1
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"mean and std need {channels} value(s) for mode {self.mode}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+    @property
+    def resize_to(self) -> int:
+        return self.resize or round(self.size * 8 / 7)
+
+
+def _empty_means_defaults(cls, data: Any) -> Any:
+    """`filters:` with no value means "run it with its defaults"."""
+    if isinstance(data, dict):
+        return {k: ({} if v is None else v) for k, v in data.items()}
+    return data
+
+
+def _techniques_model() -> type[BaseModel]:
+    """One optional field per registered technique, typed by its Params, so the JSON Schema documents them all."""
+    fields: dict[str, Any] = {
+        kind: (technique.Params | None, Field(None, description=technique.summary))
+        for kind, technique in registry.selectable().items()
+    }
+    return create_model(
+        "TechniquesSpec",
+        __config__=ConfigDict(extra="forbid"),
+        __validators__={"empty_means_defaults": model_validator(mode="before")(classmethod(_empty_means_defaults))},
+        **fields,
+    )
+
+
+TechniquesSpec = _techniques_model()
+
+
+class ModelSpec(Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN, description="a short name, used in page titles and paths")]
+    torchvision: str | None = Field(None, description="a torchvision architecture name, e.g. resnet18")
+    weights: str | None = Field("DEFAULT", description="torchvision weights enum name, DEFAULT, or null (random)")
+    builtin: Literal[BUILTIN_MODELS] | None = Field(None, description="an embedded model")  # type: ignore[valid-type]
+    factory: str | None = Field(None, description="module:function returning an nn.Module")
+    checkpoint: str | None = Field(None, description="a state dict (.pt/.pth or .safetensors) loaded into the model")
+    input: InputSpec | None = None
+    labels: Literal["imagenet"] | list[str] | str | None = Field(
+        None, description="'imagenet', a text file with one label per line, or a list"
+    )
+    logits: int | str | None = Field(None, description="index, key or attribute of the logits in the model's output")
+    layers: list[str] = Field(default_factory=list, description="dotted module names to show (default: a spread)")
+    images: list[str] | None = Field(None, description="image set names (default: all)")
+    techniques: TechniquesSpec | None = Field(None, description="technique → parameters (default: all that apply)")  # type: ignore[valid-type]
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:\w+", value):
+            raise ValueError("expected 'module:function', e.g. 'mynet:build'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        sources = [s for s in ("torchvision", "builtin", "factory") if getattr(self, s) is not None]
+        if len(sources) != 1:
+            got = ", ".join(sources) if sources else "none"
+            raise ValueError(f"give exactly one source of torchvision, builtin, factory (got {got})")
+        if "weights" in self.model_fields_set and self.torchvision is None:
+            raise ValueError("'weights' applies only to a torchvision model; use 'checkpoint' for your own weights")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(s for s in ("torchvision", "builtin", "factory") if getattr(self, s) is not None)
+
+    def technique_params(self) -> dict[str, BaseModel]:
+        """The techniques this model runs, with their parameters: the listed ones, or all with defaults."""
+        if self.techniques is None:
+            return {kind: t.Params() for kind, t in registry.selectable().items()}
+        return {k: v for k, v in self.techniques if v is not None}
+
+
+class Spec(Strict):
+    title: str = Field("convscope report", description="title of the report's index page")
+    output: str = Field("site_src/reports", description="folder for generated pages, relative to the spec file")
+    cache: str = Field(".convscope-cache", description="folder for cached results, relative to the spec file")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    seed: int = Field(0, description="seed for every random choice, so builds repeat")
+    images: dict[Annotated[str, Field(pattern=NAME_PATTERN)], list[str]] = Field(
+        default_factory=dict, description="named image sets: file paths, globs or samples (skimage:chelsea)"
+    )
+    models: list[ModelSpec] = Field(min_length=1)
+
+    _path: Path = PrivateAttr(default=Path("reports.yml"))
+
+    @field_validator("device")
+    @classmethod
+    def _device_shape(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError(f"'{value}' is not a device; use auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _sets_not_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, entries in value.items():
+            if not entries:
+                raise ValueError(f"image set '{name}' is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> "Spec":
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique: {', '.join(dupes)}")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the spec, relative to the spec file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def image_sets_of(self, model: ModelSpec) -> list[str]:
+        return list(self.images) if model.images is None else model.images
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Spec":
+        path = Path(path)
+        if not path.is_file():
+            raise SpecErrors(str(path), ["file not found"])
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark else ""
+            raise SpecErrors(str(path), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+        except UnicodeDecodeError:
+            raise SpecErrors(str(path), ["not a UTF-8 text file"]) from None
+        spec = cls.parse(data, source=str(path))
+        spec._path = path.resolve()
+        return spec
+
+    @classmethod
+    def parse(cls, data: Any, source: str = "spec") -> "Spec":
+        if not isinstance(data, dict):
+            raise SpecErrors(source, ["the spec must be a mapping with at least a 'models' key"])
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecErrors(source, [format_error(e) for e in exc.errors()]) from None
+        problems = []
+        for i, model in enumerate(spec.models):
+            for j, set_name in enumerate(model.images or []):
+                if set_name not in spec.images:
+                    problems.append(
+                        f"models[{i}].images[{j}]: no image set '{set_name}'; {did_you_mean(set_name, spec.images, 'sets')}"
+                    )
+        if problems:
+            raise SpecErrors(source, problems)
+        return spec
+
+
+def key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_error(error: dict[str, Any]) -> str:
+    """A pydantic error as 'key.path: message', with valid keys suggested for unknown ones."""
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    path = key_path(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        name = str(loc[-1])
+        fields = _fields_at(Spec, loc[:-1])
+        what = "techniques" if len(loc) >= 2 and loc[-2] == "techniques" else "keys"
+        return f"{path}: unknown {'technique' if what == 'techniques' else 'key'}; {did_you_mean(name, fields, what)}"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if error["type"] == "literal_error" and "expected" in error.get("ctx", {}):
+        message = f"must be one of {error['ctx']['expected']}; got {error.get('input')!r}"
+    return f"{path}: {message}"
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return [t for a in typing.get_args(annotation) for t in _unwrap(a)]
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Names of the keys allowed at a location of the spec (for 'did you mean')."""
+    candidates = [model]
+    for part in loc:
+        nxt = []
+        for c in candidates:
+            origin = typing.get_origin(c)
+            if isinstance(part, int) and origin is list:
+                nxt += _unwrap(typing.get_args(c)[0])
+            elif isinstance(c, type) and issubclass(c, BaseModel) and part in c.model_fields:
+                nxt += _unwrap(c.model_fields[part].annotation)
+            elif origin is dict:
+                nxt += _unwrap(typing.get_args(c)[1])
+        candidates = nxt
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return list(c.model_fields)
+    return []
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "convscope report spec"
+    return schema

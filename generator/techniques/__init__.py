@@ -1,0 +1,1 @@
+"""One module per technique, all with the shape of `base.Technique`; `registry` lists them."""

@@ -1,0 +1,34 @@
+"""The model's layer table: type, output shape, parameters and receptive field of each module."""
+from __future__ import annotations
+
+import numpy as np
+
+from generator.layers import layer_table
+from generator.techniques.base import Artifact, Job, Params, Technique
+
+
+class ArchitectureParams(Params):
+    depth: int = 2  # module nesting shown in the table (chosen layers are always added)
+
+
+class Architecture(Technique):
+    kind = "architecture"
+    title = "Architecture"
+    summary = "layer table with output shapes, parameters and receptive fields"
+    version = 2
+    Params = ArchitectureParams
+    scope = "model"
+    always = True
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        model = ctx.model
+        channels = 3 if model.input.mode == "RGB" else 1
+        rows = layer_table(model.module, (channels, model.input.size, model.input.size), ctx.device,
+                           depth=jobs[0].params.depth, extra=model.layers)
+        # The receptive-field table as numbers: size, stride, offset per row (NaN where unknown).
+        rf = np.array([[r.rf.size, r.rf.stride, r.rf.offset] if r.rf else [np.nan] * 3 for r in rows], dtype=np.float64)
+        meta = {
+            "rows": [r.as_row() for r in rows],
+            "metrics": {"parameters": model.num_params, "modules": len(model.module_names())},
+        }
+        return [Artifact({"receptive_fields": rf}, meta) for _ in jobs]

@@ -1,0 +1,87 @@
+"""The Technique protocol: what every technique module provides, so spec, planner, pages and tests enumerate one list."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from generator.context import DrawContext, RunContext
+    from generator.models import LoadedModel
+
+Scope = Literal["model", "layer", "image", "layer×image"]
+
+
+class Params(BaseModel):
+    """Base of every technique's parameters: unknown keys are errors; `quick()` shrinks work for previews."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def quick(self) -> "Params":
+        return self
+
+
+@dataclass
+class Job:
+    """One unit of cached work: a technique applied to one model (and one layer and/or one image)."""
+
+    model: str
+    kind: str
+    params: Params
+    layer: str | None = None
+    image: str | None = None
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        parts = [self.model, self.kind] + [p for p in (self.layer, self.image) if p]
+        return " · ".join(parts)
+
+
+@dataclass
+class Artifact:
+    """What a technique computes: named arrays (the first is the main one, saved as the manifest's `data`) and
+    JSON-able metadata. `meta['metrics']` holds the numbers its page reports, `meta['target']` what it explains."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> np.ndarray:
+        return next(iter(self.arrays.values()))
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.meta.get("metrics", {})
+
+
+class Technique:
+    kind: ClassVar[str]
+    title: ClassVar[str]
+    summary: ClassVar[str]
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[Params]] = Params
+    scope: ClassVar[Scope]
+    always: ClassVar[bool] = False  # core artifacts every model gets, not chosen in the spec
+
+    def applies(self, model: "LoadedModel") -> bool:
+        return True
+
+    def layers(self, model: "LoadedModel", params: Params) -> list[str]:
+        """Layers this technique's jobs expand over (layer scopes only)."""
+        return list(model.layers)
+
+    def check(self, model: "LoadedModel", params: Params) -> list[str]:
+        """Problems with params that need the model to see (unknown layers, classes); messages without key path."""
+        return []
+
+    def run(self, ctx: "RunContext", jobs: list[Job]) -> list[Artifact]:
+        """Compute the artifacts of several jobs that differ only in image (or layer) — batch them."""
+        raise NotImplementedError
+
+    def draw(self, art: Artifact, job: Job, env: "DrawContext", path: Path) -> bool:
+        """Write the figure of one artifact to `path` (PNG); return False when it has none."""
+        return False

@@ -1,0 +1,29 @@
+"""The preprocessed input tensor of each model × image: an artifact so anyone can recompute a result."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from generator import figures
+from generator.techniques.base import Artifact, Job, Technique
+
+
+class Input(Technique):
+    kind = "input"
+    title = "Inputs"
+    summary = "the preprocessed tensor each image becomes (resize, centre crop, normalize)"
+    scope = "image"
+    always = True
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        spec = ctx.model.input
+        out = []
+        for job in jobs:
+            x = ctx.input(job.image).cpu().numpy()
+            out.append(Artifact({"input": x}, {"metrics": {"shape": list(x.shape)}, "preprocess": spec.model_dump()}))
+        return out
+
+    def draw(self, art, job, env, path: Path) -> bool:
+        from generator.images import display
+
+        figures.save_picture(display(art.main, env.model.input), path)
+        return True
