@@ -33,7 +33,8 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 
 def prediction_bars(picture: np.ndarray, labels: list[str], probs: list[float], path: Path) -> None:
-    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(7.5, 2.6), gridspec_kw={"width_ratios": [1, 1.6]})
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(7.5, 2.6), gridspec_kw={"width_ratios": [1, 1.6]},
+                                         layout="constrained")
     ax_img.imshow(picture)
     ax_img.set_axis_off()
     y = np.arange(len(labels))[::-1]
@@ -76,7 +77,7 @@ def tile_grid(tiles: np.ndarray, cols: int, pad: int = 1, scale: int = 1, backgr
     return grid
 
 
-def filter_scale(kernel: int, target: int = 36) -> int:
+def filter_scale(kernel: int, target: int = 48) -> int:
     return max(1, round(target / kernel))
 
 
@@ -101,46 +102,94 @@ def depthwise_filters(weight: np.ndarray, path: Path) -> None:
     save_picture(tile_grid(tiles, cols, pad=2, scale=filter_scale(weight.shape[-1])), path)
 
 
-def matrix(values: np.ndarray, path: Path, xlabel: str, ylabel: str, title: str) -> None:
-    """A weight matrix (e.g. a 1×1 convolution) as a diverging heatmap with a colour bar."""
-    v = float(np.abs(values).max()) or 1.0
-    h, w = values.shape
-    fig, ax = plt.subplots(figsize=(min(9, 2 + w / 12), min(7, 1.5 + h / 12)))
-    im = ax.imshow(values, cmap=DIVERGING, vmin=-v, vmax=v, interpolation="nearest", aspect="auto")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="weight (red +, blue −)")
+def pointwise_usage(weights: np.ndarray, path: Path, layer: str) -> None:
+    """A 1×1 convolution (out, in) has no spatial pattern; show what it does use: the weight norm of each input
+    channel (channels near zero are ignored by this layer) and of each output filter, both sorted."""
+    w = weights.astype(np.float64)
+    by_input = np.sort(np.linalg.norm(w, axis=0))[::-1]
+    by_output = np.sort(np.linalg.norm(w, axis=1))[::-1]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 2.6))
+    for ax, values, what in ((axes[0], by_input, "input channels"), (axes[1], by_output, "output filters")):
+        ax.fill_between(np.arange(len(values)), values, color="#4c72b0", step="mid")
+        ax.set_xlim(0, len(values) - 1)
+        ax.set_ylim(0, None)
+        ax.set_xlabel(f"{what}, sorted ({len(values)})")
+        ax.set_ylabel("weight L2 norm")
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(f"{layer}: 1×1 convolution, {w.shape[0]} outputs × {w.shape[1]} inputs", fontsize=9)
     _save(fig, path)
 
 
-def channel_grid(maps: np.ndarray, channels: list[int], dead: np.ndarray, path: Path, title: str) -> None:
-    """Activation maps (K, H, W) on one shared colour scale; dead channels crossed out."""
-    k = len(maps)
-    cols = min(8, k) if k <= 16 else min(12, math.ceil(math.sqrt(k * 1.5)))
-    rows = math.ceil(k / cols)
-    lo, hi = float(maps.min()), float(maps.max())
+def _colour_scale(values: np.ndarray) -> tuple[str, float, float, str]:
+    lo, hi = float(values.min()), float(values.max())
     if lo < 0 < hi:
         v = max(-lo, hi)
-        cmap, vmin, vmax, bar = DIVERGING, -v, v, "activation (red +, blue −, shared scale)"
-    else:
-        cmap, vmin, vmax, bar = SEQUENTIAL, lo, hi if hi > lo else lo + 1, "activation (shared scale)"
-    side = 1.25 if cols <= 8 else 0.95
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * side + 1.2, rows * side + 0.6), squeeze=False)
-    im = None
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= k:
+        return DIVERGING, -v, v, "activation (red +, blue −, shared scale)"
+    return SEQUENTIAL, lo, hi if hi > lo else lo + 1, "activation (shared scale)"
+
+
+def channel_grid(maps: np.ndarray, channels: list[int], dead: np.ndarray, path: Path, title: str) -> None:
+    """Activation maps (K, H, W) on one shared colour scale, as one mosaic; dead channels framed and crossed in red.
+    Drawn as a single image (not a subplot per channel) so a 48-channel grid takes a fraction of a second."""
+    k, h, w = maps.shape
+    cmap_name, vmin, vmax, bar = _colour_scale(maps)
+    cmap = plt.get_cmap(cmap_name)
+    scale = max(1, round(84 / max(h, w)))  # small maps (7×7) are enlarged with crisp pixels
+    tiles = (cmap(np.clip((maps - vmin) / (vmax - vmin), 0, 1))[..., :3] * 255).astype(np.uint8)
+    tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    th, tw = h * scale, w * scale
+    red = np.array([200, 0, 0], dtype=np.uint8)
+    for i in np.flatnonzero(dead):
+        t = tiles[i]
+        t[[0, 1, -2, -1], :] = red
+        t[:, [0, 1, -2, -1]] = red
+        d = np.arange(min(th, tw))
+        t[d * th // min(th, tw), d * tw // min(th, tw)] = red
+        t[d * th // min(th, tw), (tw - 1) - d * tw // min(th, tw)] = red
+    cols = min(8, k) if k <= 16 else min(12, math.ceil(math.sqrt(k * 1.5)))
+    pad = max(2, th // 8)
+    label = max(10, th // 5)  # room above each tile for its channel number
+    rows = math.ceil(k / cols)
+    grid = np.full((rows * (th + pad + label) + pad, cols * (tw + pad) + pad, 3), 255, dtype=np.uint8)
+    spots = []
+    for i in range(k):
+        r, c = divmod(i, cols)
+        y, x = pad + label + r * (th + pad + label), pad + c * (tw + pad)
+        grid[y:y + th, x:x + tw] = tiles[i]
+        spots.append((x + tw / 2, y - 1))
+    inches = min(max(grid.shape[1] / DPI, 4), 14)  # about one screen pixel per mosaic pixel
+    fig, ax = plt.subplots(figsize=(inches + 1.2, inches * grid.shape[0] / grid.shape[1] + 0.5))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    font = 6 if cols >= 10 else 7
+    for i, (x, y) in enumerate(spots):
+        ax.text(x, y, str(channels[i]), ha="center", va="bottom", fontsize=font, color="#c00" if dead[i] else "black")
+    ax.set_title(title, fontsize=9)
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(vmin, vmax), cmap=cmap)
+    fig.colorbar(mappable, ax=ax, fraction=0.03, pad=0.02, label=bar)
+    _save(fig, path)
+
+
+def attribution_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], path: Path, method: str,
+                     meaning: str, signed: bool = False) -> None:
+    """One row per target: the image, the map (own colour scale with a bar), the map over the image."""
+    t = len(maps)
+    fig, axes = plt.subplots(t, 3, figsize=(9, 3 * t), squeeze=False, layout="constrained")
+    for row, (m, label) in enumerate(zip(maps, labels)):
+        if signed:
+            v = float(np.abs(m).max()) or 1.0
+            cmap, vmin, vmax = DIVERGING, -v, v
+        else:
+            cmap, vmin, vmax = SEQUENTIAL, 0.0, float(m.max()) or 1.0
+        ax_img, ax_map, ax_over = axes[row]
+        ax_img.imshow(picture)
+        ax_img.set_title(label, fontsize=9)
+        im = ax_map.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax_map.set_title(method, fontsize=9)
+        ax_over.imshow(picture)
+        ax_over.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
+        ax_over.set_title("overlay", fontsize=9)
+        for ax in axes[row]:
             ax.set_axis_off()
-            continue
-        im = ax.imshow(maps[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{channels[i]}", fontsize=7, pad=2, color="#c00" if dead[i] else "black")
-        if dead[i]:
-            ax.plot([0, 1], [0, 1], transform=ax.transAxes, color="#c00", lw=1)
-            ax.plot([0, 1], [1, 0], transform=ax.transAxes, color="#c00", lw=1)
-            for s in ax.spines.values():
-                s.set_color("#c00")
-    fig.suptitle(title, fontsize=9)
-    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label=bar)
+        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=meaning)
     _save(fig, path)

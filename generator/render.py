@@ -64,7 +64,9 @@ def make_environment(templates: Path = TEMPLATES) -> Environment:
         loader=FileSystemLoader(str(templates)),
         undefined=StrictUndefined,
         finalize=_finalize,
-        autoescape=False,  # Markdown, not HTML: `finalize` escapes instead
+        # `finalize` escapes every printed string for HTML and Markdown. Autoescape is on so that what the macros
+        # return (already escaped page pieces) comes back as Markup and is not escaped a second time.
+        autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,

@@ -12,7 +12,7 @@ from generator.techniques.base import Artifact, Job, Params, Technique
 
 
 class FiltersParams(Params):
-    layers: list[str] | None = Field(None, description="conv modules (default: the first conv and one in each chosen layer)")
+    layers: list[str] | None = Field(None, description="conv modules (default: the first conv and the conv feeding each chosen layer)")
     max_filters: int = Field(64, ge=1, le=1024, description="output filters shown per layer")
     max_inputs: int = Field(16, ge=1, le=512, description="input channels shown per filter (grayscale tiles)")
 
@@ -28,6 +28,7 @@ class Filters(Technique):
     kind = "filters"
     title = "Filters"
     summary = "convolution weights: first layer in colour, deeper layers per input channel"
+    version = 2
     Params = FiltersParams
     scope = "layer"
 
@@ -37,12 +38,19 @@ class Filters(Technique):
     def layers(self, model, params: FiltersParams) -> list[str]:
         if params.layers is not None:
             return list(params.layers)
-        all_convs = convs(model)
-        chosen = [all_convs[0]]
-        for layer in model.layers:  # the chosen layer itself, or the first conv inside it
+        # The first conv, then for each chosen layer the spatial conv that feeds it: itself, the first one inside
+        # it, or else the last one before it in module order (an activation's own conv). 1×1 convs have no
+        # spatial pattern to look at, so they are shown only when asked for by name.
+        order = [n for n, _ in model.module.named_modules() if n]
+        modules = dict(model.module.named_modules())
+        all_convs = [c for c in convs(model) if max(modules[c].kernel_size) > 1] or convs(model)
+        chosen = [convs(model)[0]]
+        for layer in model.layers:
             inside = [c for c in all_convs if c == layer or c.startswith(layer + ".")]
-            if inside and inside[0] not in chosen:
-                chosen.append(inside[0])
+            before = [c for c in all_convs if layer in order and order.index(c) < order.index(layer)]
+            pick = inside[0] if inside else (before[-1] if before else None)
+            if pick and pick not in chosen:
+                chosen.append(pick)
         return chosen
 
     def check(self, model, params: FiltersParams) -> list[str]:
@@ -88,8 +96,7 @@ class Filters(Technique):
         elif layout == "depthwise":
             figures.depthwise_filters(w, path)
         elif layout == "pointwise":
-            figures.matrix(art.main[:, : 256, 0, 0][:256], path, "input channel", "output filter",
-                           f"{job.layer}: 1×1 weights (first 256 × 256 at most)")
+            figures.pointwise_usage(art.main[:, :, 0, 0], path, job.layer)
         else:
             figures.gray_filters(w[:, : job.params.max_inputs], path)
         return True
