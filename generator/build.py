@@ -2,6 +2,7 @@
 The output folder and the site are replaced only when complete, so a crash never leaves them half-written."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -51,12 +52,11 @@ class Prepared:
 
 def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True) -> Prepared:
     """Load images and models and check every reference in the spec; all problems are raised together."""
-    device = resolve_device(device_name or spec.device)
-    problems: list[str] = []
     try:
-        image_sets = imagelib.load_sets(spec)
+        device = resolve_device(device_name or spec.device)
     except ConvscopeError as exc:
         raise SpecErrors(str(spec.path.name), [str(exc)]) from None
+    image_sets, problems = imagelib.load_sets(spec)
     loader = ModelLoader(spec, device)
     models = []
     for i, ms in enumerate(spec.models):
@@ -139,7 +139,7 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
                           progress=lambda n: bar.advance(task, n))
 
     output = spec.resolve(spec.output)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if output.parent.exists() else None))
+    staging = _mkdtemp(f".{output.name}.", output.parent if output.parent.exists() else None)
     try:
         by_model = {m.name: ModelPages(m, draws[m.name]) for m in prepared.models}
         for r in results:
@@ -148,7 +148,7 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
         with _progress(console) as bar:
             task = bar.add_task("figures", total=len(results))
             for pages in by_model.values():
-                manifest += write_outputs(staging, pages, lambda n: bar.advance(task, n))
+                manifest += write_outputs(staging, pages, lambda n: bar.advance(task, n), previous=output)
         results = [r for pages in by_model.values() for r in pages.results]
         summary = summarize(results)
         errors = [f"{r.job.label}: {r.error}" for r in results if r.status == "failed"]
@@ -196,6 +196,16 @@ def print_summary(console: Console, summary: list[dict], output: Path) -> None:
     console.print(table)
 
 
+def _mkdtemp(prefix: str, parent: Path | None) -> Path:
+    """A staging folder that becomes the output: mkdtemp makes it private (0700), but the pages and the site must
+    be readable like any folder the user makes (a web server reads them as another user)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+    return path
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Swap a finished folder into place; the old one is removed only once the new one is there."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +223,7 @@ def build_site(config: Path, site: Path, console: Console) -> bool:
         raise ConvscopeError("--site", f"no MkDocs config at {config}")
     site = site.resolve()
     site.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{site.name}.", dir=site.parent))
+    tmp = _mkdtemp(f".{site.name}.", site.parent)
     try:
         with console.status("mkdocs build --strict"):
             proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config), "-d", str(tmp)],

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConvscopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `convscope schema | head`
+        return 0
     except KeyboardInterrupt:
         print("interrupted: the previous report and site were left as they were", file=sys.stderr)
         return 130

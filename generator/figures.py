@@ -193,3 +193,107 @@ def attribution_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], p
             ax.set_axis_off()
         fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=meaning)
     _save(fig, path)
+
+
+def attribution_comparison(picture: np.ndarray, maps: list[np.ndarray], titles: list[str], path: Path,
+                           signed: list[bool] | None = None, deletion: list[np.ndarray | None] | None = None,
+                           insertion: list[np.ndarray | None] | None = None, curve_labels: list[str] | None = None,
+                           target: str = "", max_cols: int = 5) -> None:
+    """Several methods' maps of one image side by side (the image first, then one overlay per method, wrapped
+    after `max_cols` panels), each map on its own colour scale; below, when curves are given, the deletion and
+    insertion curves of all methods (one colour per method, matching its panel title)."""
+    m = len(maps)
+    signed = signed or [False] * m
+    colours = [plt.get_cmap("tab10")(i % 10) for i in range(m)]
+    cols = min(m + 1, max_cols)
+    rows = math.ceil((m + 1) / cols)
+    curves = deletion is not None and insertion is not None and any(c is not None for c in deletion)
+    tile = 2.0
+    heights = [tile] * rows + ([2.3] if curves else [])
+    fig = plt.figure(figsize=(tile * cols, sum(heights) + 0.3), layout="constrained")
+    grid = fig.add_gridspec(len(heights), cols, height_ratios=heights)
+    panels = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(m + 1)]
+    panels[0].imshow(picture)
+    panels[0].set_title(_short(target or "image", 24), fontsize=8)
+    for ax, mp, title, sgn, colour in zip(panels[1:], maps, titles, signed, colours):
+        if sgn:
+            v = float(np.abs(mp).max()) or 1.0
+            cmap, vmin, vmax = DIVERGING, -v, v
+        else:
+            cmap, vmin, vmax = SEQUENTIAL, 0.0, float(mp.max()) or 1.0
+        ax.imshow(picture)
+        ax.imshow(mp, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
+        ax.set_title(_short(title, 24), fontsize=8, color=colour, fontweight="bold")
+    for ax in panels:
+        ax.set_axis_off()
+    if curves:
+        labels = curve_labels or titles
+        half = max(1, cols // 2)
+        ax_del = fig.add_subplot(grid[rows, :half])
+        ax_ins = fig.add_subplot(grid[rows, half:] if cols > 1 else grid[rows, :])
+        for ax, what, data in ((ax_del, "deleted", deletion), (ax_ins, "inserted", insertion)):
+            for curve, label, colour in zip(data, labels, colours):
+                if curve is None:
+                    continue
+                ax.plot(np.linspace(0, 1, len(curve)), curve, color=colour, lw=1.4, label=_short(label, 30))
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, None)
+            ax.set_xlabel(f"fraction of pixels {what} (most attributed first)", fontsize=8)
+            ax.set_ylabel("p(target)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.legend(fontsize=6, frameon=False, loc="upper right" if what == "deleted" else "lower right")
+        ax_del.set_title("deletion (lower area = more faithful)", fontsize=8)
+        ax_ins.set_title("insertion (higher area = more faithful)", fontsize=8)
+    _save(fig, path)
+
+
+def occlusion_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], path: Path, method: str,
+                   meaning: str, window: int) -> None:
+    """Occlusion maps, one row per target: the image, the signed map on a symmetric diverging scale (a square of the
+    window's size in its corner for scale), and the map over the image."""
+    from matplotlib.patches import Rectangle
+
+    t = len(maps)
+    fig, axes = plt.subplots(t, 3, figsize=(9, 3 * t), squeeze=False, layout="constrained")
+    for row, (m, label) in enumerate(zip(maps, labels)):
+        v = float(np.abs(m).max()) or 1.0
+        ax_img, ax_map, ax_over = axes[row]
+        ax_img.imshow(picture)
+        ax_img.set_title(_short(label, 40), fontsize=9)
+        im = ax_map.imshow(m, cmap=DIVERGING, vmin=-v, vmax=v)
+        h = m.shape[0]
+        ax_map.add_patch(Rectangle((1, h - 1 - window), window, window, fill=False, edgecolor="black", lw=1.2))
+        ax_map.text(1 + window / 2, h - 3 - window, "window", ha="center", va="bottom", fontsize=7)
+        ax_map.set_title(_short(method, 48), fontsize=9)
+        ax_over.imshow(picture)
+        ax_over.imshow(m, cmap=DIVERGING, vmin=-v, vmax=v, alpha=0.6)
+        ax_over.set_title("overlay", fontsize=9)
+        for ax in axes[row]:
+            ax.set_axis_off()
+        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=meaning)
+    _save(fig, path)
+
+
+def grabcut_rows(picture: np.ndarray, saliency: np.ndarray, masks: np.ndarray, labels: list[str], path: Path,
+                 saliency_meaning: str) -> None:
+    """One row per target: the image, the saliency map that seeded GrabCut (own scale, with a bar), and the
+    foreground mask over the image (background dimmed, outline in green, area in the title)."""
+    t = len(masks)
+    fig, axes = plt.subplots(t, 3, figsize=(9, 3 * t), squeeze=False, layout="constrained")
+    for row, (s, mask, label) in enumerate(zip(saliency, masks, labels)):
+        ax_img, ax_sal, ax_mask = axes[row]
+        ax_img.imshow(picture)
+        ax_img.set_title(_short(label, 40), fontsize=9)
+        im = ax_sal.imshow(s, cmap=SEQUENTIAL, vmin=0.0, vmax=float(s.max()) or 1.0)
+        ax_sal.set_title("saliency (GrabCut seeds)", fontsize=9)
+        fg = mask > 0.5
+        shown = np.where(fg[..., None], picture, (picture * 0.3).astype(picture.dtype))
+        ax_mask.imshow(shown)
+        if fg.any() and not fg.all():
+            ax_mask.contour(fg.astype(float), levels=[0.5], colors=["#3f3"], linewidths=1.2)
+        ax_mask.set_title(f"GrabCut foreground: {fg.mean():.0%} of the image", fontsize=9)
+        for ax in axes[row]:
+            ax.set_axis_off()
+        fig.colorbar(im, ax=[ax_sal], shrink=0.8, label=saliency_meaning)
+    _save(fig, path)

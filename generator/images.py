@@ -97,9 +97,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "image"
 
 
-def load_sets(spec: Spec, names: list[str] | None = None) -> dict[str, list[ImageRecord]]:
-    """Decode every image of the named sets (all by default). Errors name the spec key and the file."""
+def load_sets(spec: Spec, names: list[str] | None = None) -> tuple[dict[str, list[ImageRecord]], list[str]]:
+    """Decode every image of the named sets (all by default). Returns the sets and the problems found, each
+    naming the spec key and the file, so that all of them can be reported at once."""
     sets: dict[str, list[ImageRecord]] = {}
+    problems: list[str] = []
     for set_name, entries in spec.images.items():
         if names is not None and set_name not in names:
             continue
@@ -107,18 +109,19 @@ def load_sets(spec: Spec, names: list[str] | None = None) -> dict[str, list[Imag
         seen: set[str] = set()
         for i, entry in enumerate(entries):
             where = f"images.{set_name}[{i}]"
-            for source, load in _expand(spec, entry, where):
-                try:
-                    im = load()
-                except ConvscopeError as exc:
-                    raise ConvscopeError(f"{where}", exc.message if not exc.where else f"{exc.where}: {exc.message}") from None
+            try:
+                loaded = [(source, load()) for source, load in _expand(spec, entry, where)]
+            except ConvscopeError as exc:
+                problems.append(f"{where}: {exc.message}" if exc.where in ("", where) else f"{where}: {exc.where}: {exc.message}")
+                continue
+            for source, im in loaded:
                 name = _slug(Path(source.split(":")[-1]).stem)
                 while name in seen:
                     name += "_"
                 seen.add(name)
                 records.append(ImageRecord(f"{set_name}/{name}", set_name, name, source, im, digest(im)))
         sets[set_name] = records
-    return sets
+    return sets, problems
 
 
 def _expand(spec: Spec, entry: str, where: str):

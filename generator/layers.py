@@ -186,7 +186,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int], device: tor
     x = torch.zeros(1, *input_shape, device=device)
     order: list[str] = []
     with torch.no_grad(), record_outputs(model, names) as outs:
-        hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: order.append(n)) for n in names]
+        # pre-hooks: a container is listed when it is entered, before the modules inside it
+        hooks = [modules[n].register_forward_pre_hook(lambda m, i, n=n: order.append(n)) for n in names]
         try:
             model(x)
         finally:

@@ -100,6 +100,12 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def _first_line(exc: BaseException) -> str:
+    """'Type: first line of the message': errors print as one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 class ModelLoader:
     """Builds each model of a spec once, reporting problems with the spec key that caused them."""
 
@@ -176,7 +182,7 @@ class ModelLoader:
         try:
             mod = importlib.import_module(module_name)
         except Exception as exc:
-            raise ConvscopeError(f"{where}.factory", f"cannot import '{module_name}' ({type(exc).__name__}: {exc})") from None
+            raise ConvscopeError(f"{where}.factory", f"cannot import '{module_name}' ({_first_line(exc)})") from None
         finally:
             if sys.path and sys.path[0] == base:
                 sys.path.pop(0)
@@ -186,7 +192,7 @@ class ModelLoader:
         try:
             module = func()
         except Exception as exc:
-            raise ConvscopeError(f"{where}.factory", f"{ms.factory}() raised {type(exc).__name__}: {exc}") from None
+            raise ConvscopeError(f"{where}.factory", f"{ms.factory}() raised {_first_line(exc)}") from None
         return module, InputSpec(), None, f"factory {ms.factory}"
 
     def _load_checkpoint(self, module: nn.Module, ms: ModelSpec, where: str) -> None:
@@ -197,6 +203,12 @@ class ModelLoader:
             state = load_state_dict_file(path)
         except Exception as exc:
             raise ConvscopeError(f"{where}.checkpoint", f"cannot read {path.name} as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        own = module.state_dict()
+        wrong = [k for k, v in state.items() if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:  # load_state_dict raises on these even with strict=False
+            k = wrong[0]
+            raise ConvscopeError(f"{where}.checkpoint", f"{path.name} does not fit the model: {len(wrong)} tensor(s) of "
+                                 f"another shape e.g. '{k}' is {list(state[k].shape)} in the file, {list(own[k].shape)} in the model")
         result = module.load_state_dict(state, strict=False)
         problems = []
         if result.missing_keys:

@@ -1,8 +1,11 @@
 """Results → figures, data files, pages, manifest.json and build.json, all written into one (staging) folder."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from generator import figures
 from generator.context import DrawContext
 from generator.models import LoadedModel
 from generator.pipeline import Result, one_line
@@ -29,9 +33,33 @@ def stem(result: Result) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "--", "__".join(parts)) or "model"
 
 
-def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], None]) -> list[dict[str, Any]]:
-    """Draw each artifact's figure and save its main array; return the manifest records. A figure that fails
-    to draw turns its result into a failure shown on the page."""
+def drawing_digest(kind: str) -> str:
+    """A digest of the code that draws a technique's figures: a cached figure is reused only while it matches."""
+    technique = registry.get(kind)
+    h = hashlib.sha256()
+    for module in sorted({figures.__name__, *(c.__module__ for c in type(technique).__mro__)}):
+        source = getattr(sys.modules.get(module), "__file__", None)
+        if source:
+            h.update(Path(source).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def previous_figures(output: Path) -> dict[str, dict[str, Any]]:
+    """key → manifest record of the last build in `output`, to reuse figures of cached results."""
+    try:
+        records = json.loads((output / "manifest.json").read_text())["artifacts"]
+        return {r["key"]: r for r in records if r.get("figure") and r.get("drawing")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], None],
+                  previous: Path | None = None) -> list[dict[str, Any]]:
+    """Draw each artifact's figure and save its main array; return the manifest records. Figures of cached
+    results are copied from the `previous` output when the drawing code has not changed since. A figure that
+    fails to draw turns its result into a failure shown on the page."""
+    old = previous_figures(previous) if previous else {}
+    digests: dict[str, str] = {}
     records = []
     for i, r in enumerate(pages.results):
         progress(1)
@@ -42,8 +70,15 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         data = f"{name}/data/{r.job.kind}/{stem(r)}.npy"
         (folder / data).parent.mkdir(parents=True, exist_ok=True)
         np.save(folder / data, r.artifact.main, allow_pickle=False)
+        drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
+        before = old.get(r.job.key)
         try:
-            drawn = registry.get(r.job.kind).draw(r.artifact, r.job, pages.draw, folder / figure)
+            if r.status == "cached" and before and before["drawing"] == drawing and (previous / before["figure"]).is_file():
+                (folder / figure).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(previous / before["figure"], folder / figure)
+                drawn = True
+            else:
+                drawn = registry.get(r.job.kind).draw(r.artifact, r.job, pages.draw, folder / figure)
         except Exception as exc:
             pages.results[i] = Result(r.job, "failed", r.seconds, None, f"drawing the figure: {one_line(exc)}")
             continue
@@ -53,6 +88,7 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             "model": name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
             "target": r.artifact.meta.get("target"), "params": r.job.params.model_dump(mode="json"),
             "metrics": r.artifact.metrics, "figure": figure if drawn else None, "data": data, "key": r.job.key,
+            "drawing": drawing if drawn else None,
         })
     return records
 
@@ -112,6 +148,97 @@ def technique_page_context(pages: ModelPages, kind: str) -> dict[str, Any]:
     }
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", text) or "image"
+
+
+def comparison_context(folder: Path, pages: ModelPages, kinds: list[str]) -> dict[str, Any] | None:
+    """The attribution comparison page of one model, from artifacts already computed (None with fewer than two
+    attribution methods): per image, one figure with every method's map of its first (top-1) target side by side,
+    written to `<model>/figures/comparison/<image>.png` (drawing here only lays out existing arrays), and the
+    methods ranked by deletion AUC (lower is better) and insertion AUC (higher is better), with the randomization
+    check; then each method's means over the images."""
+    from generator.techniques.attribution import AttributionTechnique
+
+    methods = [k for k in kinds if isinstance(registry.get(k), AttributionTechnique)
+               and any(r.job.kind == k and r.artifact is not None for r in pages.results)]
+    if len(methods) < 2:
+        return None
+    by_image: dict[str, dict[str, Result]] = defaultdict(dict)
+    for r in pages.results:
+        if r.job.kind in methods and r.job.image:
+            by_image[r.job.image][r.job.kind] = r
+    sanity = next((r.artifact.meta["sanity"] for r in pages.results
+                   if r.job.kind in methods and r.artifact and "sanity" in r.artifact.meta), None)
+    faith = next((r.artifact.meta["faithfulness"] for r in pages.results
+                  if r.job.kind in methods and r.artifact and "faithfulness" in r.artifact.meta), None)
+    threshold = sanity["threshold"] if sanity else None
+    images = []
+    for image, found in by_image.items():
+        rows, missing = [], []
+        for k in methods:
+            r = found.get(k)
+            if r is None or r.artifact is None:
+                missing.append({"title": registry.get(k).title, "error": r.error if r else "not run"})
+                continue
+            first = r.artifact.meta["targets"][0]
+            corr = first.get("sanity_correlations")
+            rows.append({
+                "kind": k, "title": registry.get(k).title, "target": first["label"],
+                "probability": first["probability"], "deletion_auc": first.get("deletion_auc"),
+                "insertion_auc": first.get("insertion_auc"), "correlations": corr,
+                "flag": first.get("sanity_flag", None if not corr or corr[-1] is None or threshold is None
+                                  else bool(corr[-1] > threshold)),
+                "signed": registry.get(k).signed, "result": r,
+            })
+        for key, reverse in (("deletion_auc", False), ("insertion_auc", True)):
+            for row in rows:
+                row[key.replace("_auc", "_rank")] = None
+            scored = sorted((row for row in rows if row[key] is not None), key=lambda row: row[key], reverse=reverse)
+            for rank, row in enumerate(scored, 1):
+                row[key.replace("_auc", "_rank")] = rank
+        figure, error = None, None
+        if rows:
+            figure = f"{pages.model.name}/figures/comparison/{_slug(image)}.png"
+            arrays = [row.pop("result").artifact.arrays for row in rows]
+            try:
+                figures.attribution_comparison(
+                    pages.draw.picture(image), [a["map"][0] for a in arrays], [row["title"] for row in rows],
+                    folder / figure, signed=[row["signed"] for row in rows],
+                    deletion=[a["deletion"][0] if "deletion" in a else None for a in arrays],
+                    insertion=[a["insertion"][0] if "insertion" in a else None for a in arrays],
+                    curve_labels=[f"{row['title']} ({row['deletion_auc']:.3f})" if row["deletion_auc"] is not None
+                                  else row["title"] for row in rows],
+                    target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
+            except Exception as exc:
+                figure, error = None, f"drawing the figure: {one_line(exc)}"
+        targets = {row["target"] for row in rows}
+        rows.sort(key=lambda row: (row["deletion_rank"] is None, row["deletion_rank"] or 0))
+        images.append({
+            "image": image, "image_name": pages.draw.image_name(image), "figure": figure.split("/", 1)[1] if figure else None,
+            "error": error, "rows": rows, "missing": missing,
+            "target": rows[0]["target"] if len(targets) == 1 else None,
+        })
+    overall = []
+    for k in methods:
+        rows = [row for img in images for row in img["rows"] if row["kind"] == k]
+        mean = lambda key: (float(np.mean([row[key] for row in rows if row[key] is not None]))  # noqa: E731
+                            if any(row[key] is not None for row in rows) else None)
+        lasts = [row["correlations"][-1] for row in rows if row["correlations"] and row["correlations"][-1] is not None]
+        overall.append({
+            "title": registry.get(k).title, "kind": k, "images": len(rows),
+            "deletion_auc": mean("deletion_auc"), "insertion_auc": mean("insertion_auc"),
+            "correlation": float(np.mean(lasts)) if lasts else None,
+            "flagged": sum(bool(row["flag"]) for row in rows),
+        })
+    overall.sort(key=lambda row: (row["deletion_auc"] is None, row["deletion_auc"] or 0))
+    return {
+        "model": {"name": pages.model.name, "source": pages.model.source},
+        "images": images, "overall": overall, "stages": sanity["stages"] if sanity else [],
+        "threshold": threshold, "faithfulness": faith,
+    }
+
+
 def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[ModelPages],
                 selected: dict[str, list[str]], summary: list[dict[str, Any]], errors: list[str]) -> None:
     models = []
@@ -119,8 +246,13 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
         name = pages.model.name
         kinds = [k for k in selected[name] if any(r.job.kind == k for r in pages.results)]
         ctx = model_page_context(pages, kinds)
+        comparison = comparison_context(folder, pages, kinds)
+        ctx["comparison"] = "comparison.md" if comparison else None
         (folder / name).mkdir(parents=True, exist_ok=True)
         (folder / name / "index.md").write_text(renderer.page("pages/model.md.j2", **ctx), encoding="utf-8")
+        if comparison:
+            text = renderer.page("pages/comparison.md.j2", **comparison)
+            (folder / name / "comparison.md").write_text(text, encoding="utf-8")
         for kind in kinds:
             text = renderer.page(f"pages/{kind}.md.j2", **technique_page_context(pages, kind))
             (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")

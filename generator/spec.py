@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, create_model, field_validator,
+    model_validator,
+)
 
 from generator.errors import SpecErrors, did_you_mean
 from generator.techniques import registry
@@ -96,14 +99,20 @@ class ModelSpec(Strict):
             raise ValueError("expected 'module:function', e.g. 'mynet:build'")
         return value
 
+    @field_validator("weights")
+    @classmethod
+    def _weights_need_torchvision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Runs only when `weights` is given; `torchvision` (declared before it) is in info.data unless it was invalid.
+        if "torchvision" in info.data and info.data["torchvision"] is None:
+            raise ValueError("'weights' applies only to a torchvision model; use 'checkpoint' for your own weights")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
         sources = [s for s in ("torchvision", "builtin", "factory") if getattr(self, s) is not None]
         if len(sources) != 1:
             got = ", ".join(sources) if sources else "none"
             raise ValueError(f"give exactly one source of torchvision, builtin, factory (got {got})")
-        if "weights" in self.model_fields_set and self.torchvision is None:
-            raise ValueError("'weights' applies only to a torchvision model; use 'checkpoint' for your own weights")
         return self
 
     @property
@@ -144,14 +153,6 @@ class Spec(Strict):
             if not entries:
                 raise ValueError(f"image set '{name}' is empty")
         return value
-
-    @model_validator(mode="after")
-    def _references(self) -> "Spec":
-        names = [m.name for m in self.models]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"model names must be unique: {', '.join(dupes)}")
-        return self
 
     @property
     def path(self) -> Path:
@@ -195,7 +196,12 @@ class Spec(Strict):
         except ValidationError as exc:
             raise SpecErrors(source, [format_error(e) for e in exc.errors()]) from None
         problems = []
+        first_of: dict[str, int] = {}
         for i, model in enumerate(spec.models):
+            if model.name in first_of:
+                problems.append(f"models[{i}].name: '{model.name}' is already the name of models[{first_of[model.name]}]; "
+                                "model names must be unique")
+            first_of.setdefault(model.name, i)
             for j, set_name in enumerate(model.images or []):
                 if set_name not in spec.images:
                     problems.append(

@@ -4,12 +4,14 @@ batched, a (targets, H, W) map at input resolution, and the image | map | overla
 A technique subclasses `AttributionTechnique` and implements `attribute` (numbers only)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from generator import faithfulness as faith
 from generator import figures
 from generator.errors import did_you_mean
 from generator.techniques.base import Artifact, Job, Params, Technique
@@ -19,6 +21,18 @@ class AttributionParams(Params):
     targets: list[str | int] | None = Field(
         None, description="classes to explain, by label or index (default: each image's top-1 class)"
     )
+    faithfulness: bool = Field(
+        True, description="deletion and insertion curves and their AUC (Petsiuk et al. 2018) for every map"
+    )
+    faithfulness_steps: int = Field(32, ge=2, le=1024, description="pixel chunks of the deletion/insertion curves")
+    sanity: bool = Field(
+        True, description="model randomization check (Adebayo et al. 2018): recompute maps with top layers randomized"
+    )
+    sanity_stages: int = Field(3, ge=1, le=20, description="how many top stages the randomization cascade covers")
+
+    def quick(self) -> "AttributionParams":
+        return self.model_copy(update={"faithfulness_steps": min(self.faithfulness_steps, 8),
+                                       "sanity_stages": min(self.sanity_stages, 1)})
 
 
 def resolve_target(model, target: str | int) -> int | str:
@@ -54,6 +68,11 @@ class AttributionTechnique(Technique):
         the technique's maps are unsigned. Must leave the model exactly as it found it."""
         raise NotImplementedError
 
+    def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
+        """Named per-row arrays for a batch, "map" first (the artifact's main array): a technique that keeps more
+        than the map (guided backprop's colour gradient) overrides this; `attribute` stays the map alone."""
+        return {"map": self.attribute(ctx, x, targets, params)}
+
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         model = ctx.model
         x = ctx.batch([j.image for j in jobs])
@@ -67,7 +86,10 @@ class AttributionTechnique(Technique):
             pairs += [(i, int(t)) for t in ids]
         rows = torch.tensor([p[0] for p in pairs], device=x.device)
         classes = torch.tensor([p[1] for p in pairs], device=x.device)
-        maps = self.attribute(ctx, x[rows], classes, jobs[0].params).detach().float().cpu().numpy()
+        arrays = {name: a.detach().float().cpu().numpy()
+                  for name, a in self.compute(ctx, x[rows], classes, jobs[0].params).items()}
+        maps = arrays["map"]
+        checks = self.evaluate(ctx, x[rows], classes, maps, jobs[0].params)
         out = []
         for i, job in enumerate(jobs):
             mine = [k for k, p in enumerate(pairs) if p[0] == i]
@@ -75,8 +97,68 @@ class AttributionTechnique(Technique):
                         "probability": float(probs[i, pairs[k][1]])} for k in mine]
             meta = {"targets": targets, "target": ", ".join(t["label"] for t in targets),
                     "metrics": {"max": float(maps[mine].max()), "mean": float(maps[mine].mean())}}
-            out.append(Artifact({"map": maps[mine].astype(np.float32)}, meta))
+            out.append(Artifact({name: a[mine].astype(np.float32) for name, a in arrays.items()}, meta))
+            self.add_checks(out[-1], mine, checks)
         return out
+
+    def evaluate(self, ctx, x: torch.Tensor, classes: torch.Tensor, maps: np.ndarray, params) -> dict:
+        """Faithfulness numbers of all maps at once (one row per (image, target) pair): deletion/insertion curves
+        and the randomization cascade's rank correlations (generator/faithfulness.py says how and why)."""
+        checks: dict = {}
+        if params.faithfulness:
+            steps = params.faithfulness_steps
+            checks["deletion"], checks["insertion"] = faith.deletion_insertion(
+                ctx.model.logits, x, maps, classes, steps=steps, batch=faith.batch_size(x.device))
+            checks["faithfulness"] = {"steps": steps, "deletion_baseline": faith.DELETION_BASELINE,
+                                      "insertion_baseline": faith.INSERTION_BASELINE}
+        if params.sanity:
+            from generator.models import weights_digest
+
+            original = ctx.model.module
+            before = weights_digest(original)
+            stages = faith.randomization_stages(original, x[:1])[: params.sanity_stages]
+            corr = np.full((len(maps), len(stages)), np.nan)
+            for k in range(len(stages)):
+                module = faith.randomized_copy(original, stages[: k + 1], ctx.seed).eval()
+                rctx = dataclasses.replace(ctx, model=dataclasses.replace(ctx.model, module=module))
+                torch.manual_seed(ctx.seed)  # stochastic methods draw the same noise as for the original maps
+                again = self.attribute(rctx, x, classes, params).detach().float().cpu().numpy()
+                for r in range(len(maps)):
+                    corr[r, k] = faith.rank_correlation(np.abs(maps[r]), np.abs(again[r]))
+                del module, rctx
+            if weights_digest(original) != before:
+                raise RuntimeError("the randomization check changed the original model's weights")
+            checks["correlations"] = corr
+            checks["sanity"] = {"stages": stages, "threshold": faith.SANITY_THRESHOLD,
+                                "measure": "Spearman rank correlation of absolute-value maps"}
+        return checks
+
+    @staticmethod
+    def add_checks(art: Artifact, mine: list[int], checks: dict) -> None:
+        """Put the rows `mine` of `evaluate`'s numbers into one artifact: curves as arrays, per-target numbers in
+        meta['targets'], their means (and the sanity flag) in meta['metrics']."""
+        number = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731  (NaN is not JSON)
+        metrics = art.meta["metrics"]
+        if "deletion" in checks:
+            for name in ("deletion", "insertion"):
+                curves = checks[name][mine]
+                art.arrays[name] = curves.astype(np.float32)
+                areas = faith.auc(curves)
+                for t, a in zip(art.meta["targets"], areas):
+                    t[f"{name}_auc"] = float(a)
+                metrics[f"{name}_auc"] = float(np.mean(areas))
+            art.meta["faithfulness"] = checks["faithfulness"]
+        if "correlations" in checks:
+            corr = checks["correlations"][mine]
+            for t, row in zip(art.meta["targets"], corr):
+                t["sanity_correlations"] = [number(v) for v in row]
+                t["sanity_flag"] = bool(len(row) and np.isfinite(row[-1]) and row[-1] > faith.SANITY_THRESHOLD)
+            with np.errstate(all="ignore"):
+                means = [number(np.nanmean(col)) if np.isfinite(col).any() else None for col in corr.T]
+            metrics["sanity_correlations"] = means
+            metrics["sanity_correlation"] = means[-1] if means else None
+            metrics["sanity_flag"] = bool(means and means[-1] is not None and means[-1] > faith.SANITY_THRESHOLD)
+            art.meta["sanity"] = checks["sanity"]
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
         labels = [f"{t['label']} (p={t['probability']:.2f})" for t in art.meta["targets"]]

@@ -8,7 +8,17 @@ from generator.techniques.filters import Filters
 from generator.techniques.input import Input
 from generator.techniques.predictions import Predictions
 
-_ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activations]
+from generator.techniques.guided_backprop import GuidedBackprop
+from generator.techniques.integrated_gradients import IntegratedGradients
+from generator.techniques.saliency import Saliency
+from generator.techniques.smoothgrad import SmoothGrad
+from generator.techniques.occlusion import Occlusion
+from generator.techniques.gradcam import GradCAM, GuidedGradCAM
+from generator.techniques.saliency_grabcut import SaliencyGrabCut
+
+_ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activations,
+                               Saliency, GuidedBackprop, IntegratedGradients, SmoothGrad,
+                               Occlusion, GradCAM, GuidedGradCAM, SaliencyGrabCut]
 TECHNIQUES: dict[str, Technique] = {cls.kind: cls() for cls in _ALL}
 
 

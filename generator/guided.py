@@ -1,0 +1,173 @@
+"""Guided backpropagation (Springenberg et al. 2015) for every ReLU-family activation, however the model calls it.
+
+`guided_relus()` is a `TorchFunctionMode`: while it is active, each call of a ReLU-family function — `F.relu`,
+`torch.relu`, `Tensor.relu` and their in-place forms, `F.relu6`, `F.hardtanh` with `min_val=0` (what `nn.ReLU6`
+calls), `F.leaky_relu` and its in-place form — is answered by `GuidedActivation`, whose forward is the original
+function and whose backward passes gradient only where the input was in the pass-through range *and* the gradient
+arriving from above is positive. Modules (`nn.ReLU`, `nn.ReLU6`, `nn.LeakyReLU`) call these functions, so modules,
+in-place modules and functional calls in a `forward` are all covered; no hook is put on any module, and nothing
+outside the `with` block changes. (Captum's GuidedBackprop hooks `nn.ReLU` modules only: on ReLU6 or functional
+ReLUs it silently returns the plain gradient.)
+
+The backward is recorded in the graph during the forward, so the backward pass may run after the block has exited.
+`GuidedMode.require(name)` raises `NoReluError` when the forward met no ReLU-family call: guided backprop of such a
+model would be the plain gradient, and we say so rather than return it under the wrong name.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+class NoReluError(RuntimeError):
+    """Guided backprop asked of a model whose forward calls no ReLU-family activation."""
+
+
+class GuidedActivation(torch.autograd.Function):
+    """y = f(x) exactly as the original function computes it; dL/dx = relu(dL/dy) · f'(x), where f'(x) is 1 in the
+    pass-through range (0 < x < upper), `slope` below zero (LeakyReLU; 0 otherwise) and 0 elsewhere."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], upper: float, slope: float):
+        inside = x > 0
+        if upper != math.inf:
+            inside &= x < upper
+        ctx.save_for_backward(inside)  # a mask, not x: an in-place caller overwrites x right after
+        ctx.slope = slope
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        grad = grad.clamp(min=0)
+        if ctx.slope:
+            local = torch.where(inside, 1.0, ctx.slope).to(grad.dtype)  # upper is inf for LeakyReLU
+        else:
+            local = inside.to(grad.dtype)
+        return grad * local, None, None, None
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+# func → (name, in-place?, reads (upper, slope) from the call or None when this call is not a ReLU-family one)
+def _relu(args, kwargs):
+    return math.inf, 0.0
+
+
+def _hardtanh(args, kwargs):
+    low, high = _arg(args, kwargs, 1, "min_val", -1.0), _arg(args, kwargs, 2, "max_val", 1.0)
+    return (float(high), 0.0) if low == 0 and high > 0 else None  # min 0: ReLU6 and other capped ReLUs
+
+
+def _relu6(args, kwargs):
+    return 6.0, 0.0
+
+
+def _leaky(args, kwargs):
+    return math.inf, float(_arg(args, kwargs, 1, "negative_slope", 0.01))
+
+
+def _inplace_kw(index: int) -> Callable[[tuple, dict], bool]:
+    return lambda args, kwargs: bool(_arg(args, kwargs, index, "inplace", False))
+
+
+_ALWAYS = lambda args, kwargs: True  # noqa: E731
+_NEVER = lambda args, kwargs: False  # noqa: E731
+
+_TABLE: dict[Any, tuple[str, Callable, Callable, Callable[[torch.Tensor, float, float], torch.Tensor]]] = {}
+
+
+def _register(funcs, name, params, inplace, compute) -> None:
+    for f in funcs:
+        _TABLE[f] = (name, params, inplace, compute)
+
+
+def _compute_relu(x, upper, slope):
+    return torch.relu(x)
+
+
+def _compute_capped(x, upper, slope):
+    return F.hardtanh(x, 0.0, upper)
+
+
+def _compute_relu6(x, upper, slope):
+    return F.relu6(x)
+
+
+def _compute_leaky(x, upper, slope):
+    return F.leaky_relu(x, slope)
+
+
+_register([F.relu], "relu", _relu, _inplace_kw(1), _compute_relu)
+_register([torch.relu, torch.Tensor.relu], "relu", _relu, _NEVER, _compute_relu)
+_register([torch.relu_, torch.Tensor.relu_], "relu", _relu, _ALWAYS, _compute_relu)
+_register([F.relu6], "relu6", _relu6, _inplace_kw(1), _compute_relu6)
+_register([F.hardtanh], "hardtanh", _hardtanh, _inplace_kw(3), _compute_capped)
+_register([F.hardtanh_], "hardtanh", _hardtanh, _ALWAYS, _compute_capped)
+_register([F.leaky_relu], "leaky_relu", _leaky, _inplace_kw(2), _compute_leaky)
+_register([F.leaky_relu_], "leaky_relu", _leaky, _ALWAYS, _compute_leaky)
+
+
+class GuidedMode(TorchFunctionMode):
+    """While active, ReLU-family calls get guided gradients. `calls` counts what was replaced, by function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        entry = _TABLE.get(func)
+        if entry is None:
+            return func(*args, **kwargs)
+        name, params, inplace, compute = entry
+        read = params(args, kwargs)
+        x = args[0] if args else kwargs.get("input")
+        if read is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return func(*args, **kwargs)
+        upper, slope = read
+        self.calls[name] += 1
+        # The mode is off inside this method, so `compute` runs the original kernels, not this handler again.
+        out = GuidedActivation.apply(x, lambda t: compute(t, upper, slope), upper, slope)
+        if inplace(args, kwargs):
+            # Keep in-place semantics for callers that use `x` afterwards: x takes the values (and, through the
+            # copy, the guided gradient path) of the out-of-place result.
+            return x.copy_(out)
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def require(self, model_name: str) -> None:
+        """Raise unless the forward met at least one ReLU-family activation."""
+        if not self.total:
+            raise NoReluError(
+                f"{model_name} has no ReLU-family activation (ReLU, ReLU6, LeakyReLU, module or functional); "
+                "guided backprop would silently equal the plain gradient"
+            )
+
+
+@contextmanager
+def guided_relus() -> Iterator[GuidedMode]:
+    """Inside the block, every ReLU-family call records a guided backward. The mode is popped on exit, also when
+    the forward raises."""
+    mode = GuidedMode()
+    with mode:
+        yield mode
+
+
+def active_modes() -> list:
+    """The torch function modes now active (tests check that none is left behind)."""
+    return list(torch.overrides._get_current_function_mode_stack())

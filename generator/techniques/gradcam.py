@@ -1,0 +1,212 @@
+"""Grad-CAM (Selvaraju et al. 2017) and Guided Grad-CAM: where in a convolutional layer's map the class lives.
+
+Grad-CAM: for a chosen layer with activation A (K channels of h × w), the weight of channel k is the spatial mean of
+∂score/∂A_k, where the score is the class's logit (before the softmax); the map is ReLU(Σ_k w_k A_k), h × w, then
+upsampled bilinearly (half-pixel centres, `align_corners=False`) to the input size. Unnormalized: the numbers
+saved are in the layer's units, comparable between the images and classes of one layer (figures scale each map to
+its own maximum).
+
+The default layer is the last module, in the order the forward finishes them, whose output is a 4-D (N, C, h, w)
+volume with more than one position and that is not an adaptive (global) pooling: the last convolutional stage's
+output, the layer Selvaraju et al. use (`layer4` in a ResNet, `features` in VGG and AlexNet, `_act_head` in
+EfficientNet-Lite). A module that runs several times in one forward (a ReLU module a ResNet block calls twice)
+gives the map of its last call.
+
+How: one forward of the whole batch with a forward hook on the layer that swaps the layer's output for a detached
+copy requiring grad (so the backward stops there: nothing below the layer is differentiated) and passes a clone on
+(so in-place operations downstream — in-place ReLUs, `+=` in residual blocks — never modify the activation kept);
+one backward of the sum of each row's class logit gives every row's gradient, since rows are independent in eval
+mode. The hook is removed in `finally`, also when the forward raises.
+
+Guided Grad-CAM: the Grad-CAM map (at input resolution) times guided backpropagation's input gradient
+(generator/guided.py: every ReLU-family call guided, modules, in-place and functional), elementwise per colour
+channel, as in the paper; the map is the largest absolute value over the colour channels.
+
+On CUDA, the backward through adaptive average pooling is not deterministic: maps agree to float tolerance, not
+bit for bit, between runs there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from generator import figures
+from generator.errors import did_you_mean
+from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.base import Artifact, Job
+
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+class GradCAMParams(AttributionParams):
+    layer: str | None = Field(
+        None, description="module whose output is explained, a (C, h, w) volume (default: the last convolutional "
+                          "stage before global pooling)")
+
+
+def _dry_run(model) -> tuple[list[str], dict[str, tuple | None]]:
+    """Module names in the order their forwards finish (last call counts) and each one's output shape (without the
+    batch dimension; None when not a tensor), from one forward of a zero input."""
+    channels = len(model.input.mean)
+    x = torch.zeros(1, channels, model.input.size, model.input.size, device=model.device)
+    order: list[str] = []
+    shapes: dict[str, tuple | None] = {}
+
+    def hook_for(name: str):
+        def hook(_m, _i, out):
+            order.append(name)
+            shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+
+        return hook
+
+    handles = []
+    try:
+        for name, module in model.module.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(hook_for(name)))
+        with torch.no_grad():
+            model.module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    last = {name: i for i, name in enumerate(order)}
+    return sorted(last, key=last.get), shapes
+
+
+def _spatial(shape: tuple | None) -> bool:
+    return shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1
+
+
+def default_layer(model) -> str:
+    order, shapes = _dry_run(model)
+    modules = dict(model.module.named_modules())
+    found = [n for n in order if _spatial(shapes[n]) and not isinstance(modules[n], _GLOBAL_POOLS)]
+    if not found:
+        raise ValueError(f"{model.name} has no module with a spatial (C, h, w) output; Grad-CAM needs a "
+                         "convolutional layer")
+    return found[-1]
+
+
+def layer_problem(model, layer: str) -> str | None:
+    """Why `layer` cannot be explained by Grad-CAM (unknown, unused, not a (C, h, w) volume), or None."""
+    names = model.module_names()
+    if layer not in names:
+        return f"no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}"
+    order, shapes = _dry_run(model)
+    if layer not in shapes:
+        return f"module '{layer}' is not used by {model.name}'s forward"
+    shape = shapes[layer]
+    if shape is None:
+        return f"module '{layer}' does not return a tensor; Grad-CAM needs a convolutional layer"
+    if len(shape) != 3:
+        return (f"layer '{layer}' gives an output of shape {list(shape)}, not a (C, h, w) volume: Grad-CAM needs a "
+                f"convolutional layer, e.g. '{default_layer(model)}'")
+    if shape[1] * shape[2] == 1:
+        return (f"layer '{layer}' has a 1 × 1 output (after global pooling): its Grad-CAM map would be one "
+                f"number; choose an earlier convolutional layer, e.g. '{default_layer(model)}'")
+    return None
+
+
+def grad_cam(model, x: torch.Tensor, targets: torch.Tensor, layer: str) -> torch.Tensor:
+    """Grad-CAM of each row: x (N, C, H, W), targets (N,) → (N, h, w) at the layer's resolution, >= 0."""
+    module = model.resolve(layer)
+    kept: list[torch.Tensor] = []
+
+    def hook(_m, _i, out):
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"layer '{layer}' returned {type(out).__name__}, not a tensor")
+        a = out.detach().requires_grad_(True)
+        kept.append(a)
+        return a.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model.logits(x.detach())
+    finally:
+        handle.remove()
+    if not kept:
+        raise RuntimeError(f"layer '{layer}' did not run in the forward")
+    a = kept[-1]
+    if a.dim() != 4:
+        raise ValueError(f"layer '{layer}' gives {tuple(a.shape)}, not an (N, C, h, w) volume")
+    score = logits.gather(1, targets.view(-1, 1).to(logits.device)).sum()
+    (grad,) = torch.autograd.grad(score, a)
+    weights = grad.float().mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * a.detach().float()).sum(1))
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) → (N, H, W), bilinear with half-pixel centres (as OpenCV's resize)."""
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+class GradCAM(AttributionTechnique):
+    kind = "gradcam"
+    title = "Grad-CAM"
+    summary = "class-discriminative map of a convolutional layer: its channels weighted by their mean gradient"
+    version = 1
+    Params = GradCAMParams
+    colour_map_meaning = "ReLU(Σ_k w_k A_k): how strongly each place supports the class (bright = more)"
+
+    def check(self, model, params: GradCAMParams) -> list[str]:
+        problems = super().check(model, params)
+        try:
+            problem = layer_problem(model, params.layer) if params.layer else None
+            if params.layer is None:
+                default_layer(model)
+        except ValueError as exc:
+            problem = str(exc)
+        if problem:
+            problems.append(f"layer: {problem}")
+        return problems
+
+    def layer_of(self, model, params: GradCAMParams) -> str:
+        return params.layer or default_layer(model)
+
+    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params: GradCAMParams) -> torch.Tensor:
+        return upsample(grad_cam(ctx.model, x, targets, self.layer_of(ctx.model, params)), tuple(x.shape[-2:]))
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        arts = super().run(ctx, jobs)
+        layer = self.layer_of(ctx.model, jobs[0].params)
+        for art in arts:
+            art.meta["layer"] = layer
+        return arts
+
+    def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
+        labels = [f"{t['label']} (p={t['probability']:.2f})" for t in art.meta["targets"]]
+        method = f"{self.title} at {art.meta.get('layer', '?')}"
+        figures.attribution_rows(env.picture(job.image), art.main, labels, path, method, self.colour_map_meaning)
+        return True
+
+
+class GuidedGradCAM(GradCAM):
+    kind = "guided_gradcam"
+    title = "Guided Grad-CAM"
+    summary = "Grad-CAM times guided backpropagation: high-resolution and class-discriminative"
+    version = 1
+    colour_map_meaning = "max over colour channels of |Grad-CAM × guided gradient| (bright = more)"
+
+    def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
+        """The map, and the colour product Grad-CAM × guided gradient (N, C, H, W) the paper shows."""
+        from generator.techniques.saliency import channel_max_abs, class_gradients
+
+        cam = GradCAM.attribute(self, ctx, x, targets, params)
+        product = cam[:, None] * class_gradients(ctx.model, x, targets, guided=True).float()
+        return {"map": channel_max_abs(product), "guided": product}
+
+    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params: GradCAMParams) -> torch.Tensor:
+        return self.compute(ctx, x, targets, params)["map"]
+
+    def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
+        from generator.techniques.guided_backprop import guided_figure
+        from generator.techniques.saliency import target_labels
+
+        guided_figure(env.picture(job.image), art.arrays["guided"], art.main, target_labels(art), path,
+                      f"{self.title} at {art.meta.get('layer', '?')}")
+        return True

@@ -1,0 +1,219 @@
+"""Occlusion (Zeiler & Fergus 2014): cover part of the image and see how much the class's probability drops.
+
+A square patch of `window` pixels slides over the model's input in steps of `stride`. For each position the patch
+is replaced by the `fill` and the target class's softmax probability is recorded; the drop is
+p(class | image) − p(class | image with this patch covered). Each pixel of the map is the mean drop of the windows
+that cover it (what Captum's `Occlusion` computes), so the map is at input resolution and *signed*: positive where
+covering the pixel lowers the probability (evidence for the class), negative where it raises it (evidence against).
+
+Window positions follow Captum exactly: along each side of length L, ceil((L − window) / stride) + 1 windows start
+at 0, stride, 2·stride, …; the last one may reach past the border and is clipped there.
+
+Fills (all computed in pixel space, then normalized like the model's input):
+  mean   the mean colour of the model's image set (every image's input crop, averaged per channel with each image
+         weighing the same), so a covered patch looks like "an average pixel" of the data the report shows;
+  zero   black: pixel intensity 0 in every channel, i.e. (0 − mean) / std in the normalized input;
+  blur   the same patch of a Gaussian-blurred copy of the image (σ = `blur_sigma`, default window / 4): it removes
+         the patch's detail but keeps its colours, a gentler perturbation.
+
+Every window of every image in a job goes through the model in large batches (not one forward per window): on CUDA
+the batch is sized from a probe forward's peak memory and the free memory; on the CPU it is `CPU_WINDOWS`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from generator import figures
+from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.base import Artifact, Job
+
+CPU_WINDOWS = 64  # perturbed images per forward on CPU (and MPS): larger batches barely help there
+CUDA_MAX_WINDOWS = 1024
+CUDA_MEMORY_SHARE = 0.5  # of the free device memory, for one batch's activations
+
+
+class OcclusionParams(AttributionParams):
+    window: int = Field(32, ge=1, le=4096, description="side of the square patch, in input pixels")
+    stride: int = Field(16, ge=1, le=4096, description="step between patch positions, in input pixels (<= window)")
+    fill: Literal["mean", "zero", "blur"] = Field(
+        "mean", description="what covers the patch: mean colour of the image set, black, or a blurred copy")
+    blur_sigma: float | None = Field(
+        None, gt=0, le=1024, description="σ of the Gaussian for fill: blur, in pixels (default window / 4)")
+    sanity: bool = Field(
+        False, description="model randomization check; off by default for occlusion: it repeats the whole sweep "
+                           "once per stage")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> "OcclusionParams":
+        if self.stride > self.window:
+            raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window}): pixels between "
+                             "windows would never be covered")
+        return self
+
+    def quick(self) -> "OcclusionParams":
+        # Non-overlapping windows: about a quarter of the forwards at the default stride = window / 2.
+        return super().quick().model_copy(update={"stride": self.window})
+
+
+def starts(length: int, window: int, stride: int) -> list[int]:
+    """Window starts along one side, as Captum's Occlusion places them (the last window may be clipped)."""
+    return [k * stride for k in range(math.ceil((length - window) / stride) + 1)]
+
+
+def window_count(height: int, width: int, window: int, stride: int) -> int:
+    return len(starts(height, window, stride)) * len(starts(width, window, stride))
+
+
+def _coverage(length: int, window: int, stride: int, device) -> torch.Tensor:
+    """(windows along this side, length) bool: which pixels each window position covers."""
+    pos = torch.arange(length, device=device)
+    s = torch.tensor(starts(length, window, stride), device=device)[:, None]
+    return (pos >= s) & (pos < s + window)
+
+
+def mean_colour(ctx) -> list[float]:
+    """Per-channel mean intensity (0..1) of the model's view of every image in its sets, each image weighing the same."""
+    from generator import images as imagelib  # (a module-level import would be circular: images → spec → registry)
+
+    spec = ctx.model.input
+    means = []
+    for record in ctx.images.values():
+        a = np.asarray(imagelib.crop(record.image, spec), dtype=np.float64) / 255.0
+        means.append(a.reshape(-1, len(spec.mean)).mean(0))
+    return np.mean(means, axis=0).tolist()
+
+
+def fill_images(ctx, x: torch.Tensor, params: OcclusionParams) -> torch.Tensor:
+    """What replaces a covered patch, shaped like x (N, C, H, W), in the normalized input space."""
+    spec = ctx.model.input
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if params.fill == "zero":
+        return ((0.0 - mean) / std).expand_as(x)
+    if params.fill == "mean":
+        colour = torch.tensor(mean_colour(ctx), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return ((colour - mean) / std).expand_as(x)
+    from generator.faithfulness import blur  # linear: blurring the normalized input = normalizing the blurred one
+
+    return blur(x, params.blur_sigma or params.window / 4)
+
+
+def windows_per_forward(model, sample: torch.Tensor, todo: int) -> int:
+    """How many perturbed images to put through the model at once: from memory on CUDA, fixed elsewhere."""
+    if sample.device.type != "cuda":
+        return max(1, min(CPU_WINDOWS, todo))
+    probe = min(8, todo)
+    torch.cuda.synchronize(sample.device)
+    before = torch.cuda.memory_allocated(sample.device)
+    torch.cuda.reset_peak_memory_stats(sample.device)
+    with torch.no_grad():
+        model.logits(sample[:1].expand(probe, *sample.shape[1:]).clone())
+    per_image = max((torch.cuda.max_memory_allocated(sample.device) - before) / probe, 1)
+    free, _ = torch.cuda.mem_get_info(sample.device)
+    return max(1, min(int(CUDA_MEMORY_SHARE * free / per_image), CUDA_MAX_WINDOWS, todo))
+
+
+def _unique_rows(x: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Rows of x that are the same image (one image explained for several classes) share their windows."""
+    firsts: list[int] = []
+    which: list[int] = []
+    for r in range(len(x)):
+        for u, f in enumerate(firsts):
+            if torch.equal(x[r], x[f]):
+                which.append(u)
+                break
+        else:
+            firsts.append(r)
+            which.append(len(firsts) - 1)
+    return firsts, which
+
+
+def occlusion_maps(model, x: torch.Tensor, targets: torch.Tensor, fill: torch.Tensor, window: int,
+                   stride: int, batch: int | None = None) -> torch.Tensor:
+    """The occlusion map of each row: x (N, C, H, W) inputs, targets (N,), fill (N, C, H, W) → (N, H, W) mean drop
+    in the target's softmax probability over the windows covering each pixel. Windows of all distinct images go
+    through `model.logits` together, `batch` perturbed images per forward (default: sized to the device)."""
+    n, _, h, w = x.shape
+    rows = _coverage(h, window, stride, x.device)  # (ny, H)
+    cols = _coverage(w, window, stride, x.device)  # (nx, W)
+    ny, nx = len(rows), len(cols)
+    firsts, which = _unique_rows(x)
+    which_t = torch.tensor(which, device=x.device)
+    targets = targets.to(x.device).long()
+    with torch.no_grad():
+        base = model.logits(x[firsts]).float().softmax(1)  # (U, classes)
+        base = base[which_t, targets]  # (N,)
+        # Work items: (distinct image, window) pairs, image-major.
+        total = len(firsts) * ny * nx
+        batch = batch or windows_per_forward(model, x, total)
+        drops = torch.empty(n, ny * nx, device=x.device)
+        for start in range(0, total, batch):
+            item = torch.arange(start, min(start + batch, total), device=x.device)
+            u, p = item // (ny * nx), item % (ny * nx)
+            covered = rows[p // nx][:, :, None] & cols[p % nx][:, None, :]  # (B, H, W)
+            img = torch.tensor(firsts, device=x.device)[u]
+            perturbed = torch.where(covered[:, None], fill[img], x[img])
+            probs = model.logits(perturbed).float().softmax(1)
+            for r in range(n):
+                mine = u == which[r]
+                if mine.any():
+                    drops[r, p[mine]] = base[r] - probs[mine, targets[r]]
+    # Windows are separable (a row band × a column band): the sum over windows of drop × coverage is R^T D C.
+    r_f, c_f = rows.float(), cols.float()
+    total_drop = torch.einsum("yh,nyx,xw->nhw", r_f, drops.view(n, ny, nx), c_f)
+    count = r_f.sum(0)[:, None] * c_f.sum(0)[None, :]  # windows covering each pixel (>= 1: stride <= window)
+    return total_drop / count
+
+
+class Occlusion(AttributionTechnique):
+    kind = "occlusion"
+    title = "Occlusion"
+    summary = "drop in the class probability when a sliding patch covers each part of the image"
+    version = 1
+    Params = OcclusionParams
+    signed = True
+    colour_map_meaning = "drop in p(class) when covered: red = evidence for the class, blue = against"
+
+    def check(self, model, params: OcclusionParams) -> list[str]:
+        problems = super().check(model, params)
+        size = model.input.size
+        if params.window > size:
+            problems.append(f"window: {params.window} px is larger than the {size} × {size} px input of "
+                            f"{model.name}; use at most {size}")
+        return problems
+
+    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params: OcclusionParams) -> torch.Tensor:
+        if params.window > min(x.shape[-2:]):
+            raise ValueError(f"window {params.window} px is larger than the {tuple(x.shape[-2:])} input")
+        return occlusion_maps(ctx.model, x, targets, fill_images(ctx, x, params), params.window, params.stride)
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        arts = super().run(ctx, jobs)
+        p: OcclusionParams = jobs[0].params
+        size = ctx.model.input.size
+        info = {"windows": window_count(size, size, p.window, p.stride), "window": p.window, "stride": p.stride,
+                "fill": p.fill}
+        if p.fill == "mean":
+            info["fill_colour"] = [round(v, 4) for v in mean_colour(ctx)]
+        if p.fill == "blur":
+            info["blur_sigma"] = p.blur_sigma or p.window / 4
+        for art in arts:
+            m = art.main
+            art.meta["occlusion"] = info
+            art.meta["metrics"].update({"windows": info["windows"], "largest_drop": float(m.max()),
+                                        "largest_rise": float(max(-m.min(), 0.0))})
+        return arts
+
+    def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
+        p: OcclusionParams = job.params
+        labels = [f"{t['label']} (p={t['probability']:.2f})" for t in art.meta["targets"]]
+        method = f"Occlusion: {p.window} px window, stride {p.stride}, {p.fill} fill"
+        figures.occlusion_rows(env.picture(job.image), art.main, labels, path, method, self.colour_map_meaning,
+                               window=p.window)
+        return True

@@ -1,0 +1,90 @@
+"""Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman 2014): how much each pixel would change the class score.
+
+The class score is the unnormalized logit (not the softmax probability, whose gradient also depends on every other
+class). The map is max |∂score/∂x| over the colour channels. This module also holds the pieces the other gradient
+techniques (guided backprop, integrated gradients, SmoothGrad) share: class gradients of a batch, and the display
+clipping of their figures."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator import figures
+from generator.guided import guided_relus
+from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.base import Artifact, Job
+
+CLIP_PERCENTILE = 99.0  # gradient maps are heavy-tailed: a few pixels would take the whole colour scale
+
+
+def class_gradients(model, x: torch.Tensor, targets: torch.Tensor, guided: bool = False) -> torch.Tensor:
+    """∂ logit[target] / ∂ input for each row of x (N, C, H, W) → (N, C, H, W).
+
+    Rows are independent (the model is in eval mode), so one backward of the sum of the chosen logits gives every
+    row's gradient. `torch.autograd.grad` asks for the input's gradient only: parameters' `.grad` and
+    `requires_grad` are never touched. `guided=True` runs the forward under `guided_relus()` and raises
+    `NoReluError` when the model has no ReLU-family activation."""
+    leaf = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        with guided_relus() if guided else nullcontext() as mode:
+            # A non-leaf copy: a model that modifies its input in place (a leading in-place ReLU) still works.
+            logits = model.logits(leaf.clone())
+        if guided:
+            mode.require(model.name)
+        score = logits.gather(1, targets.view(-1, 1).to(logits.device)).sum()
+        (grad,) = torch.autograd.grad(score, leaf)
+    return grad
+
+
+def channel_max_abs(grad: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) → (N, H, W): the largest absolute value over channels (Simonyan's saliency map)."""
+    return grad.abs().amax(dim=1)
+
+
+def display_maps(maps: np.ndarray, signed: bool, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+    """Each map clipped at the given percentile of its |values| for display: a handful of extreme pixels would
+    otherwise take the whole colour scale and leave the rest black. The arrays saved as data stay unclipped."""
+    out = np.empty_like(maps, dtype=np.float32)
+    for i, m in enumerate(maps):
+        top = float(np.percentile(np.abs(m), percentile)) or float(np.abs(m).max()) or 1.0
+        out[i] = np.clip(m, -top if signed else 0.0, top)
+    return out
+
+
+def target_labels(art: Artifact) -> list[str]:
+    return [t["label"] if t.get("probability") is None else f"{t['label']} (p={t['probability']:.2f})"
+            for t in art.meta["targets"]]
+
+
+class GradientDrawing:
+    """The image | map | overlay figure with the map clipped at the 99th percentile for display."""
+
+    title: str
+    colour_map_meaning: str
+    signed: bool
+
+    def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
+        shown = display_maps(art.main, self.signed)
+        figures.attribution_rows(env.picture(job.image), shown, target_labels(art), path, self.title,
+                                 f"{self.colour_map_meaning}; clipped at the {CLIP_PERCENTILE:g}th percentile",
+                                 signed=self.signed)
+        return True
+
+
+class SaliencyParams(AttributionParams):
+    pass
+
+
+class Saliency(GradientDrawing, AttributionTechnique):
+    kind = "saliency"
+    title = "Saliency (gradient)"
+    summary = "gradient of the class score w.r.t. the input pixels: max |∂score/∂x| over colour channels"
+    version = 1
+    Params = SaliencyParams
+    colour_map_meaning = "|∂ class score / ∂ pixel|, max over colour channels"
+
+    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
+        return channel_max_abs(class_gradients(ctx.model, x, targets))

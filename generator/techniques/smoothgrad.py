@@ -1,0 +1,91 @@
+"""SmoothGrad (Smilkov, Thorat, Kim, Viégas & Wattenberg 2017): the average of a gradient over copies of the input
+with Gaussian noise added, which removes the gradient's pixel-scale noise and leaves the shape it keeps finding.
+
+For each image x, `samples` copies x + ε_s with ε_s ~ N(0, σ²), σ = `noise` × (max(x) − min(x)) (the paper's noise
+level: a fraction of the input's range, measured in the normalized input the model sees). The signed gradient
+(`of: saliency` plain, `of: guided_backprop` guided) is averaged over the copies (the paper's M̂_c), and the map is
+max |average| over colour channels, as for saliency.
+
+The noise is drawn once per call from a CPU `torch.Generator` seeded with the spec's seed, as standard normals of
+one image's shape scaled per image by σ: every image sees the same draws, so an image's map does not depend on the
+other images in its batch, and it is the same on every device."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.base import Artifact, Job
+from generator.techniques.guided_backprop import guided_figure
+from generator.techniques.saliency import GradientDrawing, channel_max_abs, class_gradients, target_labels
+
+
+class SmoothGradParams(AttributionParams):
+    noise: float = Field(0.15, gt=0, le=1, description="noise σ as a fraction of the input's range (max − min)")
+    samples: int = Field(16, ge=1, le=1024, description="noisy copies averaged per image")
+    of: Literal["saliency", "guided_backprop"] = Field("saliency", description="which gradient is smoothed")
+    batch: int = Field(32, ge=1, le=4096, description="noisy copies per forward/backward pass (memory vs speed)")
+
+    def quick(self) -> "SmoothGradParams":
+        return super().quick().model_copy(update={"samples": min(self.samples, 4)})
+
+
+def noise_draws(seed: int, samples: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """(samples, *shape) standard normals from a CPU generator seeded with `seed`: the same on every device."""
+    return torch.randn((samples, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def noise_scale(x: torch.Tensor, noise: float) -> torch.Tensor:
+    """σ of each row of x (N, ...): `noise` × (max − min) of that row."""
+    flat = x.detach().flatten(1)
+    return noise * (flat.amax(1) - flat.amin(1))
+
+
+def smooth_gradients(model, x: torch.Tensor, targets: torch.Tensor, noise: float, samples: int, guided: bool,
+                     batch: int, seed: int) -> torch.Tensor:
+    """Mean class gradient over noisy copies of each row of x (N, C, H, W) → (N, C, H, W)."""
+    z = noise_draws(seed, samples, tuple(x.shape[1:])).to(x.device, x.dtype)
+    sigma = noise_scale(x, noise)
+    targets = targets.to(x.device)
+    total = torch.zeros_like(x)
+    n = len(x)
+    for start in range(0, n * samples, batch):
+        flat = torch.arange(start, min(start + batch, n * samples), device=x.device)
+        row, s = flat // samples, flat % samples
+        noisy = x[row] + sigma[row].view(-1, 1, 1, 1) * z[s]
+        total.index_add_(0, row, class_gradients(model, noisy, targets[row], guided=guided))
+    return total / samples
+
+
+class SmoothGrad(GradientDrawing, AttributionTechnique):
+    kind = "smoothgrad"
+    title = "SmoothGrad"
+    summary = "a gradient map averaged over noisy copies of the image: less speckle, the same evidence"
+    version = 1
+    Params = SmoothGradParams
+    colour_map_meaning = "|mean gradient over noisy copies|, max over colour channels"
+    signed = False
+
+    def gradients(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
+        return smooth_gradients(ctx.model, x, targets, params.noise, params.samples, params.of == "guided_backprop",
+                                params.batch, ctx.seed)
+
+    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
+        return channel_max_abs(self.gradients(ctx, x, targets, params))
+
+    def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
+        grad = self.gradients(ctx, x, targets, params)
+        arrays = {"map": channel_max_abs(grad)}
+        if params.of == "guided_backprop":
+            arrays["guided"] = grad  # drawn as a colour image, like guided backprop's
+        return arrays
+
+    def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
+        if "guided" in art.arrays:
+            guided_figure(env.picture(job.image), art.arrays["guided"], art.main, target_labels(art), path,
+                          "SmoothGrad of guided backprop")
+            return True
+        return super().draw(art, job, env, path)
