@@ -82,3 +82,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         config = args.mkdocs or args.spec.parent / "mkdocs.yml"
         return subprocess.call([sys.executable, "-m", "mkdocs", "serve", "-f", str(config), "-a", args.addr])
     return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,3 +37,9 @@ def did_you_mean(name: str, choices: Iterable[str], what: str = "") -> str:
     shown = ", ".join(repr(c) for c in choices[:12])
     more = f" (and {len(choices) - 12} more)" if len(choices) > 12 else ""
     return f"valid {what or 'choices'}: {shown}{more}"
+
+
+def one_line(exc: BaseException) -> str:
+    """'Type: first line of the message': how an exception is shown on a page or in the terminal."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from generator.errors import ConvscopeError, did_you_mean
+from generator.errors import ConvscopeError, did_you_mean, one_line
 from generator.spec import InputSpec, ModelSpec, Spec
 
 
@@ -100,12 +101,6 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _first_line(exc: BaseException) -> str:
-    """'Type: first line of the message': errors print as one line."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 class ModelLoader:
     """Builds each model of a spec once, reporting problems with the spec key that caused them."""
 
@@ -178,11 +173,18 @@ class ModelLoader:
     def _from_factory(self, ms: ModelSpec, where: str, pretrained: bool):
         module_name, func_name = ms.factory.split(":")
         base = str(self.spec.base_dir)
+        beside = self.spec.base_dir / (module_name.replace(".", "/") + ".py")
         sys.path.insert(0, base)  # modules beside the spec file come first
         try:
-            mod = importlib.import_module(module_name)
+            if beside.is_file():  # loaded afresh, so an edited or another spec's same-named module is not stale
+                spec = importlib.util.spec_from_file_location(module_name, beside)
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = mod
+                spec.loader.exec_module(mod)
+            else:
+                mod = importlib.import_module(module_name)
         except Exception as exc:
-            raise ConvscopeError(f"{where}.factory", f"cannot import '{module_name}' ({_first_line(exc)})") from None
+            raise ConvscopeError(f"{where}.factory", f"cannot import '{module_name}' ({one_line(exc)})") from None
         finally:
             if sys.path and sys.path[0] == base:
                 sys.path.pop(0)
@@ -192,7 +194,7 @@ class ModelLoader:
         try:
             module = func()
         except Exception as exc:
-            raise ConvscopeError(f"{where}.factory", f"{ms.factory}() raised {_first_line(exc)}") from None
+            raise ConvscopeError(f"{where}.factory", f"{ms.factory}() raised {one_line(exc)}") from None
         return module, InputSpec(), None, f"factory {ms.factory}"
 
     def _load_checkpoint(self, module: nn.Module, ms: ModelSpec, where: str) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from generator.cache import Cache, cache_key
 from generator.context import RunContext
+from generator.errors import one_line
 from generator.models import LoadedModel
 from generator.techniques import registry
 from generator.techniques.base import Artifact, Job
@@ -43,7 +44,7 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
             for image in imgs:
                 job = Job(model.name, kind, params, layer, image)
                 job.key = cache_key(
-                    model=model.digest, kind=kind, version=technique.version, params=params.model_dump(mode="json"),
+                    model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
                     layer=layer, image=image_digests.get(image) if image else None,
                     layers=model.layers if technique.scope == "model" else None,
                 )
@@ -59,11 +60,6 @@ def _groups(jobs: list[Job]) -> list[list[Job]]:
         key = (job.model, job.kind, job.layer if scope == "layer×image" else None, job.key if scope == "model" else None)
         groups.setdefault(key, []).append(job)
     return list(groups.values())
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def execute(jobs: list[Job], contexts: dict[str, RunContext], cache: Cache, force: bool = False,

@@ -16,7 +16,8 @@ import numpy as np
 from generator import figures
 from generator.context import DrawContext
 from generator.models import LoadedModel
-from generator.pipeline import Result, one_line
+from generator.errors import one_line
+from generator.pipeline import Result
 from generator.render import Renderer
 from generator.techniques import registry
 
@@ -73,7 +74,10 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         before = old.get(r.job.key)
         try:
-            if r.status == "cached" and before and before["drawing"] == drawing and (previous / before["figure"]).is_file():
+            reusable = (r.status == "cached" and before and before["drawing"] == drawing
+                        and before["params"] == r.job.params.model_dump(mode="json")
+                        and (previous / before["figure"]).is_file())
+            if reusable:
                 (folder / figure).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(previous / before["figure"], folder / figure)
                 drawn = True

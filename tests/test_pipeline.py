@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import make_context, tiny_net
 from generator.cache import Cache
-from generator.pipeline import execute, one_line, plan
+from generator.errors import one_line
+from generator.pipeline import execute, plan
 from generator.techniques import registry
 from generator.techniques.activations import ActivationsParams
 from generator.techniques.base import Artifact, Scope

@@ -16,6 +16,7 @@ from generator.techniques.base import Artifact, Job, Params, Technique
 class ActivationsParams(Params):
     max_channels: int = Field(48, ge=1, le=1024, description="channels drawn per layer")
     order: Literal["index", "strongest"] = Field("index", description="which channels to draw: the first ones, or the most active")
+    drawing_only = frozenset({"max_channels", "order"})
 
     def quick(self) -> "ActivationsParams":
         return self.model_copy(update={"max_channels": min(self.max_channels, 16)})

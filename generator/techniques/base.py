@@ -19,6 +19,11 @@ class Params(BaseModel):
     """Base of every technique's parameters: unknown keys are errors; `quick()` shrinks work for previews."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields that change only how a result is drawn, not what is computed: left out of the cache key.
+    drawing_only: ClassVar[frozenset[str]] = frozenset()
+
+    def cache_fields(self) -> dict:
+        return self.model_dump(mode="json", exclude=set(self.drawing_only))
 
     def quick(self) -> "Params":
         return self

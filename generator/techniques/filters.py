@@ -15,6 +15,7 @@ class FiltersParams(Params):
     layers: list[str] | None = Field(None, description="conv modules (default: the first conv and the conv feeding each chosen layer)")
     max_filters: int = Field(64, ge=1, le=1024, description="output filters shown per layer")
     max_inputs: int = Field(16, ge=1, le=512, description="input channels shown per filter (grayscale tiles)")
+    drawing_only = frozenset({"max_filters", "max_inputs"})
 
     def quick(self) -> "FiltersParams":
         return self.model_copy(update={"max_filters": min(self.max_filters, 16), "max_inputs": min(self.max_inputs, 8)})

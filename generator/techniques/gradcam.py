@@ -27,6 +27,7 @@ bit for bit, between runs there.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -172,8 +173,11 @@ class GradCAM(AttributionTechnique):
         return upsample(grad_cam(ctx.model, x, targets, self.layer_of(ctx.model, params)), tuple(x.shape[-2:]))
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        arts = super().run(ctx, jobs)
+        # The default layer is found once (a dry forward) and named in the params every later call sees, the
+        # randomization check's copies of the model included.
         layer = self.layer_of(ctx.model, jobs[0].params)
+        named = [dataclasses.replace(j, params=j.params.model_copy(update={"layer": layer})) for j in jobs]
+        arts = super().run(ctx, named)
         for art in arts:
             art.meta["layer"] = layer
         return arts

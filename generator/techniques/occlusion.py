@@ -63,7 +63,7 @@ class OcclusionParams(AttributionParams):
 
 def starts(length: int, window: int, stride: int) -> list[int]:
     """Window starts along one side, as Captum's Occlusion places them (the last window may be clipped)."""
-    return [k * stride for k in range(math.ceil((length - window) / stride) + 1)]
+    return [k * stride for k in range((length - window) // stride + 1)]
 
 
 def window_count(height: int, width: int, window: int, stride: int) -> int:

@@ -1,0 +1,234 @@
+"""Occlusion: equal to Captum's Occlusion on softmax probabilities, batched equal to one window at a time, fills as
+documented, bad windows caught before running, in-place ReLU models, nothing left behind."""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from captum.attr import Occlusion as CaptumOcclusion
+from gradnets import act_net, assert_same_state, make_ctx, model_state, params, render_page, run
+from pydantic import ValidationError
+
+from generator import images as imagelib
+from generator.faithfulness import blur
+from generator.techniques import registry
+from generator.techniques.occlusion import fill_images, occlusion_maps, window_count
+
+# Weights that leave the softmax unsaturated (p ≈ 0.65), so covering a patch moves it by far more than float error
+# (larger weights saturate it at 1.0: every drop is 0 and any map would match any other).
+SCALE = 0.15
+
+
+def sensitive_ctx(images: int = 3, module=None, size: int = 32):
+    return make_ctx(module or act_net(scale=SCALE), images=images, size=size)
+
+
+def batch(ctx):
+    x = ctx.batch(list(ctx.images))
+    with torch.no_grad():
+        return x, ctx.model.module(x).argmax(1)
+
+
+def captum_map(ctx, x, targets, fill, window, stride):
+    probabilities = lambda t: ctx.model.module(t).softmax(1)  # noqa: E731  (Captum measures its forward's output)
+    c = x.shape[1]
+    attr = CaptumOcclusion(probabilities).attribute(
+        x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=fill.contiguous(),
+        target=targets)
+    # A window spans all channels, so every channel holds the same map.
+    assert torch.allclose(attr, attr[:, :1].expand_as(attr))
+    return attr[:, 0]
+
+
+@pytest.mark.parametrize("window,stride", [(8, 4), (7, 5), (8, 5), (32, 32), (5, 3)])
+def test_matches_captum_zero_fill(window, stride):
+    ctx = sensitive_ctx()
+    x, targets = batch(ctx)
+    p = params("occlusion", window=window, stride=stride, fill="zero")
+    ours = registry.get("occlusion").attribute(ctx, x, targets, p)
+    ref = captum_map(ctx, x, targets, fill_images(ctx, x, p), window, stride)
+    assert ours.shape == (3, 32, 32)
+    assert ref.abs().max() > 1e-2  # the comparison means something
+    assert (ours - ref).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("fill", ["mean", "blur"])
+def test_matches_captum_other_fills(fill):
+    ctx = sensitive_ctx()
+    x, targets = batch(ctx)
+    p = params("occlusion", window=8, stride=4, fill=fill)
+    ours = registry.get("occlusion").attribute(ctx, x, targets, p)
+    ref = captum_map(ctx, x, targets, fill_images(ctx, x, p), 8, 4)
+    assert (ours - ref).abs().max() < 1e-6
+
+
+def test_fills_are_what_the_docs_say():
+    ctx = sensitive_ctx()
+    x, _ = batch(ctx)
+    spec = ctx.model.input
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    zero = fill_images(ctx, x, params("occlusion", fill="zero"))
+    assert torch.allclose(zero, ((0 - mean) / std).expand_as(x))  # black pixels, normalized
+    # Mean: each image's crop averaged per channel, then the images averaged, then normalized.
+    crops = [np.asarray(imagelib.crop(r.image, spec), dtype=np.float64) / 255 for r in ctx.images.values()]
+    colour = torch.tensor(np.mean([c.reshape(-1, 3).mean(0) for c in crops], axis=0), dtype=torch.float32)
+    got = fill_images(ctx, x, params("occlusion", fill="mean"))
+    assert torch.allclose(got, ((colour.view(1, 3, 1, 1) - mean) / std).expand_as(x), atol=1e-6)
+    # Blur: the image itself, blurred with σ = window / 4 unless given.
+    assert torch.allclose(fill_images(ctx, x, params("occlusion", window=12, stride=6, fill="blur")), blur(x, 3.0))
+    assert torch.allclose(fill_images(ctx, x, params("occlusion", fill="blur", blur_sigma=1.5)), blur(x, 1.5))
+
+
+def brute_force(module, x, targets, fill, window, stride):
+    """One forward per window, written without the technique's helpers."""
+    n, _, h, w = x.shape
+
+    def starts(length):
+        s = list(range(0, length - window + 1, stride))
+        if s[-1] + window < length:  # one more, clipped at the border
+            s.append(s[-1] + stride)
+        return s
+
+    out = torch.zeros(n, h, w, dtype=torch.float64)
+    for i in range(n):
+        with torch.no_grad():
+            p0 = module(x[i:i + 1]).softmax(1)[0, targets[i]]
+            total = torch.zeros(h, w, dtype=torch.float64)
+            count = torch.zeros(h, w, dtype=torch.float64)
+            for top in starts(h):
+                for left in starts(w):
+                    y = x[i:i + 1].clone()
+                    y[..., top:top + window, left:left + window] = fill[i:i + 1, :, top:top + window, left:left + window]
+                    drop = p0 - module(y).softmax(1)[0, targets[i]]
+                    total[top:top + window, left:left + window] += float(drop)
+                    count[top:top + window, left:left + window] += 1
+        out[i] = total / count
+    return out
+
+
+@pytest.mark.parametrize("per_forward", [1, 7, None])
+def test_batched_equals_one_window_at_a_time(per_forward):
+    ctx = sensitive_ctx(images=2)
+    x, top = batch(ctx)
+    # Image 0 explained for two classes, image 1 for one: rows of one image share their windows.
+    rows = torch.tensor([0, 0, 1])
+    targets = torch.tensor([int(top[0]), (int(top[0]) + 1) % 4, int(top[1])])
+    xr = x[rows]
+    fill = fill_images(ctx, xr, params("occlusion", fill="mean"))
+    ours = occlusion_maps(ctx.model, xr, targets, fill, 9, 5, batch=per_forward)
+    ref = brute_force(ctx.model.module, xr, targets, fill, 9, 5)
+    assert ref.abs().max() > 1e-2
+    assert (ours.double() - ref).abs().max() < 1e-6
+
+
+def test_windows_go_through_the_model_in_batches():
+    ctx = sensitive_ctx(images=2)
+    x, targets = batch(ctx)
+    sizes = []
+    handle = ctx.model.module.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    try:
+        registry.get("occlusion").attribute(ctx, x, targets, params("occlusion", window=4, stride=4, fill="zero"))
+    finally:
+        handle.remove()
+    windows = window_count(32, 32, 4, 4)  # 64 per image, 128 in all
+    assert windows == 64
+    assert sizes[0] == 2  # the unoccluded images, once
+    assert sum(sizes[1:]) == 2 * windows and len(sizes) - 1 == math.ceil(2 * windows / 64)
+
+
+def test_run_reports_the_windows_and_signed_metrics():
+    ctx = sensitive_ctx(images=2)
+    arts = run("occlusion", ctx, window=8, stride=4)
+    for art in arts:
+        assert art.main.shape == (1, 32, 32)
+        assert art.meta["occlusion"]["windows"] == 49 and art.metrics["windows"] == 49
+        assert art.metrics["largest_drop"] == pytest.approx(float(art.main.max()))
+        assert art.meta["occlusion"]["fill"] == "mean" and len(art.meta["occlusion"]["fill_colour"]) == 3
+
+
+def test_window_larger_than_the_input_is_a_check_error():
+    ctx = sensitive_ctx()
+    technique = registry.get("occlusion")
+    problems = technique.check(ctx.model, params("occlusion", window=33, stride=8))
+    assert len(problems) == 1 and problems[0].startswith("window:") and "larger than the 32 × 32" in problems[0]
+    assert technique.check(ctx.model, params("occlusion", window=32, stride=8)) == []
+
+
+def test_window_too_large_caught_by_validate(project, capsys):
+    from conftest import cli, tiny_spec, write_spec
+
+    spec = write_spec(project, tiny_spec(techniques={"occlusion": {"window": 40, "stride": 8}}))
+    assert cli("validate", spec) != 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "techniques.occlusion.window" in text and "larger than the 32 × 32" in text
+
+
+def test_stride_larger_than_window_is_rejected():
+    with pytest.raises(ValidationError, match="stride"):
+        params("occlusion", window=8, stride=9)
+
+
+def test_quick_uses_non_overlapping_windows():
+    p = params("occlusion", window=8, stride=4)
+    q = p.quick()
+    assert q.stride == 8 and q.window == 8
+    assert window_count(32, 32, q.window, q.stride) < window_count(32, 32, p.window, p.stride) / 3
+
+
+@functools.cache
+def torchvision_net(arch: str):
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=4).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11", "alexnet"])
+def test_in_place_relu_models(arch):
+    net = torchvision_net(arch)
+    ctx = make_ctx(net, images=2, size=64)
+    before = model_state(net)
+    x, targets = batch(ctx)
+    p = params("occlusion", window=32, stride=32, fill="zero")
+    ours = registry.get("occlusion").attribute(ctx, x, targets, p)
+    assert_same_state(before, model_state(net))
+    assert ours.shape == (2, 64, 64) and torch.isfinite(ours).all()
+    ref = captum_map(ctx, x, targets, fill_images(ctx, x, p), 32, 32)
+    assert (ours - ref).abs().max() < 1e-5
+
+
+def test_model_left_as_it_was_and_page_renders(tmp_path):
+    ctx = sensitive_ctx(images=2)
+    before = model_state(ctx.model.module)
+    text = render_page("occlusion", ctx, tmp_path, window=8, stride=4)
+    assert_same_state(before, model_state(ctx.model.module))
+    assert "How to read this" in text and "8 × 8 pixel patch" in text
+    figures = list((tmp_path / "tiny" / "figures" / "occlusion").glob("*.png"))
+    assert len(figures) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_batches_by_memory():
+    from generator.techniques.occlusion import windows_per_forward
+
+    ctx = sensitive_ctx(images=2)
+    x, targets = batch(ctx)
+    p = params("occlusion", window=8, stride=4, fill="zero")
+    cpu = registry.get("occlusion").attribute(ctx, x, targets, p)
+    ctx.model.module.cuda()
+    ctx.model.device = torch.device("cuda")
+    ctx._inputs.clear()
+    try:
+        xc, tc = x.cuda(), targets.cuda()
+        assert windows_per_forward(ctx.model, xc, 10_000) > 64
+        gpu = registry.get("occlusion").attribute(ctx, xc, tc, p)
+    finally:
+        ctx.model.module.cpu()
+    assert (gpu.cpu() - cpu).abs().max() < 1e-4
