@@ -195,56 +195,68 @@ def attribution_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], p
     _save(fig, path)
 
 
+def _heat_overlay(picture: np.ndarray, m: np.ndarray, signed: bool, percentile: float) -> np.ndarray:
+    """A map over a dimmed grey copy of the picture, opaque where the map is strong and clear where it is weak:
+    scaled on its own, 0 → its `percentile`-th |value| (sequential magma, or red/blue for signed maps)."""
+    grey = picture.astype(np.float64).mean(-1, keepdims=True).repeat(3, -1) / 255.0
+    grey = 0.25 + 0.5 * grey
+    top = float(np.percentile(np.abs(m), percentile)) if m.size else 0.0
+    top = top or float(np.abs(m).max()) or 1.0
+    if signed:
+        v = np.clip(m / top, -1, 1)
+        colour, alpha = plt.get_cmap(DIVERGING)(0.5 + v / 2)[..., :3], np.abs(v)
+    else:
+        v = np.clip(m / top, 0, 1)
+        colour, alpha = plt.get_cmap(SEQUENTIAL)(v)[..., :3], v
+    alpha = 0.9 * alpha[..., None]
+    return np.clip(grey * (1 - alpha) + colour * alpha, 0, 1)
+
+
 def attribution_comparison(picture: np.ndarray, maps: list[np.ndarray], titles: list[str], path: Path,
                            signed: list[bool] | None = None, deletion: list[np.ndarray | None] | None = None,
-                           insertion: list[np.ndarray | None] | None = None, curve_labels: list[str] | None = None,
-                           target: str = "", max_cols: int = 5) -> None:
-    """Several methods' maps of one image side by side (the image first, then one overlay per method, wrapped
-    after `max_cols` panels), each map on its own colour scale; below, when curves are given, the deletion and
-    insertion curves of all methods (one colour per method, matching its panel title)."""
+                           insertion: list[np.ndarray | None] | None = None,
+                           deletion_auc: list[float | None] | None = None,
+                           insertion_auc: list[float | None] | None = None, target: str = "",
+                           percentile: float = 99.0, max_cols: int = 5) -> None:
+    """Several methods' maps of one image side by side: the image, then one overlay per method (wrapped after
+    `max_cols` panels), each map on its own scale (clipped at its `percentile`-th |value|); below, when curves are
+    given, the deletion and insertion curves of all methods, one colour per method matching its panel title."""
     m = len(maps)
     signed = signed or [False] * m
     colours = [plt.get_cmap("tab10")(i % 10) for i in range(m)]
     cols = min(m + 1, max_cols)
     rows = math.ceil((m + 1) / cols)
     curves = deletion is not None and insertion is not None and any(c is not None for c in deletion)
-    tile = 2.0
-    heights = [tile] * rows + ([2.3] if curves else [])
-    fig = plt.figure(figsize=(tile * cols, sum(heights) + 0.3), layout="constrained")
-    grid = fig.add_gridspec(len(heights), cols, height_ratios=heights)
-    panels = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(m + 1)]
+    tile = 2.1
+    fig = plt.figure(figsize=(tile * cols, tile * rows + (2.6 if curves else 0) + 0.2), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[tile * rows, 2.6]) if curves else (fig, None)
+    panels = top.subplots(rows, cols, squeeze=False).ravel()
     panels[0].imshow(picture)
-    panels[0].set_title(_short(target or "image", 24), fontsize=8)
+    panels[0].set_title(_short(target or "image", 26), fontsize=8)
     for ax, mp, title, sgn, colour in zip(panels[1:], maps, titles, signed, colours):
-        if sgn:
-            v = float(np.abs(mp).max()) or 1.0
-            cmap, vmin, vmax = DIVERGING, -v, v
-        else:
-            cmap, vmin, vmax = SEQUENTIAL, 0.0, float(mp.max()) or 1.0
-        ax.imshow(picture)
-        ax.imshow(mp, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
-        ax.set_title(_short(title, 24), fontsize=8, color=colour, fontweight="bold")
+        ax.imshow(_heat_overlay(picture, mp, sgn, percentile))
+        ax.set_title(_short(title, 26), fontsize=8, color=colour, fontweight="bold")
     for ax in panels:
         ax.set_axis_off()
-    if curves:
-        labels = curve_labels or titles
-        half = max(1, cols // 2)
-        ax_del = fig.add_subplot(grid[rows, :half])
-        ax_ins = fig.add_subplot(grid[rows, half:] if cols > 1 else grid[rows, :])
-        for ax, what, data in ((ax_del, "deleted", deletion), (ax_ins, "inserted", insertion)):
-            for curve, label, colour in zip(data, labels, colours):
+    if bottom is not None:
+        ax_del, ax_ins = bottom.subplots(1, 2)
+        for ax, what, data, areas in ((ax_del, "deleted", deletion, deletion_auc),
+                                      (ax_ins, "inserted", insertion, insertion_auc)):
+            for i, (curve, title, colour) in enumerate(zip(data, titles, colours)):
                 if curve is None:
                     continue
-                ax.plot(np.linspace(0, 1, len(curve)), curve, color=colour, lw=1.4, label=_short(label, 30))
+                area = areas[i] if areas else None
+                label = _short(title, 26) + (f" ({area:.3f})" if area is not None else "")
+                ax.plot(np.linspace(0, 1, len(curve)), curve, color=colour, lw=1.3, label=label)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, None)
-            ax.set_xlabel(f"fraction of pixels {what} (most attributed first)", fontsize=8)
-            ax.set_ylabel("p(target)", fontsize=8)
+            ax.set_xlabel(f"fraction of pixels {what}, most attributed first", fontsize=8)
+            ax.set_ylabel("probability of the class", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.spines[["top", "right"]].set_visible(False)
-            ax.legend(fontsize=6, frameon=False, loc="upper right" if what == "deleted" else "lower right")
-        ax_del.set_title("deletion (lower area = more faithful)", fontsize=8)
-        ax_ins.set_title("insertion (higher area = more faithful)", fontsize=8)
+            ax.legend(fontsize=6.5, frameon=False)
+        ax_del.set_title("deletion: area (in brackets) lower = more faithful", fontsize=8)
+        ax_ins.set_title("insertion: area (in brackets) higher = more faithful", fontsize=8)
     _save(fig, path)
 
 

@@ -211,16 +211,17 @@ def comparison_context(folder: Path, pages: ModelPages, kinds: list[str]) -> dic
                     folder / figure, signed=[row["signed"] for row in rows],
                     deletion=[a["deletion"][0] if "deletion" in a else None for a in arrays],
                     insertion=[a["insertion"][0] if "insertion" in a else None for a in arrays],
-                    curve_labels=[f"{row['title']} ({row['deletion_auc']:.3f})" if row["deletion_auc"] is not None
-                                  else row["title"] for row in rows],
+                    deletion_auc=[row["deletion_auc"] for row in rows],
+                    insertion_auc=[row["insertion_auc"] for row in rows],
                     target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
             except Exception as exc:
                 figure, error = None, f"drawing the figure: {one_line(exc)}"
         targets = {row["target"] for row in rows}
+        columns = [row["title"] for row in rows]  # the figure's order (the spec's), before ranking
         rows.sort(key=lambda row: (row["deletion_rank"] is None, row["deletion_rank"] or 0))
         images.append({
             "image": image, "image_name": pages.draw.image_name(image), "figure": figure.split("/", 1)[1] if figure else None,
-            "error": error, "rows": rows, "missing": missing,
+            "error": error, "rows": rows, "missing": missing, "columns": columns,
             "target": rows[0]["target"] if len(targets) == 1 else None,
         })
     overall = []

@@ -5,6 +5,7 @@ A technique subclasses `AttributionTechnique` and implements `attribute` (number
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +106,15 @@ class AttributionTechnique(Technique):
         """Faithfulness numbers of all maps at once (one row per (image, target) pair): deletion/insertion curves
         and the randomization cascade's rank correlations (generator/faithfulness.py says how and why)."""
         checks: dict = {}
+        start = time.perf_counter()
         if params.faithfulness:
             steps = params.faithfulness_steps
             checks["deletion"], checks["insertion"] = faith.deletion_insertion(
                 ctx.model.logits, x, maps, classes, steps=steps, batch=faith.batch_size(x.device))
             checks["faithfulness"] = {"steps": steps, "deletion_baseline": faith.DELETION_BASELINE,
-                                      "insertion_baseline": faith.INSERTION_BASELINE}
+                                      "insertion_baseline": faith.INSERTION_BASELINE,
+                                      "seconds_per_map": (time.perf_counter() - start) / len(maps)}
+            start = time.perf_counter()
         if params.sanity:
             from generator.models import weights_digest
 
@@ -130,7 +134,8 @@ class AttributionTechnique(Technique):
                 raise RuntimeError("the randomization check changed the original model's weights")
             checks["correlations"] = corr
             checks["sanity"] = {"stages": stages, "threshold": faith.SANITY_THRESHOLD,
-                                "measure": "Spearman rank correlation of absolute-value maps"}
+                                "measure": "Spearman rank correlation of absolute-value maps",
+                                "seconds_per_map": (time.perf_counter() - start) / len(maps)}
         return checks
 
     @staticmethod

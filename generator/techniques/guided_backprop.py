@@ -105,7 +105,7 @@ def unit_gradients(model, x: torch.Tensor, layer: str, channel: int, at: str):
 
 
 def guided_figure(picture: np.ndarray, grads: np.ndarray, maps: np.ndarray, labels: list[str], path: Path,
-                  title: str) -> None:
+                  title: str, map_title: str = "max |gradient| over channels") -> None:
     """One row per target: image | guided gradient as colour | max-|gradient| map | overlay. The colour image is
     0.5 grey where the gradient is zero, ±(99th percentile of |g|) mapped to the ends of each channel's range."""
     import matplotlib.pyplot as plt
@@ -127,14 +127,13 @@ def guided_figure(picture: np.ndarray, grads: np.ndarray, maps: np.ndarray, labe
         ax_rgb.imshow(colour)
         ax_rgb.set_title(f"{title} (colour)", fontsize=9)
         im = ax_map.imshow(m, cmap=figures.SEQUENTIAL, vmin=0, vmax=vmax)
-        ax_map.set_title("max |gradient| over channels", fontsize=9)
+        ax_map.set_title(f"{map_title}\n(clipped at the {CLIP_PERCENTILE:g}th percentile)", fontsize=9)
         ax_over.imshow(picture)
         ax_over.imshow(m, cmap=figures.SEQUENTIAL, vmin=0, vmax=vmax, alpha=0.6)
         ax_over.set_title("overlay", fontsize=9)
         for ax in axes[row]:
             ax.set_axis_off()
-        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8,
-                     label=f"|guided gradient|, clipped at the {CLIP_PERCENTILE:g}th percentile")
+        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label="|gradient|")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=figures.DPI, bbox_inches="tight", facecolor="white")
     plt.close(fig)
@@ -146,7 +145,7 @@ class GuidedBackprop(AttributionTechnique):
     summary = "input gradient with only positive signals passed back through ReLUs: sharp edges that excite a class"
     version = 1
     Params = GuidedBackpropParams
-    colour_map_meaning = "|guided gradient|, max over colour channels"
+    colour_map_meaning = "|guided gradient|, max over channels"
 
     def check(self, model, params: GuidedBackpropParams) -> list[str]:
         problems = super().check(model, params)

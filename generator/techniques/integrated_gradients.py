@@ -26,6 +26,8 @@ from generator.techniques.attribution import AttributionParams, AttributionTechn
 from generator.techniques.base import Artifact, Job
 from generator.techniques.saliency import GradientDrawing
 
+GAP_WARNING = 0.1  # a completeness gap above 10 % of the score change gets a note on the page
+
 
 class IntegratedGradientsParams(AttributionParams):
     baseline: Literal["black", "blurred"] = Field(
@@ -104,7 +106,7 @@ class IntegratedGradients(GradientDrawing, AttributionTechnique):
     summary = "gradients integrated along the path from a baseline image: signed attributions that sum to the score change"
     version = 1
     Params = IntegratedGradientsParams
-    colour_map_meaning = "attribution, summed over colour channels (red raises the class score, blue lowers it)"
+    colour_map_meaning = "attribution (red +, blue −)"
     signed = True
 
     def attributions(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,4 +139,8 @@ class IntegratedGradients(GradientDrawing, AttributionTechnique):
             relative = [t["relative_gap"] for t in art.meta["targets"] if t["relative_gap"] is not None]
             art.meta["metrics"]["completeness_gap"] = max(gaps)
             art.meta["metrics"]["relative_completeness_gap"] = max(relative) if relative else None
+            worst = art.meta["metrics"]["relative_completeness_gap"]
+            if worst is not None and worst > GAP_WARNING:
+                art.meta["note"] = (f"the attributions miss F(x) − F(x′) by {worst:.0%}: the path integral needs more "
+                                    f"steps than {jobs[0].params.steps} on this image")
         return arts

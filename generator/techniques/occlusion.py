@@ -16,6 +16,8 @@ Fills (all computed in pixel space, then normalized like the model's input):
   blur   the same patch of a Gaussian-blurred copy of the image (σ = `blur_sigma`, default window / 4): it removes
          the patch's detail but keeps its colours, a gentler perturbation.
 
+The default window is a seventh of the input side (32 pixels at 224, 5 at 32), with a stride of half the window.
+
 Every window of every image in a job goes through the model in large batches (not one forward per window): on CUDA
 the batch is sized from a probe forward's peak memory and the free memory; on the CPU it is `CPU_WINDOWS`.
 """
@@ -39,8 +41,12 @@ CUDA_MEMORY_SHARE = 0.5  # of the free device memory, for one batch's activation
 
 
 class OcclusionParams(AttributionParams):
-    window: int = Field(32, ge=1, le=4096, description="side of the square patch, in input pixels")
-    stride: int = Field(16, ge=1, le=4096, description="step between patch positions, in input pixels (<= window)")
+    window: int | None = Field(
+        None, ge=1, le=4096, description="side of the square patch, in input pixels (default: the input side / 7, "
+                                         "rounded: 32 px at 224)")
+    stride: int | Literal["window"] | None = Field(
+        None, description="step between patch positions, in input pixels, at most the window; 'window' for "
+                          "non-overlapping patches (default: half the window)")
     fill: Literal["mean", "zero", "blur"] = Field(
         "mean", description="what covers the patch: mean colour of the image set, black, or a blurred copy")
     blur_sigma: float | None = Field(
@@ -51,19 +57,29 @@ class OcclusionParams(AttributionParams):
 
     @model_validator(mode="after")
     def _stride_fits(self) -> "OcclusionParams":
-        if self.stride > self.window:
-            raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window}): pixels between "
-                             "windows would never be covered")
+        if isinstance(self.stride, int):
+            if self.stride < 1:
+                raise ValueError("stride must be at least 1")
+            if self.window is not None and self.stride > self.window:
+                raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window}): pixels between "
+                                 "windows would never be covered")
         return self
+
+    def geometry(self, side: int) -> tuple[int, int]:
+        """(window, stride) in pixels for an input of `side` pixels, defaults filled in."""
+        window = self.window or max(1, round(side / 7))
+        if self.stride == "window":
+            return window, window
+        return window, self.stride or max(1, window // 2)
 
     def quick(self) -> "OcclusionParams":
         # Non-overlapping windows: about a quarter of the forwards at the default stride = window / 2.
-        return super().quick().model_copy(update={"stride": self.window})
+        return super().quick().model_copy(update={"stride": "window"})
 
 
 def starts(length: int, window: int, stride: int) -> list[int]:
     """Window starts along one side, as Captum's Occlusion places them (the last window may be clipped)."""
-    return [k * stride for k in range((length - window) // stride + 1)]
+    return [k * stride for k in range(math.ceil((length - window) / stride) + 1)]
 
 
 def window_count(height: int, width: int, window: int, stride: int) -> int:
@@ -101,7 +117,7 @@ def fill_images(ctx, x: torch.Tensor, params: OcclusionParams) -> torch.Tensor:
         return ((colour - mean) / std).expand_as(x)
     from generator.faithfulness import blur  # linear: blurring the normalized input = normalizing the blurred one
 
-    return blur(x, params.blur_sigma or params.window / 4)
+    return blur(x, params.blur_sigma or params.geometry(x.shape[-1])[0] / 4)
 
 
 def windows_per_forward(model, sample: torch.Tensor, todo: int) -> int:
@@ -183,26 +199,32 @@ class Occlusion(AttributionTechnique):
     def check(self, model, params: OcclusionParams) -> list[str]:
         problems = super().check(model, params)
         size = model.input.size
-        if params.window > size:
-            problems.append(f"window: {params.window} px is larger than the {size} × {size} px input of "
-                            f"{model.name}; use at most {size}")
+        window, stride = params.geometry(size)
+        if window > size:
+            problems.append(f"window: {window} px is larger than the {size} × {size} px input of {model.name}; "
+                            f"use at most {size}")
+        elif stride > window:
+            problems.append(f"stride: {stride} px exceeds the default window of {window} px ({size} / 7) for "
+                            f"{model.name}'s input; set a window or a smaller stride")
         return problems
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params: OcclusionParams) -> torch.Tensor:
-        if params.window > min(x.shape[-2:]):
-            raise ValueError(f"window {params.window} px is larger than the {tuple(x.shape[-2:])} input")
-        return occlusion_maps(ctx.model, x, targets, fill_images(ctx, x, params), params.window, params.stride)
+        window, stride = params.geometry(ctx.model.input.size)
+        if window > min(x.shape[-2:]):
+            raise ValueError(f"window {window} px is larger than the {tuple(x.shape[-2:])} input")
+        return occlusion_maps(ctx.model, x, targets, fill_images(ctx, x, params), window, stride)
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         arts = super().run(ctx, jobs)
         p: OcclusionParams = jobs[0].params
         size = ctx.model.input.size
-        info = {"windows": window_count(size, size, p.window, p.stride), "window": p.window, "stride": p.stride,
+        window, stride = p.geometry(size)
+        info = {"windows": window_count(size, size, window, stride), "window": window, "stride": stride,
                 "fill": p.fill}
         if p.fill == "mean":
             info["fill_colour"] = [round(v, 4) for v in mean_colour(ctx)]
         if p.fill == "blur":
-            info["blur_sigma"] = p.blur_sigma or p.window / 4
+            info["blur_sigma"] = p.blur_sigma or window / 4
         for art in arts:
             m = art.main
             art.meta["occlusion"] = info
@@ -211,9 +233,9 @@ class Occlusion(AttributionTechnique):
         return arts
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        p: OcclusionParams = job.params
+        info = art.meta["occlusion"]
         labels = [f"{t['label']} (p={t['probability']:.2f})" for t in art.meta["targets"]]
-        method = f"Occlusion: {p.window} px window, stride {p.stride}, {p.fill} fill"
+        method = f"Occlusion: {info['window']} px window, stride {info['stride']}, {info['fill']} fill"
         figures.occlusion_rows(env.picture(job.image), art.main, labels, path, method, self.colour_map_meaning,
-                               window=p.window)
+                               window=info["window"])
         return True

@@ -68,9 +68,9 @@ class GradientDrawing:
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
         shown = display_maps(art.main, self.signed)
-        figures.attribution_rows(env.picture(job.image), shown, target_labels(art), path, self.title,
-                                 f"{self.colour_map_meaning}; clipped at the {CLIP_PERCENTILE:g}th percentile",
-                                 signed=self.signed)
+        figures.attribution_rows(env.picture(job.image), shown, target_labels(art), path,
+                                 f"{self.title}\n(shown clipped at the {CLIP_PERCENTILE:g}th percentile)",
+                                 self.colour_map_meaning, signed=self.signed)
         return True
 
 
@@ -84,7 +84,7 @@ class Saliency(GradientDrawing, AttributionTechnique):
     summary = "gradient of the class score w.r.t. the input pixels: max |∂score/∂x| over colour channels"
     version = 1
     Params = SaliencyParams
-    colour_map_meaning = "|∂ class score / ∂ pixel|, max over colour channels"
+    colour_map_meaning = "|∂score/∂x|, max over channels"
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
         return channel_max_abs(class_gradients(ctx.model, x, targets))

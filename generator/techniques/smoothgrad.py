@@ -2,9 +2,13 @@
 with Gaussian noise added, which removes the gradient's pixel-scale noise and leaves the shape it keeps finding.
 
 For each image x, `samples` copies x + ε_s with ε_s ~ N(0, σ²), σ = `noise` × (max(x) − min(x)) (the paper's noise
-level: a fraction of the input's range, measured in the normalized input the model sees). The signed gradient
-(`of: saliency` plain, `of: guided_backprop` guided) is averaged over the copies (the paper's M̂_c), and the map is
-max |average| over colour channels, as for saliency.
+level: a fraction of the input's range, measured in the normalized input the model sees). The gradient
+(`of: saliency` plain, `of: guided_backprop` guided) is taken on every copy, its magnitude |∂score/∂x| averaged over
+the copies per colour channel, and the map is the max over channels, as for saliency: the smoothed saliency map. This
+is what Captum's NoiseTunnel over Saliency computes (abs=True, its default), and the magnitude average that the
+authors' code uses by default: averaging the *signed* gradient instead lets its pixel-scale sign flips cancel into
+noise of the same size as the signal (we tried: on the default report it looks like static). With `of:
+guided_backprop` the signed mean is kept too (`guided`), drawn as a colour image like guided backprop's.
 
 The noise is drawn once per call from a CPU `torch.Generator` seeded with the spec's seed, as standard normals of
 one image's shape scaled per image by σ: every image sees the same draws, so an image's map does not depend on the
@@ -20,7 +24,7 @@ from pydantic import Field
 from generator.techniques.attribution import AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 from generator.techniques.guided_backprop import guided_figure
-from generator.techniques.saliency import GradientDrawing, channel_max_abs, class_gradients, target_labels
+from generator.techniques.saliency import GradientDrawing, class_gradients, target_labels
 
 
 class SmoothGradParams(AttributionParams):
@@ -45,47 +49,51 @@ def noise_scale(x: torch.Tensor, noise: float) -> torch.Tensor:
 
 
 def smooth_gradients(model, x: torch.Tensor, targets: torch.Tensor, noise: float, samples: int, guided: bool,
-                     batch: int, seed: int) -> torch.Tensor:
-    """Mean class gradient over noisy copies of each row of x (N, C, H, W) → (N, C, H, W)."""
+                     batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean |class gradient| and mean class gradient over noisy copies of each row of x (N, C, H, W): two
+    (N, C, H, W) tensors."""
     z = noise_draws(seed, samples, tuple(x.shape[1:])).to(x.device, x.dtype)
     sigma = noise_scale(x, noise)
     targets = targets.to(x.device)
+    magnitude = torch.zeros_like(x)
     total = torch.zeros_like(x)
     n = len(x)
     for start in range(0, n * samples, batch):
         flat = torch.arange(start, min(start + batch, n * samples), device=x.device)
         row, s = flat // samples, flat % samples
         noisy = x[row] + sigma[row].view(-1, 1, 1, 1) * z[s]
-        total.index_add_(0, row, class_gradients(model, noisy, targets[row], guided=guided))
-    return total / samples
+        grad = class_gradients(model, noisy, targets[row], guided=guided)
+        magnitude.index_add_(0, row, grad.abs())
+        total.index_add_(0, row, grad)
+    return magnitude / samples, total / samples
 
 
 class SmoothGrad(GradientDrawing, AttributionTechnique):
     kind = "smoothgrad"
     title = "SmoothGrad"
     summary = "a gradient map averaged over noisy copies of the image: less speckle, the same evidence"
-    version = 1
+    version = 2
     Params = SmoothGradParams
-    colour_map_meaning = "|mean gradient over noisy copies|, max over colour channels"
+    colour_map_meaning = "mean |∂score/∂x|, max over channels"
     signed = False
 
-    def gradients(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
+    def gradients(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
         return smooth_gradients(ctx.model, x, targets, params.noise, params.samples, params.of == "guided_backprop",
                                 params.batch, ctx.seed)
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
-        return channel_max_abs(self.gradients(ctx, x, targets, params))
+        return self.gradients(ctx, x, targets, params)[0].amax(1)
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
-        grad = self.gradients(ctx, x, targets, params)
-        arrays = {"map": channel_max_abs(grad)}
+        magnitude, mean = self.gradients(ctx, x, targets, params)
+        arrays = {"map": magnitude.amax(1)}
         if params.of == "guided_backprop":
-            arrays["guided"] = grad  # drawn as a colour image, like guided backprop's
+            arrays["guided"] = mean  # the signed mean, drawn as a colour image like guided backprop's
         return arrays
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
         if "guided" in art.arrays:
             guided_figure(env.picture(job.image), art.arrays["guided"], art.main, target_labels(art), path,
-                          "SmoothGrad of guided backprop")
+                          "SmoothGrad of guided backprop", map_title="mean |gradient|, max over channels")
             return True
         return super().draw(art, job, env, path)

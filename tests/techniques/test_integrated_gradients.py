@@ -84,6 +84,8 @@ def test_completeness_reported_and_shrinks_with_steps():
         assert f.metrics["completeness_gap"] < c.metrics["completeness_gap"]
         assert f.metrics["relative_completeness_gap"] < 0.01
         assert "completeness" not in f.arrays
+        for art in (c, f):
+            assert ("note" in art.meta) == (art.metrics["relative_completeness_gap"] > 0.1)
 
 
 def test_signed_maps():

@@ -177,8 +177,24 @@ def test_stride_larger_than_window_is_rejected():
 def test_quick_uses_non_overlapping_windows():
     p = params("occlusion", window=8, stride=4)
     q = p.quick()
-    assert q.stride == 8 and q.window == 8
-    assert window_count(32, 32, q.window, q.stride) < window_count(32, 32, p.window, p.stride) / 3
+    assert q.stride == "window" and q.geometry(32) == (8, 8)
+    assert window_count(32, 32, *q.geometry(32)) < window_count(32, 32, *p.geometry(32)) / 3
+    assert params("occlusion").quick().geometry(224) == (32, 32)
+
+
+def test_default_window_scales_with_the_input():
+    assert params("occlusion").geometry(224) == (32, 16)
+    assert params("occlusion").geometry(32) == (5, 2)
+    assert params("occlusion").geometry(8) == (1, 1)
+    assert params("occlusion", window=12).geometry(224) == (12, 6)
+    assert params("occlusion", stride="window").geometry(224) == (32, 32)
+    # The defaults never fail the check, whatever the input size; a stride above the default window does.
+    technique = registry.get("occlusion")
+    for size in (8, 28, 224):
+        model = make_ctx(act_net(), images=0, size=size).model
+        assert technique.check(model, params("occlusion")) == []
+    (problem,) = technique.check(make_ctx(act_net(), images=0).model, params("occlusion", stride=6))
+    assert problem.startswith("stride:") and "default window of 5 px" in problem
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""SmoothGrad: the mean of Captum's gradient over exactly our noisy copies; seeded, repeatable, batch-invariant;
+"""SmoothGrad: the mean of Captum's |gradient| over exactly our noisy copies; seeded, repeatable, batch-invariant;
 guided variant; model left alone."""
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from generator.techniques.smoothgrad import noise_draws, noise_scale
 
 
 def reference(ctx, method, samples: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """Captum's gradient on each of our noisy copies, averaged: (mean gradient (N, C, H, W), map (N, H, W))."""
+    """Captum's gradient on each of our noisy copies: (signed mean (N, C, H, W), max over channels of the mean
+    |gradient| (N, H, W))."""
     x = ctx.batch(list(ctx.images))
     with torch.no_grad():
         targets = ctx.model.module(x).argmax(1).tolist()
@@ -34,8 +35,8 @@ def reference(ctx, method, samples: int, noise: float) -> tuple[np.ndarray, np.n
             grads.append(CaptumSaliency(ctx.model.module).attribute(noisy, target=targets, abs=False))
         else:
             grads.append(CaptumGuided(ctx.model.module).attribute(noisy, target=targets))
-    mean = torch.stack(grads).mean(0)
-    return mean.numpy(), mean.abs().amax(1).numpy()
+    grads = torch.stack(grads)
+    return grads.mean(0).numpy(), grads.abs().mean(0).amax(1).numpy()
 
 
 def test_saliency_matches_captum_over_the_same_noise():
@@ -63,7 +64,7 @@ def test_noise_tunnel_agrees_in_expectation():
     torch.manual_seed(0)
     nt = NoiseTunnel(CaptumSaliency(ctx.model.module)).attribute(
         x.clone().requires_grad_(), nt_type="smoothgrad", nt_samples=400, nt_samples_batch_size=100, stdevs=sigma,
-        target=target, abs=False)
+        target=target)  # abs=True, Saliency's default: the mean |gradient|, as ours
     (art,) = run("smoothgrad", ctx, samples=400, batch=100)
     ref = nt.abs().amax(1)[0].numpy()
     corr = np.corrcoef(art.main.ravel(), ref.ravel())[0, 1]
