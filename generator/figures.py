@@ -228,8 +228,9 @@ def attribution_comparison(picture: np.ndarray, maps: list[np.ndarray], titles: 
     rows = math.ceil((m + 1) / cols)
     curves = deletion is not None and insertion is not None and any(c is not None for c in deletion)
     tile = 2.1
-    fig = plt.figure(figsize=(tile * cols, tile * rows + (2.6 if curves else 0) + 0.2), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[tile * rows, 2.6]) if curves else (fig, None)
+    low = 2.5 + 0.16 * math.ceil(m / 2)  # the curves and, under each, its legend in two columns
+    fig = plt.figure(figsize=(tile * cols, tile * rows + (low if curves else 0) + 0.2), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[tile * rows, low]) if curves else (fig, None)
     panels = top.subplots(rows, cols, squeeze=False).ravel()
     panels[0].imshow(picture)
     panels[0].set_title(_short(target or "image", 26), fontsize=8)
@@ -254,7 +255,7 @@ def attribution_comparison(picture: np.ndarray, maps: list[np.ndarray], titles: 
             ax.set_ylabel("probability of the class", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.spines[["top", "right"]].set_visible(False)
-            ax.legend(fontsize=6.5, frameon=False)
+            ax.legend(fontsize=6.5, frameon=False, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         ax_del.set_title("deletion: area (in brackets) lower = more faithful", fontsize=8)
         ax_ins.set_title("insertion: area (in brackets) higher = more faithful", fontsize=8)
     _save(fig, path)

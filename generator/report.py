@@ -235,6 +235,7 @@ def comparison_context(folder: Path, pages: ModelPages, kinds: list[str]) -> dic
             "deletion_auc": mean("deletion_auc"), "insertion_auc": mean("insertion_auc"),
             "correlation": float(np.mean(lasts)) if lasts else None,
             "flagged": sum(bool(row["flag"]) for row in rows),
+            "checked": sum(row["flag"] is not None for row in rows),
         })
     overall.sort(key=lambda row: (row["deletion_auc"] is None, row["deletion_auc"] or 0))
     return {

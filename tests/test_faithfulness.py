@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import make_context, tiny_net
+from conftest import cli, make_context, read_json, tiny_net, tiny_spec, write_spec
 from generator import faithfulness as faith
 from generator.context import DrawContext
 from generator.hooks import hook_count
@@ -279,16 +279,17 @@ def attribution_kinds() -> list[str]:
     return [k for k, t in registry.TECHNIQUES.items() if isinstance(t, AttributionTechnique)]
 
 
-def fake_result(kind: str, image: str, deletion: float, insertion: float, corr: float) -> Result:
+def fake_result(kind: str, image: str, deletion: float, insertion: float, corr: float | None) -> Result:
+    """An attribution result as AttributionTechnique.run makes it; `corr=None`: the randomization check was off."""
     rng = np.random.default_rng(len(kind))
     curve = lambda area: np.full((1, 9), area, dtype=np.float32)  # noqa: E731  (a flat curve has AUC = its level)
-    target = {"index": 1, "label": "dog", "probability": 0.8, "deletion_auc": deletion, "insertion_auc": insertion,
-              "sanity_correlations": [0.9, corr], "sanity_flag": corr > 0.5}
-    meta = {"targets": [target], "target": "dog",
-            "metrics": {"deletion_auc": deletion, "insertion_auc": insertion, "sanity_correlations": [0.9, corr],
-                        "sanity_correlation": corr, "sanity_flag": corr > 0.5},
-            "sanity": {"stages": [["fc"], ["conv2"]], "threshold": 0.5, "measure": "spearman"},
+    target = {"index": 1, "label": "dog", "probability": 0.8, "deletion_auc": deletion, "insertion_auc": insertion}
+    meta = {"targets": [target], "target": "dog", "metrics": {"deletion_auc": deletion, "insertion_auc": insertion},
             "faithfulness": {"steps": 8, "deletion_baseline": "zero", "insertion_baseline": "blur"}}
+    if corr is not None:
+        target.update(sanity_correlations=[0.9, corr], sanity_flag=corr > 0.5)
+        meta["metrics"].update(sanity_correlations=[0.9, corr], sanity_correlation=corr, sanity_flag=corr > 0.5)
+        meta["sanity"] = {"stages": [["fc"], ["conv2"]], "threshold": 0.5, "measure": "spearman"}
     arrays = {"map": rng.random((1, 32, 32)).astype(np.float32), "deletion": curve(deletion), "insertion": curve(insertion)}
     return Result(Job("m", kind, AttributionParams(), image=image), "ran", 0.1, Artifact(arrays, meta))
 
@@ -302,7 +303,7 @@ def test_comparison_page_ranks_methods_and_draws_one_figure_per_image(tmp_path):
     images = list(ctx.images)
     pages = ModelPages(ctx.model, DrawContext(ctx.model, ctx.images), [
         fake_result(a, images[0], 0.30, 0.40, 0.9), fake_result(b, images[0], 0.10, 0.70, 0.1),
-        fake_result(a, images[1], 0.20, 0.50, 0.8), fake_result(b, images[1], 0.25, 0.45, 0.2),
+        fake_result(a, images[1], 0.20, 0.50, 0.8), fake_result(b, images[1], 0.25, 0.45, None),
     ])
     page = comparison_context(tmp_path, pages, ["predictions", a, b])
     assert page is not None and len(page["images"]) == 2
@@ -314,9 +315,31 @@ def test_comparison_page_ranks_methods_and_draws_one_figure_per_image(tmp_path):
     assert [row["kind"] for row in page["images"][1]["rows"]] == [a, b]
     overall = {row["kind"]: row for row in page["overall"]}
     assert overall[a]["deletion_auc"] == pytest.approx(0.25) and overall[a]["flagged"] == 2
-    assert overall[b]["flagged"] == 0
+    assert (overall[b]["flagged"], overall[b]["checked"]) == (0, 1)
+    assert page["images"][1]["rows"][1]["flag"] is None
     text = Renderer().page("pages/comparison.md.j2", **page)
     assert text.startswith("# Attribution comparison")
-    assert "**flagged**" in text and "passes" in text and first["figure"] in text
+    assert "**flagged**" in text and "passes" in text and "not checked" in text and first["figure"] in text
     # One attribution method is not a comparison.
     assert comparison_context(tmp_path, ModelPages(ctx.model, pages.draw, pages.results[:1]), [a, b]) is None
+
+
+def test_build_writes_the_comparison_page_and_links_it(project):
+    spec = tiny_spec(techniques={
+        "predictions": {"top_k": 3},
+        "saliency": {"faithfulness_steps": 4, "sanity_stages": 2},
+        "guided_backprop": {"faithfulness_steps": 4, "sanity_stages": 2},
+    })
+    assert cli("build", write_spec(project, spec)) == 0
+    model = project / "out" / "tiny"
+    page = (model / "comparison.md").read_text(encoding="utf-8")
+    assert page.startswith("# Attribution comparison")
+    assert "[Attribution comparison](comparison.md)" in (model / "index.md").read_text(encoding="utf-8")
+    assert len(list((model / "figures" / "comparison").glob("*.png"))) == 2
+    records = [r for r in read_json(project / "out" / "manifest.json")["artifacts"] if r["technique"] == "saliency"]
+    assert records and all(set(r["metrics"]) >= {"deletion_auc", "insertion_auc", "sanity_flag"} for r in records)
+    # One attribution technique: no comparison page, no link.
+    spec["models"][0]["techniques"].pop("guided_backprop")
+    assert cli("build", write_spec(project, spec)) == 0
+    assert not (model / "comparison.md").exists()
+    assert "comparison.md" not in (model / "index.md").read_text(encoding="utf-8")

@@ -180,11 +180,11 @@ class GuidedBackprop(AttributionTechnique):
         out = []
         for i, job in enumerate(jobs):
             where = f" at {positions[i]}" if positions else (" (mean)" if params.at == "mean" else "")
-            label = f"{params.layer} channel {params.channel}"
+            label = f"{params.layer} channel {params.channel}{where}"
             unit = {"index": params.channel, "label": label, "probability": None, "layer": params.layer,
                     "channel": params.channel, "at": params.at, "position": list(positions[i]) if positions else None,
                     "activation": float(value[i])}
-            meta = {"targets": [unit], "target": label + where,
+            meta = {"targets": [unit], "target": label,
                     "metrics": {"max": float(maps[i].max()), "mean": float(maps[i].mean()),
                                 "activation": float(value[i])}}
             if before == 0:

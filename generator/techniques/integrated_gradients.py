@@ -33,7 +33,8 @@ class IntegratedGradientsParams(AttributionParams):
     baseline: Literal["black", "blurred"] = Field(
         "black", description="the reference image: a black picture, or a Gaussian blur of the input"
     )
-    blur_sigma: float = Field(0.08, gt=0, le=1, description="σ of the blurred baseline, as a fraction of the input side")
+    blur_sigma: float = Field(0.08, gt=0, le=1,
+                              description="σ of the blurred baseline, as a fraction of the input side")
     steps: int = Field(32, ge=2, le=1024, description="points on the path from the baseline to the input")
     method: Literal["riemann_trapezoid", "gausslegendre"] = Field(
         "riemann_trapezoid", description="how the path integral is approximated (see the page)"
@@ -103,7 +104,8 @@ def _logits(model, leaf: torch.Tensor) -> torch.Tensor:
 class IntegratedGradients(GradientDrawing, AttributionTechnique):
     kind = "integrated_gradients"
     title = "Integrated gradients"
-    summary = "gradients integrated along the path from a baseline image: signed attributions that sum to the score change"
+    summary = ("gradients integrated along the path from a baseline image: signed attributions that sum to the "
+               "score change")
     version = 1
     Params = IntegratedGradientsParams
     colour_map_meaning = "attribution (red +, blue −)"

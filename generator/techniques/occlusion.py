@@ -19,7 +19,8 @@ Fills (all computed in pixel space, then normalized like the model's input):
 The default window is a seventh of the input side (32 pixels at 224, 5 at 32), with a stride of half the window.
 
 Every window of every image in a job goes through the model in large batches (not one forward per window): on CUDA
-the batch is sized from a probe forward's peak memory and the free memory; on the CPU it is `CPU_WINDOWS`.
+the batch is sized from a probe forward's peak memory and the free memory; on the CPU it is `CPU_WINDOWS`, in the
+channels-last layout (faster there; models that cannot take it fall back to the usual one).
 """
 from __future__ import annotations
 
@@ -150,6 +151,18 @@ def _unique_rows(x: torch.Tensor) -> tuple[list[int], list[int]]:
     return firsts, which
 
 
+def _probabilities(model, images: torch.Tensor, channels_last: bool) -> tuple[torch.Tensor, bool]:
+    """Softmax of a batch, and whether to keep using the channels-last layout. On the CPU a channels-last batch
+    runs about 1.3× faster through convolutions (oneDNN's preferred layout; same numbers up to float rounding); a
+    model that cannot take one (a `.view` over spatial dimensions) raises, and gets the usual layout from then on."""
+    if channels_last:
+        try:
+            return model.logits(images.contiguous(memory_format=torch.channels_last)).float().softmax(1), True
+        except RuntimeError:
+            pass
+    return model.logits(images).float().softmax(1), False
+
+
 def occlusion_maps(model, x: torch.Tensor, targets: torch.Tensor, fill: torch.Tensor, window: int,
                    stride: int, batch: int | None = None) -> torch.Tensor:
     """The occlusion map of each row: x (N, C, H, W) inputs, targets (N,), fill (N, C, H, W) → (N, H, W) mean drop
@@ -163,7 +176,7 @@ def occlusion_maps(model, x: torch.Tensor, targets: torch.Tensor, fill: torch.Te
     which_t = torch.tensor(which, device=x.device)
     targets = targets.to(x.device).long()
     with torch.no_grad():
-        base = model.logits(x[firsts]).float().softmax(1)  # (U, classes)
+        base, channels_last = _probabilities(model, x[firsts], x.device.type == "cpu")  # (U, classes)
         base = base[which_t, targets]  # (N,)
         # Work items: (distinct image, window) pairs, image-major.
         total = len(firsts) * ny * nx
@@ -175,7 +188,7 @@ def occlusion_maps(model, x: torch.Tensor, targets: torch.Tensor, fill: torch.Te
             covered = rows[p // nx][:, :, None] & cols[p % nx][:, None, :]  # (B, H, W)
             img = torch.tensor(firsts, device=x.device)[u]
             perturbed = torch.where(covered[:, None], fill[img], x[img])
-            probs = model.logits(perturbed).float().softmax(1)
+            probs, channels_last = _probabilities(model, perturbed, channels_last)
             for r in range(n):
                 mine = u == which[r]
                 if mine.any():

@@ -170,7 +170,7 @@ def test_unit_target_matches_brute_force():
         unit = art.meta["targets"][0]
         r, c = divmod(int(act[i].flatten().argmax()), act.shape[-1])
         assert unit["position"] == [r, c] and unit["activation"] == pytest.approx(float(act[i, r, c]), rel=1e-5)
-        assert unit["probability"] is None and art.meta["target"] == f"conv2 channel 5 at {(r, c)}"
+        assert unit["probability"] is None and art.meta["target"] == unit["label"] == f"conv2 channel 5 at {(r, c)}"
         ref = brute_force_guided(net, x[i:i + 1], unit=("conv2", 5, (r, c)))[0]
         assert torch.allclose(torch.from_numpy(art.arrays["guided"][0]), ref, rtol=1e-4, atol=1e-6 * ref.abs().max())
     mean = run("guided_backprop", ctx, layer="conv2", channel=5, at="mean")
@@ -234,4 +234,5 @@ def test_page_and_figure(tmp_path):
     assert "How to read this" in text and "grey where the gradient is zero" in text
     assert (tmp_path / "tiny" / "figures" / "guided_backprop" / "s--p0.png").stat().st_size > 5000
     text = render_page("guided_backprop", ctx, tmp_path, layer="conv2", channel=3)
-    assert "channel 3 of <code>conv2</code>" in text and "| conv2 channel 3 | 3 | — |" in text
+    assert "channel 3 of <code>conv2</code>" in text and "| conv2 channel 3 at \\(" in text
+    assert "| unit activation |" in text

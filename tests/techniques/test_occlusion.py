@@ -12,6 +12,7 @@ import torchvision
 from captum.attr import Occlusion as CaptumOcclusion
 from gradnets import act_net, assert_same_state, make_ctx, model_state, params, render_page, run
 from pydantic import ValidationError
+from torch import nn
 
 from generator import images as imagelib
 from generator.faithfulness import blur
@@ -123,6 +124,35 @@ def test_batched_equals_one_window_at_a_time(per_forward):
     ours = occlusion_maps(ctx.model, xr, targets, fill, 9, 5, batch=per_forward)
     ref = brute_force(ctx.model.module, xr, targets, fill, 9, 5)
     assert ref.abs().max() > 1e-2
+    assert (ours.double() - ref).abs().max() < 1e-6
+
+
+class ViewNet(nn.Module):
+    """Flattens a spatial map with `.view`, which a channels-last tensor cannot do: occlusion must fall back."""
+
+    def __init__(self):
+        super().__init__()
+        body = act_net(scale=SCALE)
+        self.conv1, self.act1, self.pool, self.conv2, self.act2 = body.conv1, body.act1, body.pool, body.conv2, body.act2
+        self.fc = nn.Linear(8 * 16 * 16, 4)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(self.fc.weight.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+
+    def forward(self, x):
+        h = self.act2(self.conv2(self.pool(self.act1(self.conv1(x)))))
+        return self.fc(h.view(len(x), -1))
+
+
+def test_model_that_cannot_take_channels_last():
+    net = ViewNet().eval()
+    ctx = make_ctx(net, images=2)
+    x, targets = batch(ctx)
+    with pytest.raises(RuntimeError):  # the premise: this model fails on a channels-last batch
+        net(x.contiguous(memory_format=torch.channels_last))
+    fill = fill_images(ctx, x, params("occlusion", fill="zero"))
+    ours = occlusion_maps(ctx.model, x, targets, fill, 8, 4)
+    ref = brute_force(net, x, targets, fill, 8, 4)
+    assert ref.abs().max() > 1e-3
     assert (ours.double() - ref).abs().max() < 1e-6
 
 
