@@ -291,7 +291,8 @@ def occlusion_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], pat
 def grabcut_rows(picture: np.ndarray, saliency: np.ndarray, masks: np.ndarray, labels: list[str], path: Path,
                  saliency_meaning: str) -> None:
     """One row per target: the image, the saliency map that seeded GrabCut (own scale, with a bar), and the
-    foreground mask over the image (background dimmed, outline in green, area in the title)."""
+    foreground mask over the image (foreground tinted green and outlined, background greyed out, area in the
+    title)."""
     t = len(masks)
     fig, axes = plt.subplots(t, 3, figsize=(9, 3 * t), squeeze=False, layout="constrained")
     for row, (s, mask, label) in enumerate(zip(saliency, masks, labels)):
@@ -301,8 +302,10 @@ def grabcut_rows(picture: np.ndarray, saliency: np.ndarray, masks: np.ndarray, l
         im = ax_sal.imshow(s, cmap=SEQUENTIAL, vmin=0.0, vmax=float(s.max()) or 1.0)
         ax_sal.set_title("saliency (GrabCut seeds)", fontsize=9)
         fg = mask > 0.5
-        shown = np.where(fg[..., None], picture, (picture * 0.3).astype(picture.dtype))
-        ax_mask.imshow(shown)
+        grey = picture.astype(np.float32).mean(-1, keepdims=True)
+        tint = np.array([60.0, 255.0, 60.0], dtype=np.float32)
+        shown = np.where(fg[..., None], 0.75 * picture + 0.25 * tint, 0.25 * grey + 0.15 * 255)  # object: tinted green
+        ax_mask.imshow(np.clip(shown, 0, 255).astype(np.uint8))
         if fg.any() and not fg.all():
             ax_mask.contour(fg.astype(float), levels=[0.5], colors=["#3f3"], linewidths=1.2)
         ax_mask.set_title(f"GrabCut foreground: {fg.mean():.0%} of the image", fontsize=9)

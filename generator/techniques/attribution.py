@@ -25,7 +25,7 @@ class AttributionParams(Params):
     faithfulness: bool = Field(
         True, description="deletion and insertion curves and their AUC (Petsiuk et al. 2018) for every map"
     )
-    faithfulness_steps: int = Field(32, ge=2, le=1024, description="pixel chunks of the deletion/insertion curves")
+    faithfulness_steps: int = Field(16, ge=2, le=1024, description="pixel chunks of the deletion/insertion curves")
     sanity: bool = Field(
         True, description="model randomization check (Adebayo et al. 2018): recompute maps with top layers randomized"
     )

@@ -173,7 +173,7 @@ def occlusion_maps(model, x: torch.Tensor, targets: torch.Tensor, fill: torch.Te
     cols = _coverage(w, window, stride, x.device)  # (nx, W)
     ny, nx = len(rows), len(cols)
     firsts, which = _unique_rows(x)
-    which_t = torch.tensor(which, device=x.device)
+    firsts_t, which_t = torch.tensor(firsts, device=x.device), torch.tensor(which, device=x.device)
     targets = targets.to(x.device).long()
     with torch.no_grad():
         base, channels_last = _probabilities(model, x[firsts], x.device.type == "cpu")  # (U, classes)
@@ -186,7 +186,7 @@ def occlusion_maps(model, x: torch.Tensor, targets: torch.Tensor, fill: torch.Te
             item = torch.arange(start, min(start + batch, total), device=x.device)
             u, p = item // (ny * nx), item % (ny * nx)
             covered = rows[p // nx][:, :, None] & cols[p % nx][:, None, :]  # (B, H, W)
-            img = torch.tensor(firsts, device=x.device)[u]
+            img = firsts_t[u]
             perturbed = torch.where(covered[:, None], fill[img], x[img])
             probs, channels_last = _probabilities(model, perturbed, channels_last)
             for r in range(n):

@@ -200,14 +200,18 @@ def test_in_place_relu_models(arch, kind):
     assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all() and (maps >= 0).all()
 
 
-def test_guided_gradcam_is_gradcam_times_guided_backprop():
-    net = act_net()
+@pytest.mark.parametrize("act,kw,upper,slope", [(nn.ReLU, {}, float("inf"), 0.0), (nn.ReLU6, {}, 6.0, 0.0),
+                                                (nn.ReLU, {"inplace": True}, float("inf"), 0.0),
+                                                (nn.LeakyReLU, {"negative_slope": 0.1}, float("inf"), 0.1)])
+def test_guided_gradcam_is_gradcam_times_guided_backprop(act, kw, upper, slope):
+    net = act_net(act, **kw)
     ctx = make_ctx(net, images=2)
     x, targets = batch(ctx)
     arts = run("guided_gradcam", ctx)
     cam = upsample(grad_cam(ctx.model, x, targets, "act2"), (32, 32))
     for i, art in enumerate(arts):
-        guided = brute_force_guided(net, x[i:i + 1], int(targets[i]))  # written out by hand in gradnets
+        # Guided backprop written out by hand in gradnets (ReLU6 passes gradient only below 6, LeakyReLU its slope).
+        guided = brute_force_guided(net, x[i:i + 1], int(targets[i]), upper=upper, slope=slope)
         product = cam[i:i + 1, None] * guided
         assert art.meta["layer"] == "act2"
         assert np.abs(art.arrays["guided"] - product.numpy()).max() < 1e-6

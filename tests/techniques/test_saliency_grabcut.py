@@ -106,3 +106,16 @@ def test_model_left_as_it_was_and_page_renders(tmp_path):
     assert_same_state(before, model_state(ctx.model.module))
     assert "How to read this" in text and "mask area" in text
     assert len(list((tmp_path / "tiny" / "figures" / "saliency_grabcut").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "alexnet"])
+def test_in_place_relu_models(arch):
+    import torchvision
+
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=4).eval()
+    ctx = make_ctx(net, images=1, size=64)
+    before = model_state(net)
+    (art,) = run("saliency_grabcut", ctx)
+    assert_same_state(before, model_state(net))
+    assert art.main.shape == (1, 64, 64) and 0 < art.metrics["area_fraction"] < 1
