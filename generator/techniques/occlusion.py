@@ -95,7 +95,8 @@ def _coverage(length: int, window: int, stride: int, device) -> torch.Tensor:
 
 
 def mean_colour(ctx) -> list[float]:
-    """Per-channel mean intensity (0..1) of the model's view of every image in its sets, each image weighing the same."""
+    """Per-channel mean intensity (0..1) of the model's view of every image in its sets, each image weighing the
+    same."""
     from generator import images as imagelib  # (a module-level import would be circular: images → spec → registry)
 
     spec = ctx.model.input

@@ -37,11 +37,15 @@ from generator.techniques.base import Artifact, Job
 
 
 class SaliencyGrabCutParams(AttributionParams):
-    foreground: float = Field(0.05, gt=0, lt=1, description="most salient fraction of pixels seeded as definite foreground")
+    foreground: float = Field(
+        0.05, gt=0, lt=1, description="most salient fraction of pixels seeded as definite foreground")
     probable_foreground: float = Field(
-        0.30, gt=0, lt=1, description="most salient fraction seeded as foreground at least probably (includes the definite)")
-    background: float = Field(0.30, gt=0, lt=1, description="least salient fraction of pixels seeded as definite background")
-    smooth: float = Field(3.0, ge=0, le=64, description="σ in input pixels of the Gaussian smoothing the saliency (0: none)")
+        0.30, gt=0, lt=1,
+        description="most salient fraction seeded as foreground at least probably (includes the definite)")
+    background: float = Field(
+        0.30, gt=0, lt=1, description="least salient fraction of pixels seeded as definite background")
+    smooth: float = Field(
+        3.0, ge=0, le=64, description="σ in input pixels of the Gaussian smoothing the saliency (0: none)")
     iterations: int = Field(5, ge=1, le=50, description="GrabCut iterations")
     sanity: bool = Field(False, description="model randomization check (off by default: the mask is a segmentation, "
                                             "and the saliency technique's own page already checks its map)")

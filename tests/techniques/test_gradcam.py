@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from gradnets import Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state, params, render_page, run
+from gradnets import (Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state, params,
+                      render_page, run)
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn

@@ -104,7 +104,8 @@ def brute_force(module, x, targets, fill, window, stride):
             for top in starts(h):
                 for left in starts(w):
                     y = x[i:i + 1].clone()
-                    y[..., top:top + window, left:left + window] = fill[i:i + 1, :, top:top + window, left:left + window]
+                    rows, cols = slice(top, top + window), slice(left, left + window)
+                    y[..., rows, cols] = fill[i:i + 1, :, rows, cols]
                     drop = p0 - module(y).softmax(1)[0, targets[i]]
                     total[top:top + window, left:left + window] += float(drop)
                     count[top:top + window, left:left + window] += 1
@@ -133,7 +134,8 @@ class ViewNet(nn.Module):
     def __init__(self):
         super().__init__()
         body = act_net(scale=SCALE)
-        self.conv1, self.act1, self.pool, self.conv2, self.act2 = body.conv1, body.act1, body.pool, body.conv2, body.act2
+        self.conv1, self.act1, self.pool = body.conv1, body.act1, body.pool
+        self.conv2, self.act2 = body.conv2, body.act2
         self.fc = nn.Linear(8 * 16 * 16, 4)
         with torch.no_grad():
             self.fc.weight.copy_(torch.randn(self.fc.weight.shape, generator=torch.Generator().manual_seed(1)) * 0.05)

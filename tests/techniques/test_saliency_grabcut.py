@@ -15,7 +15,6 @@ from torch import nn
 
 from generator import images as imagelib
 from generator.context import RunContext
-from generator.techniques import registry
 from generator.techniques.saliency_grabcut import seed_mask
 
 SIDE, TOP, LEFT, SQUARE = 32, 10, 14, 10  # a 10 × 10 bright square at rows 10..19, columns 14..23
