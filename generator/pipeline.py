@@ -32,6 +32,7 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
     """Every job of one model: the core techniques, then the chosen ones, expanded over layers and images."""
     jobs: list[Job] = []
     wanted = {k: t.Params() for k, t in registry.core().items()} | params_by_kind
+    set_digest = cache_key(images=sorted(image_digests.get(i) for i in image_ids))
     for kind, params in wanted.items():
         technique = registry.get(kind)
         if not technique.applies(model):
@@ -47,6 +48,7 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
                     model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
                     layer=layer, image=image_digests.get(image) if image else None,
                     layers=model.layers if technique.scope == "model" else None,
+                    image_set=set_digest if image and technique.uses_image_set(params) else None,
                 )
                 jobs.append(job)
     return jobs

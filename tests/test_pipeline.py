@@ -109,3 +109,20 @@ def test_registry_lists_every_technique_once():
     for kind, t in registry.TECHNIQUES.items():
         assert t.kind == kind and t.title and t.summary
         assert t.scope in typing.get_args(Scope)
+
+
+def test_occlusion_with_mean_fill_is_keyed_on_the_whole_image_set(ctx):
+    from generator.techniques.occlusion import OcclusionParams
+    from generator.techniques.saliency import SaliencyParams
+
+    params = {"occlusion": OcclusionParams(window=8, fill="mean"), "saliency": SaliencyParams()}
+    before = {(j.kind, j.image): j.key for j in planned(ctx, params)}
+    ids = list(ctx.images)[:2]  # one image fewer in the set: the mean colour changes
+    digests = {i: r.digest for i, r in ctx.images.items()}
+    after = {(j.kind, j.image): j.key for j in plan(ctx.model, params, ids, digests)}
+    assert after[("occlusion", ids[0])] != before[("occlusion", ids[0])]
+    assert after[("saliency", ids[0])] == before[("saliency", ids[0])]
+    zero = {"occlusion": OcclusionParams(window=8, fill="zero")}
+    k1 = {j.image: j.key for j in planned(ctx, zero) if j.kind == "occlusion"}
+    k2 = {j.image: j.key for j in plan(ctx.model, zero, ids, digests) if j.kind == "occlusion"}
+    assert k1[ids[0]] == k2[ids[0]]

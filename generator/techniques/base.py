@@ -72,6 +72,11 @@ class Technique:
     scope: ClassVar[Scope]
     always: ClassVar[bool] = False  # core artifacts every model gets, not chosen in the spec
 
+    def uses_image_set(self, params: Params) -> bool:
+        """True when one image's result also depends on the other images of its set (e.g. their mean colour):
+        the cache key then covers the whole set."""
+        return False
+
     def applies(self, model: "LoadedModel") -> bool:
         return True
 

@@ -210,6 +210,9 @@ class Occlusion(AttributionTechnique):
     signed = True
     colour_map_meaning = "drop in p(class) when covered: red = evidence for the class, blue = against"
 
+    def uses_image_set(self, params: OcclusionParams) -> bool:
+        return params.fill == "mean"  # the patch colour is the mean over the model's images
+
     def check(self, model, params: OcclusionParams) -> list[str]:
         problems = super().check(model, params)
         size = model.input.size
