@@ -313,3 +313,34 @@ def grabcut_rows(picture: np.ndarray, saliency: np.ndarray, masks: np.ndarray, l
             ax.set_axis_off()
         fig.colorbar(im, ax=[ax_sal], shrink=0.8, label=saliency_meaning)
     _save(fig, path)
+
+
+def guided_rows(picture: np.ndarray, grads: np.ndarray, shown: np.ndarray, labels: list[str], path: Path,
+                title: str, map_title: str, percentile: float, bar_label: str = "|gradient|") -> None:
+    """One row per target: image | guided gradient as colour | its max-|gradient| map (already clipped for
+    display at `percentile`) | overlay. The colour image is 0.5 grey where the gradient is zero, ±(the percentile
+    of |g|) mapped to the ends of each channel's range."""
+    t = len(shown)
+    fig, axes = plt.subplots(t, 4, figsize=(12, 3 * t), squeeze=False, layout="constrained")
+    for row in range(t):
+        g = grads[row].transpose(1, 2, 0)
+        if g.shape[-1] == 1:
+            g = np.repeat(g, 3, axis=-1)
+        top = float(np.percentile(np.abs(g), percentile)) or float(np.abs(g).max()) or 1.0
+        colour = np.clip(g / (2 * top) + 0.5, 0, 1)
+        m = shown[row]
+        vmax = float(m.max()) or 1.0
+        ax_img, ax_rgb, ax_map, ax_over = axes[row]
+        ax_img.imshow(picture)
+        ax_img.set_title(labels[row], fontsize=9)
+        ax_rgb.imshow(colour)
+        ax_rgb.set_title(f"{title} (colour)", fontsize=9)
+        im = ax_map.imshow(m, cmap=SEQUENTIAL, vmin=0, vmax=vmax)
+        ax_map.set_title(f"{map_title}\n(clipped at the {percentile:g}th percentile)", fontsize=9)
+        ax_over.imshow(picture)
+        ax_over.imshow(m, cmap=SEQUENTIAL, vmin=0, vmax=vmax, alpha=0.6)
+        ax_over.set_title("overlay", fontsize=9)
+        for ax in axes[row]:
+            ax.set_axis_off()
+        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=bar_label)
+    _save(fig, path)

@@ -208,9 +208,9 @@ class GuidedGradCAM(GradCAM):
         return self.compute(ctx, x, targets, params)["map"]
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        from generator.techniques.guided_backprop import guided_figure
-        from generator.techniques.saliency import target_labels
+        from generator.techniques.saliency import CLIP_PERCENTILE, display_maps, target_labels
 
-        guided_figure(env.picture(job.image), art.arrays["guided"], art.main, target_labels(art), path,
-                      f"{self.title} at {art.meta.get('layer', '?')}")
+        figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
+                            target_labels(art), path, f"{self.title} at {art.meta.get('layer', '?')}",
+                            "max |guided Grad-CAM| over channels", CLIP_PERCENTILE, bar_label="|guided Grad-CAM|")
         return True

@@ -104,41 +104,6 @@ def unit_gradients(model, x: torch.Tensor, layer: str, channel: int, at: str):
     return grad, value.detach(), positions, seen["before"]
 
 
-def guided_figure(picture: np.ndarray, grads: np.ndarray, maps: np.ndarray, labels: list[str], path: Path,
-                  title: str, map_title: str = "max |gradient| over channels") -> None:
-    """One row per target: image | guided gradient as colour | max-|gradient| map | overlay. The colour image is
-    0.5 grey where the gradient is zero, ±(99th percentile of |g|) mapped to the ends of each channel's range."""
-    import matplotlib.pyplot as plt
-
-    t = len(maps)
-    shown = display_maps(maps, signed=False)
-    fig, axes = plt.subplots(t, 4, figsize=(12, 3 * t), squeeze=False, layout="constrained")
-    for row in range(t):
-        g = grads[row].transpose(1, 2, 0)
-        if g.shape[-1] == 1:
-            g = np.repeat(g, 3, axis=-1)
-        top = float(np.percentile(np.abs(g), CLIP_PERCENTILE)) or float(np.abs(g).max()) or 1.0
-        colour = np.clip(g / (2 * top) + 0.5, 0, 1)
-        m = shown[row]
-        vmax = float(m.max()) or 1.0
-        ax_img, ax_rgb, ax_map, ax_over = axes[row]
-        ax_img.imshow(picture)
-        ax_img.set_title(labels[row], fontsize=9)
-        ax_rgb.imshow(colour)
-        ax_rgb.set_title(f"{title} (colour)", fontsize=9)
-        im = ax_map.imshow(m, cmap=figures.SEQUENTIAL, vmin=0, vmax=vmax)
-        ax_map.set_title(f"{map_title}\n(clipped at the {CLIP_PERCENTILE:g}th percentile)", fontsize=9)
-        ax_over.imshow(picture)
-        ax_over.imshow(m, cmap=figures.SEQUENTIAL, vmin=0, vmax=vmax, alpha=0.6)
-        ax_over.set_title("overlay", fontsize=9)
-        for ax in axes[row]:
-            ax.set_axis_off()
-        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label="|gradient|")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=figures.DPI, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
-
-
 class GuidedBackprop(AttributionTechnique):
     kind = "guided_backprop"
     title = "Guided backpropagation"
@@ -197,5 +162,6 @@ class GuidedBackprop(AttributionTechnique):
         return out
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        guided_figure(env.picture(job.image), art.arrays["guided"], art.main, target_labels(art), path, self.title)
+        figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
+                            target_labels(art), path, self.title, "max |gradient| over channels", CLIP_PERCENTILE)
         return True

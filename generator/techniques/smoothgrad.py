@@ -21,10 +21,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from generator import figures
 from generator.techniques.attribution import AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
-from generator.techniques.guided_backprop import guided_figure
-from generator.techniques.saliency import GradientDrawing, class_gradients, target_labels
+from generator.techniques.saliency import CLIP_PERCENTILE, GradientDrawing, class_gradients, display_maps, target_labels
 
 
 class SmoothGradParams(AttributionParams):
@@ -93,7 +93,8 @@ class SmoothGrad(GradientDrawing, AttributionTechnique):
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
         if "guided" in art.arrays:
-            guided_figure(env.picture(job.image), art.arrays["guided"], art.main, target_labels(art), path,
-                          "SmoothGrad of guided backprop", map_title="mean |gradient|, max over channels")
+            figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
+                                target_labels(art), path, "SmoothGrad of guided backprop",
+                                "mean |gradient|, max over channels", CLIP_PERCENTILE)
             return True
         return super().draw(art, job, env, path)
