@@ -4,12 +4,14 @@ ReLU6, LeakyReLU) or none, a RunContext around a bare module, and a brute-force 
 Nothing downloads anything or needs a GPU."""
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from PIL import Image
 from torch import nn
 
@@ -190,3 +192,13 @@ def render_page(kind: str, ctx: RunContext, folder: Path, **kw) -> str:
                        [Result(j, "ran", 0.1, a) for j, a in zip(jobs, arts)])
     write_outputs(folder, pages, lambda n: None)
     return Renderer().page(f"pages/{kind}.md.j2", **technique_page_context(pages, kind))
+
+
+@functools.cache
+def torchvision_net(arch: str):
+    """A torchvision model with random weights (no download), shared by the tests that use it."""
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=4).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

@@ -3,14 +3,12 @@ at a time, the default layer, bad layers caught before running, in-place operati
 from __future__ import annotations
 
 import copy
-import functools
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
-import torchvision
-from gradnets import (Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state, params,
+from gradnets import (torchvision_net, Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state, params,
                       render_page, run)
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -178,15 +176,6 @@ def test_in_place_changes_after_the_layer_do_not_change_the_map():
     ours_b = grad_cam(ctx_b.model, x, targets, "bn")
     assert ours_a.abs().max() > 1e-3
     assert torch.allclose(ours_a, ours_b, atol=1e-6)
-
-
-@functools.cache
-def torchvision_net(arch: str):
-    torch.manual_seed(0)
-    net = getattr(torchvision.models, arch)(weights=None, num_classes=4).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11", "alexnet"])

@@ -2,15 +2,13 @@
 documented, bad windows caught before running, in-place ReLU models, nothing left behind."""
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 from captum.attr import Occlusion as CaptumOcclusion
-from gradnets import act_net, assert_same_state, make_ctx, model_state, params, render_page, run
+from gradnets import torchvision_net, act_net, assert_same_state, make_ctx, model_state, params, render_page, run
 from pydantic import ValidationError
 from torch import nn
 
@@ -227,15 +225,6 @@ def test_default_window_scales_with_the_input():
         assert technique.check(model, params("occlusion")) == []
     (problem,) = technique.check(make_ctx(act_net(), images=0).model, params("occlusion", stride=6))
     assert problem.startswith("stride:") and "default window of 5 px" in problem
-
-
-@functools.cache
-def torchvision_net(arch: str):
-    torch.manual_seed(0)
-    net = getattr(torchvision.models, arch)(weights=None, num_classes=4).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11", "alexnet"])
