@@ -17,10 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from generator import datasets as datalib
 from generator import images as imagelib
 from generator.cache import Cache
 from generator.context import DrawContext, RunContext, resolve_device
 from generator.errors import ConvscopeError, SpecErrors, did_you_mean
+from generator.features import FeatureStore
 from generator.layers import default_layers
 from generator.models import LoadedModel, ModelLoader
 from generator.pipeline import Result, execute, plan
@@ -34,6 +36,7 @@ from generator.techniques import registry
 class BuildOptions:
     only: list[str] | None = None
     models: list[str] | None = None
+    skip: list[str] | None = None
     device: str | None = None
     force: bool = False
     quick: bool = False
@@ -48,18 +51,37 @@ class Prepared:
     spec: Spec
     models: list[LoadedModel]
     images: dict[str, list[imagelib.ImageRecord]]
+    datasets: dict[str, datalib.Dataset]
 
 
-def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True) -> Prepared:
-    """Load images and models and check every reference in the spec; all problems are raised together."""
+def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True,
+            skip: list[str] | None = None) -> Prepared:
+    """Load images, data sets and models and check every reference in the spec; all problems are raised together.
+    Models named in `skip` are left out entirely (with their data sets, unless another model uses them)."""
     try:
         device = resolve_device(device_name or spec.device)
     except ConvscopeError as exc:
         raise SpecErrors(str(spec.path.name), [str(exc)]) from None
-    image_sets, problems = imagelib.load_sets(spec)
+    wanted = [ms for ms in spec.models if ms.name not in (skip or [])]
+    # Without --skip every image set is loaded (so every problem is reported); with it, only the sets still used.
+    used_sets = [s for s in spec.images if not skip or any(s in spec.image_sets_of(ms) for ms in wanted)]
+    datasets, problems = {}, []
+    sources = [ms.dataset for ms in wanted if ms.dataset]
+    sources += imagelib.dataset_names({k: v for k, v in spec.images.items() if k in used_sets})
+    for name in dict.fromkeys(sources):
+        if name not in spec.datasets:
+            continue  # an image entry naming no data set: reported with its key by load_sets
+        try:
+            datasets[name] = datalib.load(spec, name)
+        except ConvscopeError as exc:
+            problems.append(str(exc))
+    image_sets, image_problems = imagelib.load_sets(spec, used_sets, datasets)
+    problems += image_problems
     loader = ModelLoader(spec, device)
     models = []
     for i, ms in enumerate(spec.models):
+        if ms not in wanted:
+            continue
         try:
             model = loader.load(i, pretrained=pretrained)
         except ConvscopeError as exc:
@@ -69,7 +91,7 @@ def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True)
         models.append(model)
     if problems:
         raise SpecErrors(str(spec.path.name), problems)
-    return Prepared(spec, models, image_sets)
+    return Prepared(spec, models, image_sets, datasets)
 
 
 def check_model(spec: Spec, model: LoadedModel) -> list[str]:
@@ -93,6 +115,10 @@ def check_model(spec: Spec, model: LoadedModel) -> list[str]:
         return problems
     model.layers = list(ms.layers) or default_layers(model.module, shape, model.device)
     for kind, params in ms.technique_params().items():
+        if registry.get(kind).uses_dataset and ms.techniques is not None and model.dataset is None:
+            problems.append(f"models[{i}].techniques.{kind}: looks across a data set, but the model names none; "
+                            f"add 'dataset: NAME' to models[{i}]" + (f" (one of {', '.join(spec.datasets)})" if spec.datasets else ""))
+            continue
         for problem in registry.get(kind).check(model, params):
             problems.append(f"models[{i}].techniques.{kind}.{problem}")
     return problems
@@ -111,8 +137,16 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
         if unknown:
             raise ConvscopeError("--only", f"no technique '{unknown[0]}'; {did_you_mean(unknown[0], known, 'techniques')}")
 
-    with console.status("loading images and models, checking the spec"):
-        prepared = prepare(spec, options.device)
+    if options.skip:
+        unknown = [n for n in options.skip if n not in [m.name for m in spec.models]]
+        if unknown:
+            raise ConvscopeError("--skip", f"no model '{unknown[0]}' in {spec_path}; {did_you_mean(unknown[0], [m.name for m in spec.models], 'models')}")
+        console.print(f"leaving out model(s) {', '.join(options.skip)} (--skip)")
+    with console.status("loading images, data sets and models, checking the spec"):
+        prepared = prepare(spec, options.device, skip=options.skip)
+    for name, data in prepared.datasets.items():
+        for line in data.notes + [f"skipped unreadable {s['name']} ({s['reason']})" for s in data.skipped[:5]]:
+            console.print(f"[yellow]datasets.{name}[/]: {line}", highlight=False)
     cache = Cache(spec.resolve(spec.cache))
     contexts: dict[str, RunContext] = {}
     draws: dict[str, DrawContext] = {}
@@ -121,11 +155,19 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
     for model in prepared.models:
         ms = spec.models[model.spec_index]
         records = {r.id: r for s in spec.image_sets_of(ms) for r in prepared.images[s]}
-        contexts[model.name] = RunContext(model, records, quick=options.quick, seed=spec.seed)
-        draws[model.name] = DrawContext(model, records)
+        dataset = prepared.datasets.get(model.dataset) if model.dataset else None
         params = ms.technique_params()
         selected[model.name] = list(params)
-        jobs += plan(model, params, list(records), {k: r.digest for k, r in records.items()}, quick=options.quick)
+        model_jobs = plan(model, params, list(records), {k: r.digest for k, r in records.items()}, quick=options.quick,
+                          dataset_digest=dataset.digest if dataset else None)
+        features = None
+        if dataset is not None:
+            layers = [j.layer for j in model_jobs if registry.get(j.kind).uses_dataset and j.layer]
+            features = FeatureStore(model, dataset, spec.resolve(spec.cache), layers)
+        contexts[model.name] = RunContext(model, records, quick=options.quick, seed=spec.seed, dataset=dataset,
+                                          features=features)
+        draws[model.name] = DrawContext(model, records, dataset)
+        jobs += model_jobs
 
     def runnable(job) -> bool:
         return (not options.models or job.model in options.models) and (

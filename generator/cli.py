@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("spec", nargs="?", default="reports.yml", type=Path)
         cmd.add_argument("--only", type=_csv, help="techniques to run, comma-separated (others come from the cache)")
         cmd.add_argument("--models", type=_csv, help="models to run, comma-separated (others come from the cache)")
+        cmd.add_argument("--skip", type=_csv, help="models to leave out of this build entirely, comma-separated")
         cmd.add_argument("--device", help="override the spec's device: auto, cpu, cuda, cuda:N, mps")
         cmd.add_argument("--force", action="store_true", help="ignore the cache and recompute")
         cmd.add_argument("--quick", action="store_true", help="smaller sizes and fewer steps, for previews and tests")
@@ -71,11 +72,13 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         spec = Spec.load(args.spec)
         prepared = prepare(spec, pretrained=False)
         n_images = sum(len(v) for v in prepared.images.values())
-        print(f"{args.spec}: ok ({len(prepared.models)} model(s), {n_images} image(s))")
+        n_data = sum(len(d) for d in prepared.datasets.values())
+        print(f"{args.spec}: ok ({len(prepared.models)} model(s), {n_images} image(s)"
+              + (f", {len(prepared.datasets)} data set(s) of {n_data} images" if prepared.datasets else "") + ")")
         return 0
     from generator.build import BuildOptions, build
 
-    options = BuildOptions(only=args.only, models=args.models, device=args.device, force=args.force,
+    options = BuildOptions(only=args.only, models=args.models, skip=args.skip, device=args.device, force=args.force,
                            quick=args.quick, site=getattr(args, "site", None), mkdocs_config=args.mkdocs)
     code = build(args.spec, options, console)
     if args.command == "serve":

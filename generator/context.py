@@ -7,7 +7,9 @@ import numpy as np
 import torch
 
 from generator import images as imagelib
+from generator.datasets import Dataset
 from generator.errors import ConvscopeError
+from generator.features import FeatureStore
 from generator.images import ImageRecord
 from generator.models import LoadedModel
 
@@ -36,6 +38,8 @@ class RunContext:
     images: dict[str, ImageRecord]  # id → record, the images of this model's sets
     quick: bool = False
     seed: int = 0
+    dataset: Dataset | None = None
+    features: FeatureStore | None = None  # the data set's features, extracted once for all data-set views
     _inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -59,6 +63,7 @@ class DrawContext:
 
     model: LoadedModel
     images: dict[str, ImageRecord]
+    dataset: Dataset | None = None
 
     def picture(self, image_id: str) -> np.ndarray:
         """The crop the model saw, as (H, W, 3) uint8."""
@@ -67,3 +72,7 @@ class DrawContext:
 
     def image_name(self, image_id: str) -> str:
         return self.images[image_id].name
+
+    def dataset_picture(self, index: int) -> np.ndarray:
+        """Data-set image `index` as the model saw it: (H, W, 3) uint8, or (H, W) for a grayscale model."""
+        return np.asarray(imagelib.crop(self.dataset.image(index), self.model.input))

@@ -1,6 +1,8 @@
 """Image sets: files, globs and built-in samples; decoding any Pillow-readable file; preprocessing for a model."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import glob
 import hashlib
 import re
@@ -14,7 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
 from generator.errors import ConvscopeError, did_you_mean
-from generator.spec import InputSpec, Spec
+
+if TYPE_CHECKING:
+    from generator.spec import InputSpec, Spec
 
 # Samples whose files ship inside the packages (no download): scikit-image's data folder and scikit-learn's.
 SKIMAGE_SAMPLES = (
@@ -97,9 +101,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "image"
 
 
-def load_sets(spec: Spec, names: list[str] | None = None) -> tuple[dict[str, list[ImageRecord]], list[str]]:
+DATASET_ENTRY = re.compile(r"^dataset:([A-Za-z0-9][A-Za-z0-9_.-]*)/(\d+)$")
+
+
+def dataset_names(image_sets: dict[str, list[str]]) -> list[str]:
+    """Data sets that image-set entries draw from (`dataset:NAME/INDEX`)."""
+    return list(dict.fromkeys(m.group(1) for entries in image_sets.values() for e in entries
+                              if (m := DATASET_ENTRY.match(e))))
+
+
+def load_sets(spec: Spec, names: list[str] | None = None, datasets: dict | None = None,
+              ) -> tuple[dict[str, list[ImageRecord]], list[str]]:
     """Decode every image of the named sets (all by default). Returns the sets and the problems found, each
-    naming the spec key and the file, so that all of them can be reported at once."""
+    naming the spec key and the file, so that all of them can be reported at once. `datasets` are the loaded
+    data sets that `dataset:NAME/INDEX` entries pick images from."""
     sets: dict[str, list[ImageRecord]] = {}
     problems: list[str] = []
     for set_name, entries in spec.images.items():
@@ -110,12 +125,13 @@ def load_sets(spec: Spec, names: list[str] | None = None) -> tuple[dict[str, lis
         for i, entry in enumerate(entries):
             where = f"images.{set_name}[{i}]"
             try:
-                loaded = [(source, load()) for source, load in _expand(spec, entry, where)]
+                loaded = [(source, load()) for source, load in _expand(spec, entry, where, datasets or {})]
             except ConvscopeError as exc:
                 problems.append(f"{where}: {exc.message}" if exc.where in ("", where) else f"{where}: {exc.where}: {exc.message}")
                 continue
             for source, im in loaded:
-                name = _slug(Path(source.split(":")[-1]).stem)
+                name = _slug(source.split(":", 1)[1].replace("/", "-") if source.startswith("dataset:")
+                             else Path(source.split(":")[-1]).stem)
                 while name in seen:
                     name += "_"
                 seen.add(name)
@@ -124,7 +140,21 @@ def load_sets(spec: Spec, names: list[str] | None = None) -> tuple[dict[str, lis
     return sets, problems
 
 
-def _expand(spec: Spec, entry: str, where: str):
+def _expand(spec: Spec, entry: str, where: str, datasets: dict | None = None):
+    if entry.startswith("dataset:"):
+        match = DATASET_ENTRY.match(entry)
+        if not match:
+            raise ConvscopeError(where, f"'{entry}' is not of the form dataset:NAME/INDEX")
+        name, index = match.group(1), int(match.group(2))
+        if name not in spec.datasets:
+            raise ConvscopeError(where, f"no data set '{name}'; {did_you_mean(name, spec.datasets, 'data sets')}")
+        data = (datasets or {}).get(name)
+        if data is None:  # it failed to load: that problem is reported under its own key
+            raise ConvscopeError(where, f"data set '{name}' could not be loaded")
+        if index >= len(data):
+            raise ConvscopeError(where, f"data set '{name}' has {len(data)} images (0 to {len(data) - 1})")
+        yield entry, lambda: to_rgb8(data.image(index))
+        return
     if re.match(r"^(skimage|sklearn):", entry):
         yield entry, lambda: sample(entry)
         return

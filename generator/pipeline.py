@@ -28,7 +28,7 @@ class Result:
 
 
 def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_digests: dict[str, str],
-         quick: bool = False) -> list[Job]:
+         quick: bool = False, dataset_digest: str | None = None) -> list[Job]:
     """Every job of one model: the core techniques, then the chosen ones, expanded over layers and images."""
     jobs: list[Job] = []
     wanted = {k: t.Params() for k, t in registry.core().items()} | params_by_kind
@@ -48,7 +48,8 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
                     model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
                     layer=layer, image=image_digests.get(image) if image else None,
                     layers=model.layers if technique.scope == "model" else None,
-                    image_set=set_digest if image and technique.uses_image_set(params) else None,
+                    image_set=set_digest if technique.uses_image_set(params) else None,
+                    dataset=dataset_digest if technique.uses_dataset else None,
                 )
                 jobs.append(job)
     return jobs

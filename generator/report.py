@@ -38,7 +38,7 @@ def drawing_digest(kind: str) -> str:
     """A digest of the code that draws a technique's figures: a cached figure is reused only while it matches."""
     technique = registry.get(kind)
     h = hashlib.sha256()
-    for module in sorted({figures.__name__, *(c.__module__ for c in type(technique).__mro__)}):
+    for module in sorted({figures.__name__, "generator.dataset_figures", *(c.__module__ for c in type(technique).__mro__)}):
         source = getattr(sys.modules.get(module), "__file__", None)
         if source:
             h.update(Path(source).read_bytes())
@@ -74,25 +74,31 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         before = old.get(r.job.key)
         try:
+            olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
             reusable = (r.status == "cached" and before and before["drawing"] == drawing
                         and before["params"] == r.job.params.model_dump(mode="json")
-                        and (previous / before["figure"]).is_file())
+                        and all(f and (previous / f).is_file() for f in olds.values()))
             if reusable:
-                (folder / figure).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(previous / before["figure"], folder / figure)
-                drawn = True
+                for f in olds.values():
+                    (folder / f).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(previous / f, folder / f)
+                named = olds
             else:
                 drawn = registry.get(r.job.kind).draw(r.artifact, r.job, pages.draw, folder / figure)
+                named = ({k: str(Path(v).relative_to(folder)) for k, v in drawn.items()} if isinstance(drawn, dict)
+                         else {"main": figure} if drawn else {})
         except Exception as exc:
             pages.results[i] = Result(r.job, "failed", r.seconds, None, f"drawing the figure: {one_line(exc)}")
             continue
-        r.artifact.meta["_figure"] = figure if drawn else None
+        main = next(iter(named.values()), None)
+        r.artifact.meta["_figure"] = main
+        r.artifact.meta["_figures"] = named
         r.artifact.meta["_data"] = data
         records.append({
             "model": name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
             "target": r.artifact.meta.get("target"), "params": r.job.params.model_dump(mode="json"),
-            "metrics": r.artifact.metrics, "figure": figure if drawn else None, "data": data, "key": r.job.key,
-            "drawing": drawing if drawn else None,
+            "metrics": r.artifact.metrics, "figure": main, "figures": named, "data": data, "key": r.job.key,
+            "drawing": drawing if named else None,
         })
     return records
 
@@ -105,6 +111,7 @@ def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
         "image_name": pages.draw.image_name(r.job.image) if r.job.image else None,
         "status": r.status, "error": r.error, "seconds": r.seconds,
         "figure": rel(meta.get("_figure")), "data": rel(meta.get("_data")),
+        "figures": {k: rel(v) for k, v in (meta.get("_figures") or {}).items()},
         "meta": meta, "metrics": meta.get("metrics", {}),
     }
 
@@ -149,7 +156,21 @@ def technique_page_context(pages: ModelPages, kind: str) -> dict[str, Any]:
         "params": results[0].job.params.model_dump(mode="json") if results else {},
         "sections": _sections(rows),
         "failed": [row for row in rows if row["status"] == "failed"],
+        "dataset": dataset_context(pages.draw.dataset) if t.uses_dataset else None,
+        "unit_pages": {row["layer"]: unit_page(row["layer"]) for row in rows if row["layer"]},
     }
+
+
+def dataset_context(dataset) -> dict[str, Any] | None:
+    if dataset is None:
+        return None
+    return {"name": dataset.name, "description": dataset.description, "size": len(dataset), "total": dataset.total,
+            "classes": dataset.classes, "skipped": dataset.skipped, "notes": dataset.notes}
+
+
+def unit_page(layer: str) -> str:
+    """The unit page of a layer, in the model's folder (so figure paths stay relative to it)."""
+    return f"units-{_slug(layer)}.md"
 
 
 def _slug(text: str) -> str:
@@ -260,8 +281,14 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
             text = renderer.page("pages/comparison.md.j2", **comparison)
             (folder / name / "comparison.md").write_text(text, encoding="utf-8")
         for kind in kinds:
-            text = renderer.page(f"pages/{kind}.md.j2", **technique_page_context(pages, kind))
+            tctx = technique_page_context(pages, kind)
+            text = renderer.page(f"pages/{kind}.md.j2", **tctx)
             (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")
+            if kind == "max_patches":  # a unit page per layer: page count follows layers, not channels
+                for row in (row for section in tctx["sections"] for row in section["rows"] if not row["error"]):
+                    text = renderer.page("pages/units.md.j2", model=tctx["model"], layer=row["layer"], row=row,
+                                         dataset=tctx["dataset"])
+                    (folder / name / unit_page(row["layer"])).write_text(text, encoding="utf-8")
         models.append({"name": name, "source": pages.model.source, "techniques": ctx["techniques"],
                        "failed": sum(r.status == "failed" for r in pages.results)})
     text = renderer.page("pages/index.md.j2", title=title, models=models, summary=summary, errors=errors)

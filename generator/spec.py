@@ -21,7 +21,7 @@ from generator.techniques import registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-BUILTIN_MODELS = ("efficientnet-lite0",)
+BUILTIN_MODELS = ("efficientnet-lite0", "fashion-mnist-net")
 
 
 class Strict(BaseModel):
@@ -76,6 +76,46 @@ def _techniques_model() -> type[BaseModel]:
 TechniquesSpec = _techniques_model()
 
 
+TORCHVISION_DATASETS = ("FashionMNIST", "MNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN", "STL10", "ImageFolder")
+
+
+class DatasetSpec(Strict):
+    """A named data set: the images the data-set views (neighbours, embeddings, top patches) look across.
+    Exactly one source; nothing is ever downloaded."""
+
+    folder: str | None = Field(None, description="a folder with one sub-folder of images per class (labels from folder names)")
+    glob: str | None = Field(None, description="a glob of image files (unlabelled, or labelled by parent folder with labels_from_parent)")
+    torchvision: Literal[TORCHVISION_DATASETS] | None = Field(  # type: ignore[valid-type]
+        None, description="a torchvision data set class reading local files at 'root'")
+    samples: list[str] | None = Field(
+        None, description="photos (skimage:NAME, sklearn:NAME or files), each a class of 'crops' random crops")
+    root: str | None = Field(None, description="the local folder a torchvision data set reads")
+    split: Literal["train", "test"] = Field("test", description="which split of a torchvision data set")
+    crops: int = Field(1, ge=1, le=256, description="random crops per photo, for 'samples'")
+    labels_from_parent: bool = Field(False, description="for 'glob': label each file by its parent folder's name")
+    classes: list[str] | None = Field(None, description="class names, overriding those the data set gives")
+    limit: int | None = Field(None, ge=1, description="at most this many images, stratified by class")
+    seed: int = Field(0, description="seed for the stratified subset and the crops")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetSpec":
+        sources = [s for s in ("folder", "glob", "torchvision", "samples") if getattr(self, s) is not None]
+        if len(sources) != 1:
+            got = ", ".join(sources) if sources else "none"
+            raise ValueError(f"give exactly one source of folder, glob, torchvision, samples (got {got})")
+        if self.torchvision and not self.root:
+            raise ValueError(f"'{self.torchvision}' needs 'root': the local folder holding its files")
+        if self.root and not self.torchvision:
+            raise ValueError("'root' applies only to a torchvision data set")
+        if self.samples is not None and not self.samples:
+            raise ValueError("'samples' is empty")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(s for s in ("folder", "glob", "torchvision", "samples") if getattr(self, s) is not None)
+
+
 class ModelSpec(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN, description="a short name, used in page titles and paths")]
     torchvision: str | None = Field(None, description="a torchvision architecture name, e.g. resnet18")
@@ -90,6 +130,7 @@ class ModelSpec(Strict):
     logits: int | str | None = Field(None, description="index, key or attribute of the logits in the model's output")
     layers: list[str] = Field(default_factory=list, description="dotted module names to show (default: a spread)")
     images: list[str] | None = Field(None, description="image set names (default: all)")
+    dataset: str | None = Field(None, description="the data set the data-set views look across")
     techniques: TechniquesSpec | None = Field(None, description="technique → parameters (default: all that apply)")  # type: ignore[valid-type]
 
     @field_validator("factory")
@@ -134,6 +175,9 @@ class Spec(Strict):
     seed: int = Field(0, description="seed for every random choice, so builds repeat")
     images: dict[Annotated[str, Field(pattern=NAME_PATTERN)], list[str]] = Field(
         default_factory=dict, description="named image sets: file paths, globs or samples (skimage:chelsea)"
+    )
+    datasets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DatasetSpec] = Field(
+        default_factory=dict, description="named data sets: image folders, globs, torchvision data sets, sample crops"
     )
     models: list[ModelSpec] = Field(min_length=1)
 
@@ -207,6 +251,9 @@ class Spec(Strict):
                     problems.append(
                         f"models[{i}].images[{j}]: no image set '{set_name}'; {did_you_mean(set_name, spec.images, 'sets')}"
                     )
+            if model.dataset is not None and model.dataset not in spec.datasets:
+                problems.append(f"models[{i}].dataset: no data set '{model.dataset}'; "
+                                f"{did_you_mean(model.dataset, spec.datasets, 'data sets')}")
         if problems:
             raise SpecErrors(source, problems)
         return spec

@@ -71,6 +71,7 @@ class Technique:
     Params: ClassVar[type[Params]] = Params
     scope: ClassVar[Scope]
     always: ClassVar[bool] = False  # core artifacts every model gets, not chosen in the spec
+    uses_dataset: ClassVar[bool] = False  # looks across the model's data set (its features are in ctx.features)
 
     def uses_image_set(self, params: Params) -> bool:
         """True when one image's result also depends on the other images of its set (e.g. their mean colour):
@@ -78,7 +79,7 @@ class Technique:
         return False
 
     def applies(self, model: "LoadedModel") -> bool:
-        return True
+        return model.dataset is not None if self.uses_dataset else True
 
     def layers(self, model: "LoadedModel", params: Params) -> list[str]:
         """Layers this technique's jobs expand over (layer scopes only)."""
@@ -92,6 +93,7 @@ class Technique:
         """Compute the artifacts of several jobs that differ only in image (or layer) — batch them."""
         raise NotImplementedError
 
-    def draw(self, art: Artifact, job: Job, env: "DrawContext", path: Path) -> bool:
-        """Write the figure of one artifact to `path` (PNG); return False when it has none."""
+    def draw(self, art: Artifact, job: Job, env: "DrawContext", path: Path) -> bool | dict[str, Path]:
+        """Write the figure of one artifact to `path` (PNG); return False when it has none. A technique with several
+        figures per artifact writes them beside `path` and returns {name: path}, the main one first."""
         return False

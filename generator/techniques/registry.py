@@ -16,9 +16,14 @@ from generator.techniques.occlusion import Occlusion
 from generator.techniques.gradcam import GradCAM, GuidedGradCAM
 from generator.techniques.saliency_grabcut import SaliencyGrabCut
 
+from generator.techniques.embedding import Embedding
+from generator.techniques.max_patches import MaxPatches
+from generator.techniques.nearest_neighbors import NearestNeighbors
+
 _ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activations,
                                Saliency, GuidedBackprop, IntegratedGradients, SmoothGrad,
-                               Occlusion, GradCAM, GuidedGradCAM, SaliencyGrabCut]
+                               Occlusion, GradCAM, GuidedGradCAM, SaliencyGrabCut,
+                               NearestNeighbors, Embedding, MaxPatches]
 TECHNIQUES: dict[str, Technique] = {cls.kind: cls() for cls in _ALL}
 
 
