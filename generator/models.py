@@ -29,6 +29,7 @@ class LoadedModel:
     device: torch.device
     layers: list[str] = field(default_factory=list)
     spec_index: int = 0
+    dataset: str | None = None  # the name of the data set its data-set views look across
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return select_logits(self.module(x), self.logits_key)
@@ -128,9 +129,18 @@ class ModelLoader:
                 [weights_digest(module), input_spec.model_dump(), labels, ms.logits], sort_keys=True
             ).encode()
         ).hexdigest()[:24]
-        return LoadedModel(ms.name, module, input_spec, labels, ms.logits, source, digest, self.device, spec_index=index)
+        return LoadedModel(ms.name, module, input_spec, labels, ms.logits, source, digest, self.device,
+                           spec_index=index, dataset=ms.dataset)
 
     def _from_builtin(self, ms: ModelSpec, where: str, pretrained: bool):
+        if ms.builtin == "fashion-mnist-net":
+            from generator.builtin import fashion_mnist as fm
+
+            module = fm.fashion_mnist_net(pretrained=pretrained and not ms.checkpoint)
+            spec = InputSpec(size=fm.INPUT_SIZE, resize=fm.INPUT_SIZE, mean=[fm.MEAN], std=[fm.STD], mode="L",
+                             interpolation="bilinear")
+            source = "AlexNet-style CNN trained on Fashion-MNIST (scripts/train_fashion_mnist.py)"
+            return module, spec, list(fm.CLASSES), source
         from generator.builtin import efficientnet_lite as lite
 
         module = lite.efficientnet_lite0(pretrained=pretrained and not ms.checkpoint)

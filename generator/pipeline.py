@@ -44,12 +44,13 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
         for layer in layers:
             for image in imgs:
                 job = Job(model.name, kind, params, layer, image)
+                # The data set joins the key only where it matters, so older keys (and their cache) stay valid.
+                extra = {"dataset": dataset_digest} if technique.uses_dataset else {}
                 job.key = cache_key(
                     model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
                     layer=layer, image=image_digests.get(image) if image else None,
                     layers=model.layers if technique.scope == "model" else None,
-                    image_set=set_digest if technique.uses_image_set(params) else None,
-                    dataset=dataset_digest if technique.uses_dataset else None,
+                    image_set=set_digest if technique.uses_image_set(params) else None, **extra,
                 )
                 jobs.append(job)
     return jobs

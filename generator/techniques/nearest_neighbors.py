@@ -97,14 +97,14 @@ class NearestNeighbors(FeatureSpaceTechnique):
         ql = a["query_labels"]
         def row(idx, dist):
             pics = [[env.dataset_picture(int(i)) for i in r] for r in idx]
-            titles = [[f"{env.dataset.label(int(i))} · {d:.2f}" for i, d in zip(r, dr)] for r, dr in zip(idx, dist)]
+            titles = [[f"{env.dataset.label(int(i))} · {d:.3g}" for i, d in zip(r, dr)] for r, dr in zip(idx, dist)]
             match = [[bool(ql[q] >= 0 and env.dataset.labels[int(i)] == ql[q]) for i in r] for q, r in enumerate(idx)]
             return pics, titles, match
         fp, ft, fm = row(a["feature_neighbors"], a["feature_distances"])
         pp, pt, pm = row(a["pixel_neighbors"], a["pixel_distances"])
         names = art.meta["query_names"]
         labels = art.meta["query_labels"]
-        titles = [f"{n} ({l})" if l else n for n, l in zip(names, labels)]
+        titles = [f"{n} ({l})" if l and l not in n else n for n, l in zip(names, labels)]
         dataset_figures.neighbor_rows(query_pics, fp, pp, path, titles, ft, pt,
                                       feature_match=fm if ql.max() >= 0 else None,
                                       pixel_match=pm if ql.max() >= 0 else None,

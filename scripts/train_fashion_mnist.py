@@ -1,0 +1,120 @@
+"""Train the builtin `fashion-mnist-net` (generator/builtin/fashion_mnist.py) and write its safetensors weights.
+
+    .venv/bin/python scripts/train_fashion_mnist.py            # --root /usr/share/datasets/fashion-mnist --epochs 5
+
+Reads Fashion-MNIST from the Debian package dataset-fashion-mnist (or any folder with the four IDX files, or
+torchvision's FashionMNIST/raw/ layout). Runs on 2 CPU threads: seeded weights, data order and augmentation
+(horizontal flips, shifts of up to 2 pixels), AdamW with a one-cycle learning-rate schedule; logs each epoch's
+train loss and test accuracy, then writes the weights and prints their sha256.
+
+RESULT (filled in from a run on the project's 2-core, no-GPU build machine, shared with other work):
+    see the bottom of this docstring.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from generator.builtin.fashion_mnist import MEAN, STD, WEIGHTS, FashionMNISTNet  # noqa: E402
+from generator.idx import DEBIAN_ROOT, load_fashion_mnist  # noqa: E402
+
+
+def normalize(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) → float (N, 1, 28, 28), the model's preprocessing: (x / 255 - MEAN) / STD."""
+    return ((torch.from_numpy(images).float() / 255 - MEAN) / STD).unsqueeze(1)
+
+
+def augment(x: torch.Tensor, g: torch.Generator, shift: int, flip: bool) -> torch.Tensor:
+    """Random horizontal flips and random crops of the batch padded by `shift` pixels (background value)."""
+    n, _, h, w = x.shape
+    if flip:
+        mask = torch.rand(n, generator=g) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    if shift:
+        padded = F.pad(x, (shift,) * 4, value=-MEAN / STD)
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=g)
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=g)
+        rows = (dy[:, None] + torch.arange(h))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, :]
+        x = padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
+    return x
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    model.eval()
+    correct = sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item() for i in range(0, len(x), batch))
+    return correct / len(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=DEBIAN_ROOT, help="folder with the Fashion-MNIST IDX files")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=WEIGHTS, help="the safetensors file to write")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
+    ap.add_argument("--shift", type=int, default=2, help="random shifts of up to this many pixels (0: none)")
+    ap.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+
+    train_x, train_y = load_fashion_mnist(args.root, "train")
+    test_x, test_y = load_fashion_mnist(args.root, "test")
+    train_x, test_x = normalize(train_x), normalize(test_x)
+    train_y, test_y = torch.from_numpy(train_y), torch.from_numpy(test_y)
+
+    model = FashionMNISTNet()
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(train_x)} train, {len(test_x)} test images")
+    steps = args.epochs * (len(train_x) // args.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.25)
+
+    acc = 0.0
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_x), generator=g)
+        total, seen = 0.0, 0
+        for i in range(0, len(order) - args.batch_size + 1, args.batch_size):  # drop the last partial batch
+            idx = order[i:i + args.batch_size]
+            x = augment(train_x[idx], g, args.shift, not args.no_flip)
+            loss = F.cross_entropy(model(x), train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        acc = accuracy(model, test_x, test_y)
+        print(f"epoch {epoch}/{args.epochs}: train loss {total / seen:.4f}, test accuracy {acc:.4f}, "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+
+    from safetensors.torch import save_file
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(args.out), metadata={"test_accuracy": f"{acc:.4f}", "epochs": str(args.epochs),
+                                               "seed": str(args.seed)})
+    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes, sha256 {digest})")
+    print(f"test accuracy {acc:.4f} after {args.epochs} epochs, {time.perf_counter() - start:.0f} s wall")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
