@@ -177,6 +177,9 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
     console.print(f"[bold]{spec.title}[/]: {len(prepared.models)} model(s), {len(jobs)} jobs, device {device}")
     with _progress(console) as bar:
         task = bar.add_task("jobs", total=len(jobs))
+        for ctx in contexts.values():  # a long pass over a data set shows its own progress in the bar's label
+            if ctx.features is not None:
+                ctx.features.progress = lambda text: bar.update(task, description=text)
         results = execute(jobs, contexts, cache, force=options.force, runnable=runnable,
                           progress=lambda n: bar.advance(task, n))
 

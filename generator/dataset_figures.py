@@ -178,12 +178,10 @@ def neighbor_rows(queries: list[np.ndarray], feature_neighbors: list[list[np.nda
 
 
 def _wrap(text: str, width_px: int) -> str:
-    """At most two lines of about the tile's width (6-point text is about 5 pixels a character)."""
+    """At most two lines (the caption space holds two), each cut to about the tile's width (6-point text is about 5
+    pixels a character)."""
     n = max(6, width_px // 5)
-    if len(text) <= n:
-        return text
-    lines = [text[:n], text[n:]]
-    return lines[0] + "\n" + _short(lines[1], n)
+    return "\n".join(_short(line, n) for line in text.splitlines()[:2])
 
 
 def patch_grid(patches: list[list[np.ndarray]], channel_titles: list[str], patch_titles: list[list[str]], path: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness as _sk_trustworthiness
@@ -33,20 +34,21 @@ def pca(vectors: np.ndarray, dims: int = 2, seed: int = 0) -> tuple[np.ndarray, 
     return points, ratio
 
 
-def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: int | None = None) -> np.ndarray:
+def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: int | None = None,
+         device: torch.device | str = "cpu") -> np.ndarray:
     """(N, 2) float32 t-SNE map (openTSNE, PCA initialization), of the first 50 principal components when D > 50.
 
     Perplexity is clipped to (N - 1) / 3, the most that N points support (each point needs 3 × perplexity
-    neighbours); fewer than 4 points get their PCA map.
+    neighbours); fewer than 4 points get their PCA map. The 3 × perplexity neighbours are exact, found with
+    generator.neighbors on `device`: openTSNE's own Annoy index (used from 1 000 points) builds different trees
+    with different thread counts, so the same seed gave different maps on machines with different cores.
+    n_jobs: openTSNE's threads, by default every core this process may use.
 
-    Why openTSNE, measured here (2 shared CPU cores, 10 000 Fashion-MNIST test images, raw pixels PCA'd to 50,
-    perplexity 30, PCA init, each library's default schedule; trustworthiness at k = 5 on a 5 000-point subset,
-    label agreement of 5 nearest neighbours in the map):
-        openTSNE 1.0.4 (FFT gradients, Annoy neighbours)   73.7 s   trustworthiness 0.9954   labels 0.758
-        scikit-learn 1.9.1 (Barnes-Hut)                     (pending)
-    TODO numbers
+    TSNE_NUMBERS
     """
     from openTSNE import TSNE
+    from openTSNE.affinity import PerplexityBasedNN
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
 
     x = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
     n = len(x)
@@ -55,11 +57,15 @@ def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: i
     if x.shape[1] > PRE_PCA:
         x = pca(x, PRE_PCA, seed)[0]
     perplexity = float(min(perplexity, (n - 1) / 3))
-    # openTSNE's "auto" gradient: Barnes-Hut below 10 000 points, FFT interpolation above (FFT has a fixed cost of
-    # about 25 s here whatever N, so 150 points would take 25 s instead of 1).
-    model = TSNE(n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
-                 n_jobs=n_jobs or _jobs(), negative_gradient_method="auto", verbose=False)
-    return np.asarray(model.fit(x), dtype=np.float32)
+    jobs = n_jobs or _jobs()
+    index, dist = nearest(x, x, min(n - 1, int(3 * perplexity)), metric="l2", device=device,
+                          exclude=np.arange(n))
+    affinities = PerplexityBasedNN(perplexity=perplexity, n_jobs=jobs, knn_index=PrecomputedNeighbors(index, dist))
+    # openTSNE's "auto" gradient: Barnes-Hut below 10 000 points, FFT interpolation from there (FFT has a fixed
+    # cost, about 25 s here whatever N: 150 points would take 25 s instead of 1).
+    model = TSNE(n_components=2, initialization="pca", random_state=seed, n_jobs=jobs,
+                 negative_gradient_method="auto", verbose=False)
+    return np.asarray(model.fit(x, affinities=affinities), dtype=np.float32)
 
 
 def trustworthiness(vectors: np.ndarray, points: np.ndarray, k: int = 5, max_points: int | None = TRUST_POINTS,

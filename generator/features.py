@@ -145,7 +145,9 @@ class FeatureStore:
                         for key, value in (("vectors", vectors), ("maxima", maxima), ("argmax", argmax)):
                             self._write(arrays, staging, name, key, value, rows, n)
                     if self.progress:
-                        self.progress(f"features {self.model.name} × {self.dataset.name}: {b + len(x)}/{n}")
+                        self.progress(f"features {self.dataset.name}: {b + len(x)}/{n}")
+            if self.progress:
+                self.progress("jobs")
             seconds = time.perf_counter() - start
             self.stats = {"seconds": seconds, "images_per_second": n / seconds if seconds else 0.0, "images": n}
             for name in todo + ([None] if need_pixels else []):

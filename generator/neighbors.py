@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 Metric = Literal["cosine", "l2"]
-BLOCK_BYTES = 256 << 20  # the largest distance block; the selection's masks add about as much again
+BLOCK_BYTES = 256 << 20  # the largest block of distances; what the selection keeps of it is small
 EXTRA = 8  # candidates kept beyond k, re-ranked by exact distances (float32 rounding can swap near-ties)
 
 
@@ -34,8 +34,6 @@ def nearest(queries: torch.Tensor | np.ndarray, base: torch.Tensor | np.ndarray,
     q = _as_tensor(queries, device)
     if q.ndim != 2 or len(base.shape) != 2 or q.shape[1] != base.shape[1]:
         raise ValueError(f"queries {tuple(q.shape)} and base {tuple(base.shape)} must be 2-D with the same width")
-    if not torch.isfinite(q).all():
-        raise ValueError("queries contain inf or nan")
     n_base, dims = base.shape
     if n_base == 0:
         raise ValueError("the base is empty")
@@ -51,13 +49,11 @@ def nearest(queries: torch.Tensor | np.ndarray, base: torch.Tensor | np.ndarray,
     if n_query == 0:
         return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
     keep = min(k + EXTRA, n_base - (exclude is not None))
-    if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)  # zero rows stay zero: similarity 0, distance 1
-        shift = None
-    else:
-        # l2 ignores a shift, but the expanded square does not: ||b||² ≈ ||q||² ≫ ||q - b||² loses every digit of
-        # float32 (features after a ReLU sit far from the origin). Measured from the base's mean it keeps them.
-        shift = _mean(base, device, rows=max(1, BLOCK_BYTES // 4 // dims))
+    # l2 ignores a shift, but the expanded square does not: where ||b||² ≈ ||q||² ≫ ||q - b||² float32 keeps no digit
+    # of the difference (features after a ReLU sit far from the origin). Measured from the base's mean it keeps them.
+    shift = _mean(base, device, rows=max(1, block_bytes // 4 // dims)) if metric == "l2" else None
+    q_raw = q
+    q, _ = _prepared(q, shift, "queries")
     budget = max(1, block_bytes // 4)
     base_rows = chunk or min(n_base, max(4096, budget // min(n_query, 2048)))
     query_rows = chunk or max(1, min(n_query, budget // base_rows))
@@ -67,20 +63,13 @@ def nearest(queries: torch.Tensor | np.ndarray, base: torch.Tensor | np.ndarray,
     # Base chunks outside, query chunks inside: each base row crosses to the device once.
     best_score = torch.full((n_query, keep), float("inf"), device=device)
     best_index = torch.zeros((n_query, keep), dtype=torch.int64, device=device)
-    centred = q - shift if shift is not None else q
+    zero = torch.zeros((), device=device)
     for b0 in range(0, n_base, base_rows):
-        b = _as_tensor(base[b0:b0 + base_rows], device)
-        if not torch.isfinite(b).all():
-            raise ValueError(f"base rows {b0}..{b0 + len(b) - 1} contain inf or nan")
-        if metric == "cosine":
-            b = torch.nn.functional.normalize(b, dim=1)
-        else:
-            b = b - shift
-            b_sq = (b * b).sum(1)
+        b, b_sq = _prepared(_as_tensor(base[b0:b0 + base_rows], device), shift, f"base rows {b0}..")
         for q0 in range(0, n_query, query_rows):
-            qc = centred[q0:q0 + query_rows]
+            qc = q[q0:q0 + query_rows]
             if metric == "cosine":
-                score = torch.mm(qc, b.T).neg_()
+                score = torch.addmm(zero, qc, b.T, beta=0.0, alpha=-1.0)
             else:
                 score = torch.addmm(b_sq.unsqueeze(0), qc, b.T, alpha=-2.0)
             if excluded is not None:
@@ -101,7 +90,7 @@ def nearest(queries: torch.Tensor | np.ndarray, base: torch.Tensor | np.ndarray,
     for q0 in range(0, n_query, rerank_rows):
         idx = best_index[q0:q0 + rerank_rows]
         cand = _gather(base, idx, device)
-        d = _exact(q[q0:q0 + rerank_rows], cand, metric)
+        d = _exact(q_raw[q0:q0 + rerank_rows], cand, metric)
         by_index = torch.argsort(idx, dim=1, stable=True)
         d, idx = d.gather(1, by_index), idx.gather(1, by_index)
         order = torch.argsort(d, dim=1, stable=True)[:, :k]
@@ -122,6 +111,8 @@ def _mean(base: torch.Tensor | np.ndarray, device: torch.device, rows: int) -> t
     total = torch.zeros(base.shape[1], device=device)
     for b0 in range(0, base.shape[0], rows):
         total += _as_tensor(base[b0:b0 + rows], device).sum(0)
+    if not torch.isfinite(total).all():
+        raise ValueError("the base contains inf or nan")
     return total / base.shape[0]
 
 
@@ -132,15 +123,33 @@ def _gather(base: torch.Tensor | np.ndarray, idx: torch.Tensor, device: torch.de
     return _as_tensor(np.asarray(base)[idx.cpu().numpy()], device)
 
 
+def _prepared(x: torch.Tensor, shift: torch.Tensor | None, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ready for the products and their squared norms: shifted rows (l2), or unit rows (cosine, shift None;
+    zero rows stay zero: similarity 0, distance 1). Any inf or nan in a row reaches its norm, so checking the norms
+    checks the rows at a fraction of the cost."""
+    if shift is not None:
+        x = x - shift
+    norm = torch.linalg.vector_norm(x, dim=1)
+    if not torch.isfinite(norm).all():
+        raise ValueError(f"{what} contain inf or nan")
+    if shift is None:
+        return x * _inverse(norm).unsqueeze(1), norm
+    return x, norm.square()
+
+
+def _inverse(norm: torch.Tensor) -> torch.Tensor:
+    return torch.where(norm > 0, norm.reciprocal(), 0.0)
+
+
 def _exact(q: torch.Tensor, cand: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """Distances from each query (rows, D) to its candidates (rows, c, D). For unit vectors 1 - cos = ||a - b||² / 2,
-    which keeps its precision where a ≈ b; a zero vector on either side is at distance 1."""
-    if metric == "cosine":
-        cand_n = torch.nn.functional.normalize(cand, dim=2)
-        d = (q.unsqueeze(1) - cand_n).square_().sum(2).mul_(0.5)
-        zero = (q.square().sum(1, keepdim=True) == 0) | (cand.square().sum(2) == 0)
-        return d.masked_fill_(zero, 1.0)
-    return (q.unsqueeze(1) - cand).square_().sum(2).sqrt_()
+    """Distances from each query (rows, D) to its candidates (rows, c, D), from differences. For unit vectors
+    1 - cos = ||a - b||² / 2, which keeps its precision where a ≈ b; a zero vector on either side is at distance 1."""
+    if metric == "l2":
+        return torch.linalg.vector_norm(q.unsqueeze(1) - cand, dim=2)
+    q_norm, c_norm = torch.linalg.vector_norm(q, dim=1, keepdim=True), torch.linalg.vector_norm(cand, dim=2)
+    diff = torch.addcmul(-(q * _inverse(q_norm)).unsqueeze(1), cand, _inverse(c_norm).unsqueeze(2))
+    d = torch.linalg.vector_norm(diff, dim=2).square_().mul_(0.5)
+    return d.masked_fill_((q_norm == 0) | (c_norm == 0), 1.0)
 
 
 def _smallest(score: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

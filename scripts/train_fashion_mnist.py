@@ -59,11 +59,11 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=DEBIAN_ROOT, help="folder with the Fashion-MNIST IDX files")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--out", type=Path, default=WEIGHTS, help="the safetensors file to write")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
-    ap.add_argument("--shift", type=int, default=2, help="random shifts of up to this many pixels (0: none)")
+    ap.add_argument("--shift", type=int, default=0, help="random shifts of up to this many pixels (0: none)")
     ap.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

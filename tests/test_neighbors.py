@@ -126,8 +126,11 @@ def test_rejects_bad_input(data):
         nearest(queries, base, 3, metric="manhattan")
     bad = queries.copy()
     bad[0, 0] = np.nan
-    with pytest.raises(ValueError):
-        nearest(bad, base, 3)
+    for metric in ("l2", "cosine"):
+        with pytest.raises(ValueError, match="queries"):
+            nearest(bad, base, 3, metric=metric)
+        with pytest.raises(ValueError, match="base"):
+            nearest(queries, np.vstack([base, bad]), 3, metric=metric)
 
 
 def test_label_agreement():

@@ -43,3 +43,16 @@ def test_environment_is_strict(tmp_path):
     (tmp_path / "p.j2").write_text("{{ missing }}")
     with pytest.raises(UndefinedError):
         make_environment(tmp_path).get_template("p.j2").render()
+
+
+def test_figure_captions_are_markdown_so_escapes_do_not_show():
+    """A caption inside <figcaption> is escaped for Markdown, so it must be parsed as Markdown (not shown raw)."""
+    import markdown
+
+    from generator.render import TEMPLATES
+
+    env = make_environment(TEMPLATES)
+    text = env.from_string('{% import "partials/macros.md.j2" as m %}{{ m.figure("f.png", "_blocks.5._act1 *x*") }}').render()
+    html = markdown.markdown(text, extensions=["md_in_html", "attr_list"])
+    caption = html.split("<figcaption>")[1].split("</figcaption>")[0]
+    assert caption == "_blocks.5._act1 *x*"

@@ -37,21 +37,21 @@ def _conv(cin: int, cout: int, kernel: int) -> list[nn.Module]:
 
 
 class FashionMNISTNet(nn.Module):
-    def __init__(self, num_classes: int = 10, dropout: float = 0.3):
+    def __init__(self, num_classes: int = 10, dropout: float = 0.25):
         super().__init__()
         self.features = nn.Sequential(
-            *_conv(1, 32, 5),
+            *_conv(1, 16, 5),
             nn.MaxPool2d(2),
-            *_conv(32, 64, 3),
+            *_conv(16, 48, 3),
             nn.MaxPool2d(2),
-            *_conv(64, 128, 3),
-            *_conv(128, 128, 3),
+            *_conv(48, 96, 3),
+            *_conv(96, 96, 3),
             nn.MaxPool2d(2),
         )
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(128 * 3 * 3, FEATURE_DIM),
+            nn.Linear(96 * 3 * 3, FEATURE_DIM),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(FEATURE_DIM, FEATURE_DIM),

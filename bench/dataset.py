@@ -1,0 +1,148 @@
+"""Data-set views, ours vs peers, in one run on the same inputs: exact nearest-neighbour search against
+scikit-learn's NearestNeighbors, and our t-SNE (openTSNE on exact neighbours) against stock openTSNE and
+scikit-learn's TSNE. Checks that the neighbour searches agree. Prints tables with the ratios; not a test.
+
+    .venv/bin/python bench/dataset.py [--only nn,tsne] [--repeat 3] [--points 10000] [--device cpu]
+
+nn: Fashion-MNIST pixels (scaled to 0..1) projected on 256 principal components, float32: the 10 000 test images are
+the base, 1 000 training images the queries, k = 10, Euclidean and cosine distances. Each timing is the best of
+`--repeat` runs, the sides interleaved. scikit-learn runs with its defaults (its brute force spreads over every core
+through OpenMP); "default" is NearestNeighbors' algorithm="auto", resolved as printed.
+
+tsne: the first `--points` Fashion-MNIST test images, PCA to 50, perplexity 30, PCA initialization, each library's
+default schedule (openTSNE 750 iterations, scikit-learn 1 000), `--jobs` threads each. Timed once (a run is a minute
+or two). Quality: trustworthiness at k = 5 (scikit-learn's, on a seeded 5 000-point subset) and the fraction of
+each point's 5 nearest neighbours in the map that share its class.
+
+Sections are functions in SECTIONS, run in order; `--only` picks some. A section takes the parsed arguments and
+returns its rows for the summary.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from generator import embedding
+from generator.idx import DEBIAN_ROOT, load_fashion_mnist
+from generator.neighbors import nearest
+
+
+def timed(fn, repeat: int = 1):
+    """(best seconds of `repeat` runs, the last result)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def interleaved(fns: dict, repeat: int) -> tuple[dict, dict]:
+    """Each function timed `repeat` times, round-robin, so a change of machine load hits all alike."""
+    seconds = {name: float("inf") for name in fns}
+    results = {}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t, results[name] = timed(fn)
+            seconds[name] = min(seconds[name], t)
+    return seconds, results
+
+
+def fashion_vectors(split: str, n: int, dims: int, basis=None):
+    """(vectors (n, dims) float32, labels, pictures, fitted PCA) of the first n images of a Fashion-MNIST split."""
+    from sklearn.decomposition import PCA
+
+    images, labels = load_fashion_mnist(DEBIAN_ROOT, split)
+    x = images[:n].reshape(n, -1).astype(np.float32) / 255.0
+    basis = basis or PCA(dims, random_state=0).fit(x)
+    return basis.transform(x).astype(np.float32), labels[:n], images[:n], basis
+
+
+def nn(args) -> list[tuple]:
+    from sklearn.neighbors import NearestNeighbors
+
+    base, _, _, basis = fashion_vectors("test", 10_000, 256)
+    queries = fashion_vectors("train", 1_000, 256, basis)[0]
+    print(f"nearest neighbours: base {base.shape}, queries {queries.shape}, k = {args.k}, device {args.device}, "
+          f"{torch.get_num_threads()} torch threads")
+    rows = []
+    for metric, sk_metric in (("l2", "euclidean"), ("cosine", "cosine")):
+        brute = NearestNeighbors(n_neighbors=args.k, algorithm="brute", metric=sk_metric).fit(base)
+        default = NearestNeighbors(n_neighbors=args.k, metric=sk_metric).fit(base)
+        seconds, out = interleaved({
+            "ours": lambda: nearest(queries, base, args.k, metric=metric, device=args.device),
+            "brute": lambda: brute.kneighbors(queries),
+            "default": lambda: default.kneighbors(queries),
+        }, args.repeat)
+        index, dist = out["ours"]
+        for peer, what in (("brute", 'algorithm="brute"'), ("default", f'default ("auto" → {default._fit_method})')):
+            peer_dist, peer_index = out[peer]
+            rows.append((f"k-NN {metric}", f"scikit-learn {what}", seconds["ours"], seconds[peer],
+                         f"same indices {np.mean(index == peer_index):.4%}, "
+                         f"max |Δd| {np.abs(dist - peer_dist).max():.1e}"))
+    return rows
+
+
+def tsne(args) -> list[tuple]:
+    from openTSNE import TSNE as OpenTSNE
+    from sklearn.manifold import TSNE as SkTSNE
+
+    vectors, labels, _, _ = fashion_vectors("test", args.points, 50)
+    print(f"t-SNE: {vectors.shape} Fashion-MNIST PCA vectors, perplexity 30, {args.jobs} threads")
+    runs = {
+        "ours (openTSNE, exact k-NN)": lambda: embedding.tsne(vectors, seed=0, n_jobs=args.jobs, device=args.device),
+        "openTSNE (Annoy k-NN)": lambda: np.asarray(OpenTSNE(perplexity=30, initialization="pca", random_state=0,
+                                                             n_jobs=args.jobs).fit(vectors)),
+        "scikit-learn TSNE (Barnes-Hut)": lambda: SkTSNE(perplexity=30, init="pca", learning_rate="auto",
+                                                         random_state=0, n_jobs=args.jobs).fit_transform(vectors),
+    }
+    rows, ours_s = [], None
+    for name, fn in runs.items():
+        seconds, points = timed(fn)
+        ours_s = ours_s or seconds
+        trust = embedding.trustworthiness(vectors, points, k=5)
+        agree = embedding.knn_label_agreement(points, labels, k=5)
+        print(f"  {name}: {seconds:.1f} s, trustworthiness {trust:.4f}, 5-NN label agreement {agree:.4f}")
+        rows.append(("t-SNE", name, ours_s, seconds, f"trustworthiness {trust:.4f}, 5-NN labels {agree:.4f}"))
+    return rows
+
+
+# The benchmark's sections, in the order they run; add one by writing `def name(args) -> rows` and listing it.
+SECTIONS = {"nn": nn, "tsne": tsne}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {', '.join(SECTIONS)}")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per nearest-neighbour timing (the best counts)")
+    ap.add_argument("--k", type=int, default=10, help="neighbours per query")
+    ap.add_argument("--points", type=int, default=10_000, help="t-SNE points")
+    ap.add_argument("--jobs", type=int, default=embedding._jobs(), help="t-SNE threads (default: every core)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    rows = []
+    for name in SECTIONS:
+        if name in chosen:
+            rows += SECTIONS[name](args)
+            print()
+    print(f"{'what':<14}{'vs':<44}{'ours s':>9}{'peer s':>9}{'peer/ours':>11}  check")
+    for what, peer, ours_s, peer_s, check in rows:
+        print(f"{what:<14}{peer:<44}{ours_s:>9.3f}{peer_s:>9.3f}{peer_s / ours_s:>10.2f}×  {check}")
+
+
+if __name__ == "__main__":
+    main()
