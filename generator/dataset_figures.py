@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import LogLocator, MaxNLocator
 from PIL import Image
 
 from generator.figures import DPI, _save, _short, save_picture
@@ -72,7 +73,7 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str]
     points = np.asarray(points, dtype=np.float64)
     labels = np.asarray(labels).reshape(-1)
     n = len(points)
-    size = float(np.clip(3000 / max(n, 1), 1.5, 30))  # marker area: small markers for large N
+    size = float(np.clip(8000 / max(n, 1), 2, 36))  # marker area: small markers for large N
     style = _class_style(len(classes))
     present = [int(c) for c in np.unique(labels[labels >= 0])]
     legend = len(present) <= max_legend
@@ -98,8 +99,9 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str]
     ax.spines[["top", "right"]].set_visible(False)
     shown = len(present) + bool(unknown.any())
     if legend and shown:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False, markerscale=max(1, 20 / size) ** 0.5,
-                  ncol=max(1, math.ceil(shown / 25)), handletextpad=0.2, borderaxespad=0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+                  markerscale=max(1, 20 / size) ** 0.5, ncol=max(1, math.ceil(shown / 25)), handletextpad=0.2,
+                  borderaxespad=0)
     note = "" if legend else f" ({len(present)} classes, too many for a legend)"
     ax.set_title(title + note, fontsize=9)
     _save(fig, path)
@@ -210,25 +212,36 @@ def patch_grid(patches: list[list[np.ndarray]], channel_titles: list[str], patch
 def activation_histograms(values: list[np.ndarray], titles: list[str], path: Path,
                           marks: list[np.ndarray] | None = None, bins: int = 40) -> None:
     """Small multiples: per channel, the histogram of its maximum activation on each image of the data set, each
-    on its own x scale; red ticks mark `marks` (the top-k values shown as patches). Counts go on a log scale where
-    one bin dwarfs the typical one (a channel silent on most images), so the tail stays visible."""
+    on its own x scale; red lines mark `marks` (the top-k values shown as patches). Counts go on a log scale where
+    one bin dwarfs the typical one (a channel silent on most images), so the tail stays visible. Drawn as one
+    filled outline per panel, few ticks, no layout engine."""
     n = len(values)
     cols = min(n, 6) or 1
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.45 * rows), squeeze=False, layout="constrained")
+    width, height = 1.9 * cols + 0.3, 1.45 * rows + 0.45
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=0.65 / width, right=1 - 0.1 / width, bottom=0.55 / height, top=1 - 0.25 / height,
+                        wspace=0.4, hspace=0.55)
     for i, ax in enumerate(axes.ravel()):
         if i >= n:
             ax.set_axis_off()
             continue
         v = np.asarray(values[i], dtype=np.float64).ravel()
         v = v[np.isfinite(v)]
-        counts, edges, _ = ax.hist(v, bins=bins, color="#4c72b0")
+        counts, edges = np.histogram(v, bins=bins)
+        ax.stairs(counts, edges, fill=True, color="#4c72b0")
         nonzero = counts[counts > 0]
         if len(nonzero) and counts.max() > 20 * np.median(nonzero):
             ax.set_yscale("log")
-        if marks is not None and marks[i] is not None:
-            for m in np.asarray(marks[i]).ravel():
-                ax.axvline(float(m), color="#c00", lw=0.7, alpha=0.8)
+            ax.set_ylim(0.7, None)
+            ax.yaxis.set_major_locator(LogLocator(numticks=4))
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(3, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.minorticks_off()  # log axes' minor ticks were most of the drawing time
+        if marks is not None and marks[i] is not None and len(np.ravel(marks[i])):
+            ax.vlines(np.ravel(marks[i]).astype(float), 0, 1, transform=ax.get_xaxis_transform(), color="#c00",
+                      lw=0.7, alpha=0.8)
         ax.set_title(_short(titles[i], 30), fontsize=7)
         ax.tick_params(labelsize=6)
         ax.spines[["top", "right"]].set_visible(False)

@@ -344,3 +344,16 @@ def guided_rows(picture: np.ndarray, grads: np.ndarray, shown: np.ndarray, label
             ax.set_axis_off()
         fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=bar_label)
     _save(fig, path)
+
+
+def picture_row(pictures: list[np.ndarray], titles: list[str], path: Path, suptitle: str | None = None) -> None:
+    """Pictures side by side at the same size, each titled (original, changed, difference ...)."""
+    n = len(pictures)
+    fig, axes = plt.subplots(1, n, figsize=(3.1 * n, 3.4), squeeze=False, layout="constrained")
+    for ax, picture, title in zip(axes[0], pictures, titles):
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255, interpolation="lanczos")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    _save(fig, path)

@@ -136,7 +136,7 @@ class Logit(Term):
         if isinstance(index, tuple):
             labels = label if isinstance(label, tuple) else [None] * len(index)
             return "logits of " + ", ".join(f"'{lab}'" if lab else f"class {i}" for i, lab in zip(index, labels))
-        return f"'{label}' logit" if label else f"class {index} logit"
+        return f"'{label}' logit" if label else f"logit of class {index}"
 
 
 def _channel_maps(acts: Activations, layer: str, index: Index) -> torch.Tensor:

@@ -16,7 +16,7 @@ FFT scaling. Lucid's TF code multiplies the spectrum by √(HW) and calls `tf.sp
 the net transform is the *unitary* inverse FFT. In torch that is `irfftn(..., norm="ortho")` with no extra √(HW)
 (multiplying by √(HW) as well makes every pixel ~√(HW) ≈ 200× too large and the sigmoid saturates). Lucid then
 divides by 4. With the default sd = 0.01 the initial image is grey with a faint low-frequency noise (pixel std
-≈ 0.005 after the sigmoid at 224 px); `tests/test_optvis.py` pins that.
+≈ 0.003 after the sigmoid at 160–224 px); `tests/test_optvis.py` pins that.
 
 `from_image` (and `.assign`) encode a given picture into either parameterization — the start point for fooling
 images and for Nguyen et al.'s multifaceted visualization. For the FFT image it is the exact inverse: logit (inputs

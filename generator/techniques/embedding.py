@@ -39,7 +39,7 @@ class Embedding(FeatureSpaceTechnique):
         p: EmbeddingParams = job.params
         vectors = np.asarray(ctx.features.layer(job.layer).vectors, dtype=np.float32)
         labels = ctx.dataset.labels
-        tsne = embedding.tsne(vectors, seed=ctx.seed, perplexity=p.perplexity).astype(np.float32)
+        tsne = embedding.tsne(vectors, seed=ctx.seed, perplexity=p.perplexity, device=ctx.device).astype(np.float32)
         pca, variance = embedding.pca(vectors, 2, seed=ctx.seed)
         grid = embedding.grid_assignment(tsne, p.grid, p.grid)
         subset = stratified(labels, min(TRUST_POINTS, len(labels)), ctx.seed + 3)
@@ -60,7 +60,9 @@ class Embedding(FeatureSpaceTechnique):
         figures = {"main": path, "pca": path.with_name(f"{path.stem}--pca.png"),
                    "grid": path.with_name(f"{path.stem}--grid.png")}
         dataset_figures.embedding_scatter(a["tsne"], a["labels"], classes, figures["main"], f"t-SNE of {where}")
-        dataset_figures.embedding_scatter(a["pca"], a["labels"], classes, figures["pca"], f"PCA of {where}")
+        v0, v1 = m["pca_variance"]
+        dataset_figures.embedding_scatter(a["pca"], a["labels"], classes, figures["pca"], f"PCA of {where}",
+                                          axis_labels=(f"PC1 ({v0:.0%} of the variance)", f"PC2 ({v1:.0%})"))
         grid = a["grid"]
         used = sorted({int(i) for i in grid.ravel() if i >= 0})
         pictures = {i: env.dataset_picture(i) for i in used}

@@ -20,10 +20,14 @@ from generator.techniques.embedding import Embedding
 from generator.techniques.max_patches import MaxPatches
 from generator.techniques.nearest_neighbors import NearestNeighbors
 
+from generator.techniques.deepdream import DeepDream
+from generator.techniques.fooling import Fooling
+
 _ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activations,
                                Saliency, GuidedBackprop, IntegratedGradients, SmoothGrad,
                                Occlusion, GradCAM, GuidedGradCAM, SaliencyGrabCut,
-                               NearestNeighbors, Embedding, MaxPatches]
+                               NearestNeighbors, Embedding, MaxPatches,
+                               Fooling, DeepDream]
 TECHNIQUES: dict[str, Technique] = {cls.kind: cls() for cls in _ALL}
 
 

@@ -1,0 +1,118 @@
+"""DeepDream (Mordvintsev, Olah & Tyka 2015): amplify whatever a layer already sees in an image, by gradient ascent on
+the layer's L2 norm. As in the original notebook: steps of the gradient divided by its mean absolute value (so the
+step size means the same at every layer), a random shift (jitter) each step, pixels kept in range, and octaves —
+the image is dreamt small first and then at larger scales, so the patterns get both large structure and detail."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from generator import figures
+from generator.hooks import record_outputs
+from generator.techniques.base import Artifact, Job, Params, Technique
+
+
+class DeepDreamParams(Params):
+    layers: list[str] | None = Field(None, description="layers to amplify (default: the model's chosen layers)")
+    octaves: int = Field(4, ge=1, le=8, description="scales, each `octave_scale` times the previous")
+    octave_scale: float = Field(1.4, gt=1, le=3)
+    steps: int = Field(12, ge=1, le=500, description="steps per octave")
+    step_size: float = Field(0.01, gt=0, le=1, description="pixel change per step (0..1 units) for a unit-mean gradient")
+    jitter: int = Field(16, ge=0, le=256, description="largest random shift per step, in pixels")
+
+    def quick(self) -> "DeepDreamParams":
+        return self.model_copy(update={"octaves": min(self.octaves, 2), "steps": min(self.steps, 4)})
+
+
+def layer_norm(module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Mean squared activation of `layer` per image (the quantity DeepDream raises)."""
+    with record_outputs(module, [layer], detach=False) as outs:
+        module(x)
+    return outs[layer].float().pow(2).flatten(1).mean(1)
+
+
+class DeepDream(Technique):
+    kind = "deepdream"
+    title = "DeepDream"
+    summary = "an image changed to amplify what a layer already sees in it, over several octaves"
+    Params = DeepDreamParams
+    scope = "layer×image"
+
+    def layers(self, model, params: DeepDreamParams) -> list[str]:
+        return list(params.layers) if params.layers is not None else list(model.layers)
+
+    def check(self, model, params: DeepDreamParams) -> list[str]:
+        names = model.module_names()
+        problems = []
+        wanted = self.layers(model, params)
+        for i, layer in enumerate(params.layers or []):
+            if layer not in names:
+                from generator.errors import did_you_mean
+
+                problems.append(f"layers[{i}]: no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}")
+        wanted = [w for w in wanted if w in names]
+        if wanted and not problems:
+            channels = 3 if model.input.mode == "RGB" else 1
+            x = torch.zeros(1, channels, model.input.size, model.input.size, device=model.device)
+            with torch.no_grad(), record_outputs(model.module, wanted) as outs:
+                model.module(x)
+            for layer in wanted:
+                out = outs.get(layer)
+                if not isinstance(out, torch.Tensor) or out.dim() != 4:
+                    key = f"layers[{params.layers.index(layer)}]" if params.layers else "layers"
+                    shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+                    problems.append(f"{key}: '{layer}' has no spatial extent (output {shape}); DeepDream needs a "
+                                    "layer with a spatial map, such as a conv layer's")
+        return problems
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        p: DeepDreamParams = jobs[0].params
+        layer, module = jobs[0].layer, ctx.model.module
+        mean = torch.tensor(ctx.model.input.mean, device=ctx.device).view(1, -1, 1, 1)
+        std = torch.tensor(ctx.model.input.std, device=ctx.device).view(1, -1, 1, 1)
+        base = (ctx.batch([j.image for j in jobs]) * std + mean).clamp(0, 1)
+        side = base.shape[-1]
+        gen = torch.Generator().manual_seed(ctx.seed)
+        norm = lambda x: layer_norm(module, layer, (x - mean) / std)  # noqa: E731
+        with torch.no_grad():
+            before = norm(base)
+        sizes = [max(16, round(side / p.octave_scale ** k)) for k in reversed(range(p.octaves))]
+        detail = torch.zeros_like(base)
+        per_octave = []
+        for size in sizes:
+            resized = F.interpolate(base, size=size, mode="bilinear", align_corners=False, antialias=True)
+            x = (resized + F.interpolate(detail, size=size, mode="bilinear", align_corners=False)).clamp(0, 1)
+            for _ in range(p.steps):
+                dy, dx = (torch.randint(-p.jitter, p.jitter + 1, (2,), generator=gen).tolist() if p.jitter else (0, 0))
+                shifted = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
+                (grad,) = torch.autograd.grad(norm(shifted).sum(), shifted)
+                grad = torch.roll(grad, (-dy, -dx), (2, 3))
+                grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
+                x = (x + p.step_size * grad).clamp(0, 1).detach()
+            detail = x - resized
+            with torch.no_grad():
+                per_octave.append(norm(x).cpu())
+        with torch.no_grad():
+            after = norm(x)
+        out = []
+        for i, job in enumerate(jobs):
+            meta = {"metrics": {"norm_before": float(before[i]), "norm_after": float(after[i]),
+                                "gain": float(after[i] / before[i]) if before[i] > 0 else None,
+                                "octaves": sizes, "norm_per_octave": [float(n[i]) for n in per_octave],
+                                "steps": p.steps * len(sizes)}}
+            out.append(Artifact({"dream": x[i].cpu().numpy()}, meta))
+        return out
+
+    def draw(self, art, job, env, path: Path) -> bool:
+        m = art.metrics
+        dream = (art.main.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        if dream.shape[2] == 1:
+            dream = dream[..., 0]
+        gain = f"{m['gain']:.1f}×" if m["gain"] is not None else "from zero"
+        figures.picture_row([env.picture(job.image), dream],
+                            ["original", f"dreamt at {job.layer}: layer norm {gain}"], path)
+        return True
