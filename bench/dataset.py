@@ -1,8 +1,12 @@
-"""Data-set views, ours vs peers, in one run on the same inputs: exact nearest-neighbour search against
-scikit-learn's NearestNeighbors, and our t-SNE (openTSNE on exact neighbours) against stock openTSNE and
-scikit-learn's TSNE. Checks that the neighbour searches agree. Prints tables with the ratios; not a test.
+"""Data-set views, ours vs peers, in one run on the same inputs: feature extraction against a plain DataLoader
+loop, exact nearest-neighbour search against scikit-learn's NearestNeighbors, and our t-SNE (openTSNE on exact
+neighbours) against stock openTSNE and scikit-learn's TSNE. Checks that the neighbour searches agree. Prints tables
+with the ratios; not a test.
 
-    .venv/bin/python bench/dataset.py [--only nn,tsne] [--repeat 3] [--points 10000] [--device cpu]
+    .venv/bin/python bench/dataset.py [--only features,nn,tsne] [--repeat 3] [--points 10000] [--device cpu]
+
+features: the Fashion-MNIST model on `--images` test images and EfficientNet-Lite0 on 224-px crops of sample photos
+(a 40th as many), the penultimate layer and the first ReLU recorded, `--batch` images per forward.
 
 nn: Fashion-MNIST pixels (scaled to 0..1) projected on 256 principal components, float32: the 10 000 test images are
 the base, 1 000 training images the queries, k = 10, Euclidean and cosine distances. Each timing is the best of
@@ -114,8 +118,70 @@ def tsne(args) -> list[tuple]:
     return rows
 
 
+def features(args) -> list[tuple]:
+    """Feature extraction, images/s: our feature store (one pass, every layer, reduced on the device, the next batch
+    decoded while this one runs) against a plain DataLoader loop that records the same layers with hooks and keeps
+    the outputs (what one writes by hand), on the same preprocessing and batch size."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from generator import images as imagelib
+    from generator.datasets import Dataset
+    from generator.features import FeatureStore, penultimate
+    from generator.hooks import record_outputs
+    from generator.models import ModelLoader
+    from generator.spec import Spec
+
+    spec = Spec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"},
+                                  {"name": "lite", "builtin": "efficientnet-lite0"}]})
+    pictures, labels = load_fashion_mnist(DEBIAN_ROOT, "test")
+    rows = []
+    for index, n in ((0, args.images), (1, max(64, args.images // 40))):
+        model = ModelLoader(spec, torch.device(args.device)).load(index)
+        layers = [penultimate(model), next(name for name, m in model.module.named_modules()
+                                           if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)))]
+        if index == 0:
+            data = Dataset("fashion", "", [], labels[:n], [str(i) for i in range(n)], "bench",
+                           lambda i: Image.fromarray(pictures[i], "L"))
+        else:  # the photo crops of the default report, cycled to n images
+            photos = [imagelib.sample(f"skimage:{k}") for k in ("chelsea", "coffee", "rocket", "astronaut")]
+            data = Dataset("photos", "", [], np.zeros(n, dtype=np.int64), [str(i) for i in range(n)], "bench-photos",
+                           lambda i: photos[i % 4].crop((i % 7 * 10, i % 5 * 10, i % 7 * 10 + 300, i % 5 * 10 + 300)))
+
+        def ours():
+            with tempfile.TemporaryDirectory() as tmp:
+                FeatureStore(model, data, Path(tmp), layers, batch_size=args.batch).extract([])
+
+        class Items(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(data)
+
+            def __getitem__(self, i):
+                return imagelib.preprocess(data.image(i), model.input)
+
+        def plain():
+            kept = {name: [] for name in layers}
+            for x in DataLoader(Items(), batch_size=args.batch):
+                with torch.no_grad(), record_outputs(model.module, layers) as outs:
+                    model.module(x.to(model.device))
+                for name in layers:
+                    kept[name].append(outs[name].cpu())
+            return {name: torch.cat(v) for name, v in kept.items()}
+
+        seconds, _ = interleaved({"ours": ours, "plain": plain}, args.repeat)
+        what = f"{model.name}: {n} images, layers {', '.join(layers)}"
+        print(f"feature extraction, {what}: ours {n / seconds['ours']:.0f} images/s, "
+              f"DataLoader loop {n / seconds['plain']:.0f} images/s")
+        rows.append(("features", f"DataLoader loop, {model.name} ({n} images)", seconds["ours"], seconds["plain"],
+                     f"{n / seconds['ours']:.0f} vs {n / seconds['plain']:.0f} images/s"))
+    return rows
+
+
 # The benchmark's sections, in the order they run; add one by writing `def name(args) -> rows` and listing it.
-SECTIONS = {"nn": nn, "tsne": tsne}
+SECTIONS = {"features": features, "nn": nn, "tsne": tsne}
 
 
 def main() -> None:
@@ -123,6 +189,9 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {', '.join(SECTIONS)}")
     ap.add_argument("--repeat", type=int, default=3, help="runs per nearest-neighbour timing (the best counts)")
     ap.add_argument("--k", type=int, default=10, help="neighbours per query")
+    ap.add_argument("--images", type=int, default=10_000, help="Fashion-MNIST images for feature extraction "
+                                                                "(EfficientNet-Lite0 gets a 40th of them)")
+    ap.add_argument("--batch", type=int, default=64, help="batch size of both feature extraction loops")
     ap.add_argument("--points", type=int, default=10_000, help="t-SNE points")
     ap.add_argument("--jobs", type=int, default=embedding._jobs(), help="t-SNE threads (default: every core)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")

@@ -96,7 +96,7 @@ def gray_filters(weight: np.ndarray, path: Path) -> None:
 
 
 def depthwise_filters(weight: np.ndarray, path: Path) -> None:
-    """(N, 1, k, k): one grayscale tile per channel."""
+    """(N, 1, k, k): one grayscale tile per channel (depthwise kernels, or a grayscale model's first layer)."""
     tiles = normalize_filters(weight)[:, 0]
     cols = min(24, math.ceil(math.sqrt(len(tiles) * 2)))
     save_picture(tile_grid(tiles, cols, pad=2, scale=filter_scale(weight.shape[-1])), path)

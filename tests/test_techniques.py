@@ -68,6 +68,22 @@ def test_filters_artifact_of_a_depthwise_conv():
     assert arts[1].meta["layout"] == "pointwise"
 
 
+def test_a_grayscale_first_layer_is_one_tile_per_filter(tmp_path):
+    from generator.builtin.fashion_mnist import fashion_mnist_net
+
+    net = fashion_mnist_net(pretrained=False)
+    ctx = make_context(net, {}, size=28)
+    technique = registry.get("filters")
+    job = Job("m", "filters", FiltersParams(), layer="features.0")
+    art = technique.run(ctx, [job])[0]
+    assert art.meta["layout"] == "gray" and art.main.shape[1] == 1
+    technique.draw(art, job, None, tmp_path / "f.png")
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "f.png").size
+    assert 0.5 < width / height < 3  # a grid, not a one-column strip
+
+
 # ------------------------------------------------------------------------------------------------ activations
 
 

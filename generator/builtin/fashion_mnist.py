@@ -2,15 +2,19 @@
 
 The pattern is AlexNet's (Krizhevsky, Sutskever & Hinton 2012, "ImageNet Classification with Deep Convolutional
 Neural Networks"): a `features` stack of conv → ReLU → max-pool stages, the first with a larger kernel (here 5×5,
-so its 1-channel filters can be shown as little images), then a `classifier` of dropout → fully connected → ReLU,
-twice, and a last fully connected layer to the 10 logits. `classifier.5` (the second fully connected layer's ReLU)
-gives the 256-dimensional feature vector of an image. Batch normalization after each convolution lets it train to
-about 92% test accuracy in a few CPU minutes. Activations are modules (not functional calls) so that hooks can see
-and swap them.
+so its 1-channel filters can be shown as little images), two convolutions back to back before the last pool, then a
+`classifier` of dropout → fully connected → ReLU, twice, and a last fully connected layer to the 10 logits.
+`classifier.5` (the second fully connected layer's ReLU) gives the 256-dimensional feature vector of an image.
+Batch normalization after each convolution (not in AlexNet) lets it reach about 92.7% test accuracy in 8 epochs on
+2 CPU cores. Activations are modules (not functional calls) so that hooks can see and swap them. 422 042 parameters.
 
-    features     28×28×1 → conv 5×5 (32) → 28×28 → pool → 14×14
-                 → conv 3×3 (64) → pool → 7×7 → conv 3×3 (128) → conv 3×3 (128) → pool → 3×3×128
-    classifier   1152 → 256 → 256 → 10
+    features     1×28×28 → conv 5×5 (16, features.0) → ReLU (features.2) → pool → 16×14×14
+                 → conv 3×3 (48, features.4) → ReLU (features.6) → pool → 48×7×7
+                 → conv 3×3 (96, features.8) → ReLU (features.10)
+                 → conv 3×3 (96, features.11) → ReLU (features.13) → pool (features.14) → 96×3×3
+    flatten      864
+    classifier   dropout → 864→256 (classifier.1) → ReLU → dropout → 256→256 (classifier.4) → ReLU (classifier.5)
+                 → 256→10 (classifier.6)
 
 The weights (generator/builtin/weights/fashion-mnist-net.safetensors) are made by scripts/train_fashion_mnist.py.
 Inputs are 0..1 pixels normalized with the training set's MEAN and STD.

@@ -29,7 +29,7 @@ class Filters(Technique):
     kind = "filters"
     title = "Filters"
     summary = "convolution weights: first layer in colour, deeper layers per input channel"
-    version = 2
+    version = 3
     Params = FiltersParams
     scope = "layer"
 
@@ -87,6 +87,8 @@ class Filters(Technique):
             return "depthwise"
         if c == 3 and groups == 1:
             return "rgb"
+        if c == 1:  # a grayscale model's first layer: one tile per filter, like RGB filters
+            return "gray"
         return "per-input"
 
     def draw(self, art, job, env, path: Path) -> bool:
@@ -94,7 +96,7 @@ class Filters(Technique):
         layout = art.meta["layout"]
         if layout == "rgb":
             figures.rgb_filters(w, path)
-        elif layout == "depthwise":
+        elif layout in ("depthwise", "gray"):
             figures.depthwise_filters(w, path)
         elif layout == "pointwise":
             figures.pointwise_usage(art.main[:, :, 0, 0], path, job.layer)

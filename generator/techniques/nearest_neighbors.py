@@ -97,7 +97,8 @@ class NearestNeighbors(FeatureSpaceTechnique):
         ql = a["query_labels"]
         def row(idx, dist):
             pics = [[env.dataset_picture(int(i)) for i in r] for r in idx]
-            titles = [[f"{env.dataset.label(int(i))} · {d:.3g}" for i, d in zip(r, dr)] for r, dr in zip(idx, dist)]
+            short = lambda d: f"{d:.2f}" if d < 10 else f"{d:.0f}"  # noqa: E731  (captions are narrow)
+            titles = [[f"{env.dataset.label(int(i))} · {short(d)}" for i, d in zip(r, dr)] for r, dr in zip(idx, dist)]
             match = [[bool(ql[q] >= 0 and env.dataset.labels[int(i)] == ql[q]) for i in r] for q, r in enumerate(idx)]
             return pics, titles, match
         fp, ft, fm = row(a["feature_neighbors"], a["feature_distances"])
@@ -108,7 +109,7 @@ class NearestNeighbors(FeatureSpaceTechnique):
         dataset_figures.neighbor_rows(query_pics, fp, pp, path, titles, ft, pt,
                                       feature_match=fm if ql.max() >= 0 else None,
                                       pixel_match=pm if ql.max() >= 0 else None,
-                                      space_title=f"{job.layer} ({job.params.metric})")
+                                      space_title=f"features ({job.params.metric})")
         return True
 
     @staticmethod
