@@ -154,6 +154,7 @@ def features(args) -> list[tuple]:
         def ours():
             with tempfile.TemporaryDirectory() as tmp:
                 FeatureStore(model, data, Path(tmp), layers, batch_size=args.batch).extract([])
+                return sum(f.stat().st_size for f in Path(tmp).rglob("*.npy"))
 
         class Items(torch.utils.data.Dataset):
             def __len__(self):
@@ -171,12 +172,14 @@ def features(args) -> list[tuple]:
                     kept[name].append(outs[name].cpu())
             return {name: torch.cat(v) for name, v in kept.items()}
 
-        seconds, _ = interleaved({"ours": ours, "plain": plain}, args.repeat)
+        seconds, out = interleaved({"ours": ours, "plain": plain}, args.repeat)
+        kept = {"ours": out["ours"], "plain": sum(v.numel() * v.element_size() for v in out["plain"].values())}
         what = f"{model.name}: {n} images, layers {', '.join(layers)}"
         print(f"feature extraction, {what}: ours {n / seconds['ours']:.0f} images/s, "
               f"DataLoader loop {n / seconds['plain']:.0f} images/s")
         rows.append(("features", f"DataLoader loop, {model.name} ({n} images)", seconds["ours"], seconds["plain"],
-                     f"{n / seconds['ours']:.0f} vs {n / seconds['plain']:.0f} images/s"))
+                     f"{n / seconds['ours']:.0f} vs {n / seconds['plain']:.0f} images/s; kept "
+                     f"{kept['ours'] / 2**20:.1f} vs {kept['plain'] / 2**20:.1f} MiB"))
     return rows
 
 

@@ -121,7 +121,9 @@ class FeatureStore:
         shapes: dict[str, tuple] = {}
         start = time.perf_counter()
         try:
-            with ThreadPoolExecutor(1) as pool:  # decodes and preprocesses the next batch while this one runs
+            # On a GPU the next batch is decoded while this one runs; on a CPU that thread would only take cores
+            # from the forward (measured: 0.82× a plain loop on 2 cores), so batches are made inline there.
+            with ThreadPoolExecutor(1) if self.model.device.type != "cpu" else _Inline() as pool:
                 batches = range(0, n, self.batch_size)
                 pending = pool.submit(self._batch, 0) if n else None
                 for b in batches:
@@ -187,6 +189,26 @@ class FeatureStore:
             store[key] = np.lib.format.open_memmap(staging[name] / f"{key}.npy", mode="w+", dtype=value.dtype,
                                                    shape=(n, *value.shape[1:]))
         store[key][rows] = value
+
+
+class _Inline:
+    """The executor interface, running each call at once (the CPU case)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
 def reduce(out: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
