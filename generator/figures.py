@@ -357,3 +357,31 @@ def picture_row(pictures: list[np.ndarray], titles: list[str], path: Path, supti
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     _save(fig, path)
+
+
+def picture_grid(grid: list[list[np.ndarray]], cell_titles: list[list[str]], row_titles: list[str],
+                 column_titles: list[str], path: Path, cell: float = 2.4) -> None:
+    """grid[r][c] pictures (uint8, RGB or grayscale) with a title per row (left), per column (top) and per cell
+    (below it)."""
+    rows, cols = len(grid), max(len(r) for r in grid)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.2, (cell + 0.35) * rows + 0.3), squeeze=False,
+                             layout="constrained")
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c >= len(grid[r]):
+                continue
+            picture = grid[r][c]
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255,
+                      interpolation="nearest" if max(picture.shape[:2]) < 64 else "lanczos")
+            if cell_titles[r][c]:
+                ax.set_xlabel(cell_titles[r][c], fontsize=8)
+            if r == 0:
+                ax.set_title(column_titles[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_titles[r], fontsize=9)
+    _save(fig, path)

@@ -102,7 +102,8 @@ def nearest(queries: torch.Tensor | np.ndarray, base: torch.Tensor | np.ndarray,
 def _as_tensor(x: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to(device=device, dtype=torch.float32)
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return torch.from_numpy(x if x.flags.writeable else x.copy()).to(device)
 
 
 def _mean(base: torch.Tensor | np.ndarray, device: torch.device, rows: int) -> torch.Tensor:

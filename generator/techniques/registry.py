@@ -20,6 +20,7 @@ from generator.techniques.embedding import Embedding
 from generator.techniques.max_patches import MaxPatches
 from generator.techniques.nearest_neighbors import NearestNeighbors
 
+from generator.techniques.class_visualization import ClassVisualization
 from generator.techniques.deepdream import DeepDream
 from generator.techniques.fooling import Fooling
 
@@ -27,7 +28,7 @@ _ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activa
                                Saliency, GuidedBackprop, IntegratedGradients, SmoothGrad,
                                Occlusion, GradCAM, GuidedGradCAM, SaliencyGrabCut,
                                NearestNeighbors, Embedding, MaxPatches,
-                               Fooling, DeepDream]
+                               ClassVisualization, Fooling, DeepDream]
 TECHNIQUES: dict[str, Technique] = {cls.kind: cls() for cls in _ALL}
 
 

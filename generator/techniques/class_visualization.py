@@ -1,0 +1,151 @@
+"""Class visualization by gradient ascent: the image the network itself would draw for a class, three ways side by
+side, because the lecture's point is the difference between them:
+
+- plain (Simonyan, Vedaldi & Zisserman 2014): pixels, L2-regularized ascent on the unnormalized class score; it
+  reaches any probability quickly and looks like high-frequency noise;
+- regularized (Yosinski et al. 2015): pixels again, with jitter and their image-space regularizers (periodic blur,
+  clipping pixels of small norm) that keep low frequencies;
+- Fourier (Olah, Mordvintsev & Schubert 2017, Lucid): a decorrelated-colour Fourier parameterization, optimized
+  through random pad / jitter / scale / rotate, which gives the most natural images.
+
+All classes are optimized together, one batch per method, so the device is filled."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from generator import figures
+from generator.techniques.attribution import resolve_target
+from generator.techniques.base import Artifact, Job, Params, Technique
+
+METHODS = ("plain", "regularized", "fourier")
+METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (Yosinski 2015)",
+                 "fourier": "Fourier + transforms (Lucid)"}
+
+
+class ClassVisualizationParams(Params):
+    classes: list[str | int] | None = Field(None, description="classes to draw (labels or indices; default: the "
+                                                              "top-1 classes of the model's images)")
+    max_classes: int = Field(4, ge=1, le=32, description="classes drawn when 'classes' is not given")
+    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most 224)")
+    steps: int = Field(256, ge=1, le=5000, description="steps of the Fourier (Lucid-style) optimization")
+    lr: float = Field(0.05, gt=0, le=1, description="Adam learning rate of the Fourier optimization")
+    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother)")
+    transform_strength: float = Field(1.0, ge=0, le=3, description="scale of the random pad/jitter/scale/rotate")
+    pixel_steps: int = Field(128, ge=1, le=5000, description="steps of the plain and the regularized pixel ascent")
+    pixel_lr: float = Field(0.05, gt=0, le=1, description="Adam learning rate of the pixel ascents")
+    l2: float = Field(1e-4, ge=0, description="L2 penalty weight of the plain ascent (Simonyan's λ)")
+    snapshots: list[int] = Field([0, 16, 64, 128, 256], description="steps shown in the progress strip")
+
+    def quick(self) -> "ClassVisualizationParams":
+        return self.model_copy(update={"steps": min(self.steps, 24), "pixel_steps": min(self.pixel_steps, 12),
+                                       "size": min(self.size or 64, 64), "max_classes": min(self.max_classes, 2)})
+
+
+class ClassVisualization(Technique):
+    kind = "class_visualization"
+    title = "Class visualization"
+    summary = "images optimized to maximize a class score: plain, regularized and Fourier-parameterized side by side"
+    Params = ClassVisualizationParams
+    scope = "model"
+
+    def uses_image_set(self, params: ClassVisualizationParams) -> bool:
+        return params.classes is None
+
+    def check(self, model, params: ClassVisualizationParams) -> list[str]:
+        problems = []
+        for i, target in enumerate(params.classes or []):
+            resolved = resolve_target(model, target)
+            if isinstance(resolved, str):
+                problems.append(f"classes[{i}]: {resolved}")
+        return problems
+
+    def targets(self, ctx, params: ClassVisualizationParams) -> list[int]:
+        if params.classes is not None:
+            return list(dict.fromkeys(int(resolve_target(ctx.model, c)) for c in params.classes))
+        if not ctx.images:
+            return list(range(min(params.max_classes, 4)))
+        with torch.no_grad():
+            top = ctx.model.logits(ctx.batch(list(ctx.images))).argmax(1).tolist()
+        return list(dict.fromkeys(top))[: params.max_classes]
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        return [self.one(ctx, job) for job in jobs]
+
+    def one(self, ctx, job: Job) -> Artifact:
+        from generator import optvis  # optvis imports models, which imports the spec, which imports this registry
+
+        p: ClassVisualizationParams = job.params
+        model = ctx.model
+        classes = self.targets(ctx, p)
+        labels = [model.label(c) for c in classes]
+        size = p.size or min(model.input.size, 224)
+        channels = 3 if model.input.mode == "RGB" else 1
+        b = len(classes)
+        objective = optvis.class_logit(classes, labels)
+        common = dict(mean=model.input.mean, std=model.input.std, seed=ctx.seed, device=ctx.device,
+                      logits_key=model.logits_key)
+        runs = {
+            "plain": (optvis.pixel_image(b, size, seed=ctx.seed, channels=channels),
+                      dict(objective=objective + optvis.l2_penalty(p.l2), steps=p.pixel_steps, lr=p.pixel_lr)),
+            "regularized": (optvis.pixel_image(b, size, seed=ctx.seed, channels=channels),
+                            dict(objective=objective, steps=p.pixel_steps, lr=p.pixel_lr,
+                                 transforms=optvis.compose([optvis.jitter(max(1, round(size / 28)))]),
+                                 regularizers=optvis.Regularizers(decay=1e-4, blur_every=4, blur_sigma=0.5,
+                                                                  norm_pct=20))),
+            "fourier": (optvis.fft_image(b, size, seed=ctx.seed, channels=channels, decay_power=p.decay_power,
+                                         decorrelate=channels == 3),
+                        dict(objective=objective, steps=p.steps, lr=p.lr,
+                             transforms=optvis.standard_transforms(size, p.transform_strength),
+                             snapshots=[s for s in p.snapshots if s <= p.steps])),
+        }
+        arrays, methods = {}, {}
+        for name, (param, options) in runs.items():
+            start = self.probabilities(ctx, param(), classes)
+            result = optvis.render(model.module, param=param, **options, **common)
+            end = self.probabilities(ctx, torch.from_numpy(result.images).to(ctx.device), classes)
+            arrays[name] = result.images.astype(np.float32)
+            if name == "fourier":
+                steps = sorted(result.snapshots)
+                arrays["progress"] = np.stack([result.snapshots[s] for s in steps]).astype(np.float32)
+                progress_steps = steps
+            methods[name] = {"steps": options["steps"], "seconds": result.seconds,
+                             "before": [float(v) for v in start], "after": [float(v) for v in end]}
+        meta = {"classes": [{"index": c, "label": l} for c, l in zip(classes, labels)], "methods": methods,
+                "progress_steps": progress_steps, "size": size,
+                "metrics": {"classes": len(classes),
+                            "fourier_probability": float(np.mean(methods["fourier"]["after"])),
+                            "plain_probability": float(np.mean(methods["plain"]["after"]))}}
+        return Artifact({"fourier": arrays["fourier"], "plain": arrays["plain"],
+                         "regularized": arrays["regularized"], "progress": arrays["progress"]}, meta)
+
+    @staticmethod
+    def probabilities(ctx, images: torch.Tensor, classes: list[int]) -> np.ndarray:
+        """Softmax probability of each element's class on the untransformed image (what the page reports)."""
+        mean = torch.tensor(ctx.model.input.mean, device=ctx.device).view(1, -1, 1, 1)
+        std = torch.tensor(ctx.model.input.std, device=ctx.device).view(1, -1, 1, 1)
+        with torch.no_grad():
+            probs = ctx.model.logits((images.to(ctx.device).float() - mean) / std).float().softmax(1)
+        return probs[torch.arange(len(classes)), torch.tensor(classes)].cpu().numpy()
+
+    def draw(self, art, job, env, path: Path) -> dict[str, Path]:
+        m = art.meta
+        classes = [c["label"] for c in m["classes"]]
+        grid = [[to_picture(art.arrays[name][i]) for name in METHODS] for i in range(len(classes))]
+        cells = [[f"p = {m['methods'][name]['after'][i]:.2f} after {m['methods'][name]['steps']} steps"
+                  for name in METHODS] for i in range(len(classes))]
+        figures.picture_grid(grid, cells, classes, [METHOD_TITLES[n] for n in METHODS], path)
+        progress = path.with_name(f"{path.stem}--progress.png")
+        strip = [[to_picture(im) for im in art.arrays["progress"][:, i]] for i in range(len(classes))]
+        figures.picture_grid(strip, [[""] * len(m["progress_steps"]) for _ in classes], classes,
+                             [f"step {s}" for s in m["progress_steps"]], progress)
+        return {"main": path, "progress": progress}
+
+
+def to_picture(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] → (H, W, 3) or (H, W) uint8."""
+    a = (np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    return a[..., 0] if a.shape[2] == 1 else a
