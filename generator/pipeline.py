@@ -45,7 +45,8 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
             for image in imgs:
                 job = Job(model.name, kind, params, layer, image)
                 # The data set joins the key only where it matters, so older keys (and their cache) stay valid.
-                extra = {"dataset": dataset_digest} if technique.uses_dataset else {}
+                uses = technique.uses_dataset or (technique.follows_dataset and dataset_digest is not None)
+                extra = {"dataset": dataset_digest} if uses else {}
                 job.key = cache_key(
                     model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
                     layer=layer, image=image_digests.get(image) if image else None,

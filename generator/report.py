@@ -168,6 +168,20 @@ def dataset_context(dataset) -> dict[str, Any] | None:
             "classes": dataset.classes, "skipped": dataset.skipped, "notes": dataset.notes}
 
 
+def unit_visuals(pages: ModelPages) -> dict[str, dict[int, dict[str, Any]]]:
+    """layer → channel → {figure, after, dataset_mean}: the unit visualizations the unit pages show."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in pages.results:
+        if r.job.kind != "unit_visualization" or r.artifact is None:
+            continue
+        row = _row(r, pages)
+        for u in r.artifact.meta["units"]:
+            figure = row["figures"].get(f"unit-{u['channel']}")
+            if figure:
+                found.setdefault(r.job.layer, {})[u["channel"]] = {**u, "figure": figure, "steps": r.artifact.meta["steps"]}
+    return found
+
+
 def unit_page(layer: str) -> str:
     """The unit page of a layer, in the model's folder (so figure paths stay relative to it)."""
     return f"units-{_slug(layer)}.md"
@@ -285,9 +299,10 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
             text = renderer.page(f"pages/{kind}.md.j2", **tctx)
             (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")
             if kind == "max_patches":  # a unit page per layer: page count follows layers, not channels
+                visuals = unit_visuals(pages)
                 for row in (row for section in tctx["sections"] for row in section["rows"] if not row["error"]):
                     text = renderer.page("pages/units.md.j2", model=tctx["model"], layer=row["layer"], row=row,
-                                         dataset=tctx["dataset"])
+                                         dataset=tctx["dataset"], visuals=visuals.get(row["layer"], {}))
                     (folder / name / unit_page(row["layer"])).write_text(text, encoding="utf-8")
         models.append({"name": name, "source": pages.model.source, "techniques": ctx["techniques"],
                        "failed": sum(r.status == "failed" for r in pages.results)})

@@ -72,6 +72,7 @@ class Technique:
     scope: ClassVar[Scope]
     always: ClassVar[bool] = False  # core artifacts every model gets, not chosen in the spec
     uses_dataset: ClassVar[bool] = False  # looks across the model's data set (its features are in ctx.features)
+    follows_dataset: ClassVar[bool] = False  # runs without one, but uses the data set when the model has one
 
     def uses_image_set(self, params: Params) -> bool:
         """True when one image's result also depends on the other images of its set (e.g. their mean colour):

@@ -1,0 +1,123 @@
+"""Unit (feature) visualization (Erhan et al. 2009; Olah, Mordvintsev & Schubert 2017): for chosen channels of a
+layer, the image that maximizes the channel's mean activation, in Lucid's decorrelated Fourier parameterization with
+random transforms. Deeper layers show larger, more object-like structures. With a data set the channels are those
+of the top-patches view (so each unit page shows both), and each result is compared with the channel's average
+over the data set. All channels of a layer are optimized as one batch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from generator import figures
+from generator.hooks import record_outputs
+from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.techniques.class_visualization import to_picture
+from generator.techniques.max_patches import spread
+
+
+class UnitVisualizationParams(Params):
+    channels: list[int] | None = Field(None, description="channels to draw in every layer (default: those of "
+                                                         "max_patches with a data set, else evenly spaced)")
+    per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
+    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most 160)")
+    steps: int = Field(192, ge=1, le=5000)
+    lr: float = Field(0.05, gt=0, le=1)
+    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother)")
+    transform_strength: float = Field(1.0, ge=0, le=3)
+
+    def quick(self) -> "UnitVisualizationParams":
+        return self.model_copy(update={"steps": min(self.steps, 16), "per_layer": min(self.per_layer, 4),
+                                       "size": min(self.size or 64, 64)})
+
+
+class UnitVisualization(Technique):
+    kind = "unit_visualization"
+    title = "Unit visualization"
+    summary = "for chosen channels of each layer, the image that maximizes the channel (Fourier parameterization)"
+    Params = UnitVisualizationParams
+    scope = "layer"
+    follows_dataset = True
+
+    def channels(self, ctx, layer: str, params: UnitVisualizationParams, count: int) -> list[int]:
+        if params.channels is not None:
+            bad = [c for c in params.channels if not 0 <= c < count]
+            if bad:
+                raise ValueError(f"channel {bad[0]} does not exist: '{layer}' has {count} channels")
+            return list(params.channels)
+        if ctx.features is not None:
+            return spread(np.asarray(ctx.features.layer(layer).maxima), params.per_layer)
+        # Without a data set, spread over the channels that fire on the model's images: a silent unit has no
+        # gradient to climb (through a ReLU), so its image would stay grey.
+        if ctx.images:
+            with torch.no_grad(), record_outputs(ctx.model.module, [layer]) as outs:
+                ctx.model.module(ctx.batch(list(ctx.images)))
+            return spread(outs[layer].float().flatten(2).amax(2).cpu().numpy(), params.per_layer)
+        return np.unique(np.linspace(0, count - 1, min(params.per_layer, count)).round().astype(int)).tolist()
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        return [self.one(ctx, job) for job in jobs]
+
+    def one(self, ctx, job: Job) -> Artifact:
+        from generator import optvis  # optvis imports models → spec → this registry
+
+        p: UnitVisualizationParams = job.params
+        model, layer = ctx.model, job.layer
+        size = p.size or min(model.input.size, 160)
+        count = self.output_channels(ctx, layer)
+        chosen = self.channels(ctx, layer, p, count)
+        rgb = model.input.mode == "RGB"
+        param = optvis.fft_image(len(chosen), size, seed=ctx.seed, channels=3 if rgb else 1,
+                                 decay_power=p.decay_power, decorrelate=rgb)
+        start = self.activation(ctx, layer, param().detach(), chosen)
+        result = optvis.render(model.module, optvis.channel(layer, chosen), param, mean=model.input.mean,
+                               std=model.input.std, steps=p.steps, lr=p.lr, seed=ctx.seed, device=ctx.device,
+                               transforms=optvis.standard_transforms(size, p.transform_strength))
+        end = self.activation(ctx, layer, torch.from_numpy(result.images), chosen)
+        average = None
+        if ctx.features is not None:  # the spatial mean per channel, averaged over the data set
+            average = np.asarray(ctx.features.layer(layer).vectors)[:, chosen].mean(0).tolist()
+        units = [{"channel": int(c), "before": float(start[i]), "after": float(end[i]),
+                  "dataset_mean": None if average is None else float(average[i])} for i, c in enumerate(chosen)]
+        meta = {"channels": [int(c) for c in chosen], "units": units, "steps": p.steps, "size": size,
+                "seconds": result.seconds, "captions": result.captions,
+                "metrics": {"channels": len(chosen), "mean_after": float(np.mean(end))}}
+        return Artifact({"images": result.images.astype(np.float32)}, meta)
+
+    @staticmethod
+    def output_channels(ctx, layer: str) -> int:
+        channels = 3 if ctx.model.input.mode == "RGB" else 1
+        x = torch.zeros(1, channels, ctx.model.input.size, ctx.model.input.size, device=ctx.device)
+        with torch.no_grad(), record_outputs(ctx.model.module, [layer]) as outs:
+            ctx.model.module(x)
+        out = outs[layer]
+        if out.dim() != 4:
+            raise ValueError(f"'{layer}' has no channel maps (output {tuple(out.shape[1:])})")
+        return int(out.shape[1])
+
+    @staticmethod
+    def activation(ctx, layer: str, images: torch.Tensor, chosen: list[int]) -> np.ndarray:
+        """Each image's own channel, spatially averaged, on the untransformed image."""
+        mean = torch.tensor(ctx.model.input.mean, device=ctx.device).view(1, -1, 1, 1)
+        std = torch.tensor(ctx.model.input.std, device=ctx.device).view(1, -1, 1, 1)
+        with torch.no_grad(), record_outputs(ctx.model.module, [layer]) as outs:
+            ctx.model.module((images.to(ctx.device).float() - mean) / std)
+        maps = outs[layer].float().mean((2, 3))
+        return maps[torch.arange(len(chosen)), torch.tensor(chosen)].cpu().numpy()
+
+    def draw(self, art, job, env, path: Path) -> dict[str, Path]:
+        m = art.meta
+        pictures = [to_picture(im) for im in art.main]
+        cols = min(6, len(pictures))
+        rows = [pictures[i:i + cols] for i in range(0, len(pictures), cols)]
+        titles = [[f"channel {u['channel']}: {u['after']:.2f}" for u in m["units"][i:i + cols]]
+                  for i in range(0, len(pictures), cols)]
+        figures.picture_grid(rows, titles, [""] * len(rows), [""] * cols, path)
+        out = {"main": path}
+        for u, picture in zip(m["units"], pictures):
+            single = path.with_name(f"{path.stem}--unit-{u['channel']}.png")
+            figures.save_picture(picture, single, min_side=160)
+            out[f"unit-{u['channel']}"] = single
+        return out
