@@ -68,7 +68,9 @@ def parse_idx(raw: bytes, where: str = "") -> np.ndarray:
     found = len(raw) - header
     if found != expected:
         shape = "×".join(map(str, dims))
-        raise ConvscopeError(where, f"IDX size mismatch: shape {shape} of {dtype.name} needs {expected} bytes of data, found {found}")
+        raise ConvscopeError(
+            where, f"IDX size mismatch: shape {shape} of {dtype.name} needs {expected} bytes of data, found {found}"
+        )
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
     return data.astype(dtype.newbyteorder("="), copy=True)
 
@@ -102,7 +104,8 @@ def load_fashion_mnist(root: str | Path, split: Literal["train", "test"]) -> tup
         )
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.dtype != np.uint8 or images.ndim != 3:
-        raise ConvscopeError(str(paths[0]), f"expected uint8 images of shape (N, H, W), found {images.dtype} {images.shape}")
+        found = f"{images.dtype} {images.shape}"
+        raise ConvscopeError(str(paths[0]), f"expected uint8 images of shape (N, H, W), found {found}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise ConvscopeError(str(paths[1]), f"expected {len(images)} labels, found shape {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(FASHION_MNIST_CLASSES)):

@@ -1,14 +1,20 @@
 """Train the builtin `fashion-mnist-net` (generator/builtin/fashion_mnist.py) and write its safetensors weights.
 
-    .venv/bin/python scripts/train_fashion_mnist.py            # --root /usr/share/datasets/fashion-mnist --epochs 5
+    .venv/bin/python scripts/train_fashion_mnist.py    # defaults: --root /usr/share/datasets/fashion-mnist --epochs 8
 
 Reads Fashion-MNIST from the Debian package dataset-fashion-mnist (or any folder with the four IDX files, or
 torchvision's FashionMNIST/raw/ layout). Runs on 2 CPU threads: seeded weights, data order and augmentation
-(horizontal flips, shifts of up to 2 pixels), AdamW with a one-cycle learning-rate schedule; logs each epoch's
+(random horizontal flips; `--shift N` adds random shifts, which slowed convergence too much for a short run),
+AdamW (weight decay 5e-4) with a one-cycle learning-rate schedule peaking at 3e-3, batch 128; logs each epoch's
 train loss and test accuracy, then writes the weights and prints their sha256.
 
-RESULT (filled in from a run on the project's 2-core, no-GPU build machine, shared with other work):
-    see the bottom of this docstring.
+Result with the defaults, on the project's 2-core, no-GPU build machine:
+    test accuracy 0.9270 (10 000 test images) after 8 epochs; final train loss 0.1485;
+    wall time 18 and 23 minutes in two runs while the machine was shared with two or three other heavy jobs (load
+    average 4-7); about 45 s an epoch, so 6 minutes in all, when it was not (the uncontended epochs, 1 and 6-8 of
+    the first run, took 41-47 s each);
+    weights 1 692 864 bytes, sha256 1cc7a5b1a79929b5d2b88775d527367337b5ff353af2d8abe435aa3ee49e7d55.
+    Two runs gave byte-identical weights (same torch 2.14.1 CPU build, 2 threads).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ Batch normalization after each convolution (not in AlexNet) lets it reach about 
                  → conv 3×3 (96, features.8) → ReLU (features.10)
                  → conv 3×3 (96, features.11) → ReLU (features.13) → pool (features.14) → 96×3×3
     flatten      864
-    classifier   dropout → 864→256 (classifier.1) → ReLU → dropout → 256→256 (classifier.4) → ReLU (classifier.5)
-                 → 256→10 (classifier.6)
+    classifier   dropout → 864→256 (classifier.1) → ReLU → dropout → 256→256 (classifier.4)
+                 → ReLU (classifier.5, the feature vector) → 256→10 (classifier.6)
 
 The weights (generator/builtin/weights/fashion-mnist-net.safetensors) are made by scripts/train_fashion_mnist.py.
 Inputs are 0..1 pixels normalized with the training set's MEAN and STD.
