@@ -30,6 +30,7 @@ class LoadedModel:
     layers: list[str] = field(default_factory=list)
     spec_index: int = 0
     dataset: str | None = None  # the name of the data set its data-set views look across
+    _other_sizes: bool | None = field(default=None, repr=False)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return select_logits(self.module(x), self.logits_key)
@@ -47,6 +48,20 @@ class LoadedModel:
         if name not in modules or not name:
             raise ConvscopeError("", f"no module '{name}' in {self.name}; {did_you_mean(name, self.module_names(), 'modules')}")
         return modules[name]
+
+    def takes_other_sizes(self) -> bool:
+        """Whether the model runs on inputs of another size than its own (convolutional up to a global pool), which
+        synthesis at other sizes and scales needs; models with a fixed-size linear layer do not."""
+        if self._other_sizes is None:
+            channels = 3 if self.input.mode == "RGB" else 1
+            side = max(8, self.input.size * 3 // 4)
+            try:
+                with torch.no_grad():
+                    self.module(torch.zeros(1, channels, side, side, device=self.device))
+                self._other_sizes = True
+            except Exception:  # any shape error from a fixed-size layer
+                self._other_sizes = False
+        return self._other_sizes
 
     @property
     def num_params(self) -> int:

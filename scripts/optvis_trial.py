@@ -35,6 +35,7 @@ from generator.optvis import (  # noqa: E402
     class_logit,
     compose,
     fft_image,
+    gaussian_blur,
     jitter,
     l2_penalty,
     pad,
@@ -100,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--decay-power", type=float, default=1.0)
     ap.add_argument("--strength", type=float, default=1.0, help="transform strength (0 = none)")
+    ap.add_argument("--blur", type=float, default=0.0, help="append a Gaussian blur of this sigma to the transforms")
     ap.add_argument("--l2", type=float, default=None, help="L2 penalty weight on the normalized image")
     ap.add_argument("--tv", type=float, default=0.0, help="total-variation weight")
+    ap.add_argument("--decay", type=float, default=1e-4, help="yosinski: L2 decay per step")
+    ap.add_argument("--blur-every", type=int, default=4, help="yosinski: blur every n steps")
+    ap.add_argument("--blur-sigma", type=float, default=1.0, help="yosinski: blur width")
+    ap.add_argument("--norm-pct", type=float, default=20, help="yosinski: clip pixels of small norm (percentile)")
+    ap.add_argument("--contrib-pct", type=float, default=0, help="yosinski: clip pixels of small contribution")
     ap.add_argument("--sd", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="1 is far faster than 2 while others share the 2 cores")
@@ -141,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         param = pixel_image(len(classes), size, seed=args.seed, sd=args.sd)
         d = max(1, round(8 * size / 224 * args.strength))
         transforms = compose([pad(d), jitter(d)]) if args.strength > 0 else None
-        regularizers = Regularizers(decay=1e-3, blur_every=4, blur_sigma=1.0, norm_pct=20, contrib_pct=0)
-        lr = args.lr or 0.01
+        regularizers = Regularizers(decay=args.decay, blur_every=args.blur_every, blur_sigma=args.blur_sigma,
+                                    norm_pct=args.norm_pct, contrib_pct=args.contrib_pct)
+        lr = args.lr or 0.03
     else:
         chans = [int(c) for c in args.channels.split(",")]
         objective = channel(args.layer, chans)
@@ -150,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         transforms = standard_transforms(size, args.strength) if args.strength > 0 else None
         lr = args.lr or 0.05
 
+    if args.blur > 0 and transforms is not None:
+        transforms = compose([*transforms.transforms, gaussian_blur(args.blur)])
     snaps = sorted({0, steps // 16, steps // 4, steps})
     t0 = time.perf_counter()
     result = render(model, objective, param, mean=MEAN, std=STD, steps=steps, lr=lr, transforms=transforms,

@@ -23,6 +23,7 @@ from generator.optvis.transforms import (
     pad,
     random_rotate,
     random_scale,
+    resize,
     shift,
     standard_transforms,
 )
@@ -32,6 +33,6 @@ __all__ = [
     "neuron", "total_variation",
     "FFTImage", "ImageParam", "PixelImage", "fft_image", "from_image", "pixel_image",
     "YOSINSKI_SETTINGS", "Regularizers", "RenderResult", "render",
-    "blur_image", "compose", "gaussian_blur", "jitter", "pad", "random_rotate", "random_scale", "shift",
+    "blur_image", "compose", "gaussian_blur", "jitter", "pad", "random_rotate", "random_scale", "resize", "shift",
     "standard_transforms",
 ]

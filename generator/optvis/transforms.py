@@ -268,3 +268,20 @@ def standard_transforms(size: int = 224, strength: float = 1.0) -> Compose:
         random_rotate([10 * strength * a / 10 for a in range(-10, 11)] + 5 * [0.0]),
         jitter(round(4 * k)),
     ])
+
+
+@dataclass(frozen=True)
+class Resize(Transform):
+    """Resample to `size` × `size` (bilinear): the last transform for models that take one input size only, since
+    padding and scaling change it."""
+
+    size: int
+
+    def apply(self, x: torch.Tensor, params: Any) -> torch.Tensor:
+        if x.shape[-2:] == (self.size, self.size):
+            return x
+        return torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
+def resize(size: int) -> Resize:
+    return Resize(int(size))

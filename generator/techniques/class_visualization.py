@@ -82,7 +82,9 @@ class ClassVisualization(Technique):
         model = ctx.model
         classes = self.targets(ctx, p)
         labels = [model.label(c) for c in classes]
-        size = p.size or min(model.input.size, 224)
+        fixed = not model.takes_other_sizes()
+        size = model.input.size if fixed else p.size or min(model.input.size, 224)
+        fit = [optvis.resize(size)] if fixed else []  # pad and scale change the size; such a model needs it back
         channels = 3 if model.input.mode == "RGB" else 1
         b = len(classes)
         objective = optvis.class_logit(classes, labels)
@@ -93,13 +95,13 @@ class ClassVisualization(Technique):
                       dict(objective=objective + optvis.l2_penalty(p.l2), steps=p.pixel_steps, lr=p.pixel_lr)),
             "regularized": (optvis.pixel_image(b, size, seed=ctx.seed, channels=channels),
                             dict(objective=objective, steps=p.pixel_steps, lr=p.pixel_lr,
-                                 transforms=optvis.compose([optvis.jitter(max(1, round(size / 28)))]),
+                                 transforms=optvis.compose([optvis.jitter(max(1, round(size / 28)))] + fit),
                                  regularizers=optvis.Regularizers(decay=1e-4, blur_every=4, blur_sigma=0.5,
                                                                   norm_pct=20))),
             "fourier": (optvis.fft_image(b, size, seed=ctx.seed, channels=channels, decay_power=p.decay_power,
                                          decorrelate=channels == 3),
                         dict(objective=objective, steps=p.steps, lr=p.lr,
-                             transforms=optvis.standard_transforms(size, p.transform_strength),
+                             transforms=optvis.compose([optvis.standard_transforms(size, p.transform_strength)] + fit),
                              snapshots=[s for s in p.snapshots if s <= p.steps])),
         }
         arrays, methods = {}, {}

@@ -77,7 +77,13 @@ class DeepDream(Technique):
         base = (ctx.batch([j.image for j in jobs]) * std + mean).clamp(0, 1)
         side = base.shape[-1]
         gen = torch.Generator().manual_seed(ctx.seed)
-        norm = lambda x: layer_norm(module, layer, (x - mean) / std)  # noqa: E731
+        fixed = not ctx.model.takes_other_sizes()
+
+        def norm(x: torch.Tensor) -> torch.Tensor:
+            if fixed and x.shape[-1] != side:  # a fixed-size model sees each octave resampled to its input size
+                x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+            return layer_norm(module, layer, (x - mean) / std)
+
         with torch.no_grad():
             before = norm(base)
         sizes = [max(16, round(side / p.octave_scale ** k)) for k in reversed(range(p.octaves))]

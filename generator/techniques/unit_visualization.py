@@ -65,7 +65,9 @@ class UnitVisualization(Technique):
 
         p: UnitVisualizationParams = job.params
         model, layer = ctx.model, job.layer
-        size = p.size or min(model.input.size, 160)
+        fixed = not model.takes_other_sizes()
+        size = model.input.size if fixed else p.size or min(model.input.size, 160)
+        fit = [optvis.resize(size)] if fixed else []  # pad and scale change the size; such a model needs it back
         count = self.output_channels(ctx, layer)
         chosen = self.channels(ctx, layer, p, count)
         rgb = model.input.mode == "RGB"
@@ -74,7 +76,7 @@ class UnitVisualization(Technique):
         start = self.activation(ctx, layer, param().detach(), chosen)
         result = optvis.render(model.module, optvis.channel(layer, chosen), param, mean=model.input.mean,
                                std=model.input.std, steps=p.steps, lr=p.lr, seed=ctx.seed, device=ctx.device,
-                               transforms=optvis.standard_transforms(size, p.transform_strength))
+                               transforms=optvis.compose([optvis.standard_transforms(size, p.transform_strength)] + fit))
         end = self.activation(ctx, layer, torch.from_numpy(result.images), chosen)
         average = None
         if ctx.features is not None:  # the spatial mean per channel, averaged over the data set
