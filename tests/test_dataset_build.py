@@ -42,6 +42,7 @@ def test_data_set_views_build_pages_and_reuse_everything(project: Path):
     assert "15 images" in text and "A small data set" in text
     assert "1 unreadable file(s) skipped" in text and "green/2b.png" in text
     assert "[Unit page](units-relu2.md)" in (out / "max_patches.md").read_text()
+    assert "\n\n| channel | largest |" in (out / "units-relu2.md").read_text()  # a table, not part of a paragraph
     manifest = read_json(project / "out" / "manifest.json")["artifacts"]
     patches = [r for r in manifest if r["technique"] == "max_patches"]
     assert {r["layer"] for r in patches} == {"conv1", "relu2"}

@@ -109,7 +109,7 @@ class MaxPatches(Technique):
         for r, c in enumerate(channels):
             unit = path.with_name(f"{path.stem}--unit-{c}.png")
             dataset_figures.patch_grid([patches[r]], [titles[r]], [[f"{v:.2f} · {env.dataset.label(int(i))}"
-                                       for v, i in zip(a["values"][r], a["images"][r])]], unit)
+                                       for v, i in zip(a["values"][r], a["images"][r])]], unit, cell=96)
             hist = path.with_name(f"{path.stem}--hist-{c}.png")
             dataset_figures.activation_histograms([a["maxima"][:, r]], [f"{job.layer} · channel {c}"], hist,
                                                   marks=[a["values"][r]])
