@@ -14,7 +14,6 @@ default occlusion, the slowest, runs once). Defaults keep the whole run to a few
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
@@ -28,6 +27,7 @@ from generator.models import LoadedModel, imagenet_labels
 from generator.spec import InputSpec
 from generator.techniques import registry
 from generator.techniques.occlusion import fill_images, window_count
+from timing import timed  # bench/timing.py (the script's folder is on sys.path)
 
 PHOTOS = ["skimage:chelsea", "skimage:coffee", "skimage:rocket", "skimage:astronaut"]
 
@@ -43,20 +43,6 @@ def context(device: torch.device) -> RunContext:
         im = imagelib.sample(entry)
         records[entry] = imagelib.ImageRecord(entry, "photos", entry, entry, im, imagelib.digest(im))
     return RunContext(model, records)
-
-
-def timed(fn, repeat: int = 1):
-    """(best seconds of `repeat` runs, the last result)."""
-    best = float("inf")
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def pair(ours, theirs, repeat: int):

@@ -24,7 +24,6 @@ returns its rows for the summary.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -32,20 +31,7 @@ import torch
 from generator import embedding
 from generator.idx import DEBIAN_ROOT, load_fashion_mnist
 from generator.neighbors import nearest
-
-
-def timed(fn, repeat: int = 1):
-    """(best seconds of `repeat` runs, the last result)."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+from timing import timed  # bench/timing.py (the script's folder is on sys.path)
 
 
 def interleaved(fns: dict, repeat: int) -> tuple[dict, dict]:
