@@ -215,7 +215,8 @@ def test_objective_descriptions_compose():
     assert (tabby + tabby) == 2 * tabby and hash(tabby + tabby) == hash(2 * tabby)
     assert (tabby - tabby).description == "nothing"
     many = class_logit([1, 2], ["goldfish", "shark"]) + l2_penalty(0.1)
-    assert many.captions(2) == ["maximize 'goldfish' logit − 0.1·L2(image)", "maximize 'shark' logit − 0.1·L2(image)"]
+    assert many.captions(2) == ["maximize 'goldfish' logit − 0.1·L2(image)",
+                                "maximize 'shark' logit − 0.1·L2(image)"]
     b = batched([tabby, channel("conv1", 3)]) + l2_penalty(1)
     assert b.captions() == ["maximize 'tabby' logit − L2(image)", "maximize mean of conv1 channel 3 − L2(image)"]
     assert b.layers() == {"conv1"} and b.needs_logits

@@ -8,7 +8,8 @@ side, because the lecture's point is the difference between them:
 - Fourier (Olah, Mordvintsev & Schubert 2017, Lucid): a decorrelated-colour Fourier parameterization, optimized
   through random pad / jitter / scale / rotate, which gives the most natural images.
 
-All classes are optimized together, one batch per method, so the device is filled."""
+All classes are optimized together, one batch per method, so the device is filled. The defaults are those tuned by
+looking at EfficientNet-Lite0's results (`generator/optvis/render.py`, CLASS_, SIMONYAN_ and YOSINSKI_DEFAULTS)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,12 +33,13 @@ class ClassVisualizationParams(Params):
     max_classes: int = Field(4, ge=1, le=32, description="classes drawn when 'classes' is not given")
     size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most 224)")
     steps: int = Field(256, ge=1, le=5000, description="steps of the Fourier (Lucid-style) optimization")
-    lr: float = Field(0.05, gt=0, le=1, description="Adam learning rate of the Fourier optimization")
+    lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the Fourier optimization")
     decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother)")
     transform_strength: float = Field(1.0, ge=0, le=3, description="scale of the random pad/jitter/scale/rotate")
     pixel_steps: int = Field(128, ge=1, le=5000, description="steps of the plain and the regularized pixel ascent")
-    pixel_lr: float = Field(0.05, gt=0, le=1, description="Adam learning rate of the pixel ascents")
-    l2: float = Field(1e-4, ge=0, description="L2 penalty weight of the plain ascent (Simonyan's λ)")
+    plain_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the plain ascent")
+    regularized_lr: float = Field(0.03, gt=0, le=1, description="Adam learning rate of the regularized ascent")
+    l2: float = Field(1e-3, ge=0, description="L2 penalty weight of the plain ascent (Simonyan's λ)")
     snapshots: list[int] = Field([0, 16, 64, 128, 256], description="steps shown in the progress strip")
 
     def quick(self) -> "ClassVisualizationParams":
@@ -92,11 +94,11 @@ class ClassVisualization(Technique):
                       logits_key=model.logits_key)
         runs = {
             "plain": (optvis.pixel_image(b, size, seed=ctx.seed, channels=channels),
-                      dict(objective=objective + optvis.l2_penalty(p.l2), steps=p.pixel_steps, lr=p.pixel_lr)),
+                      dict(objective=objective + optvis.l2_penalty(p.l2), steps=p.pixel_steps, lr=p.plain_lr)),
             "regularized": (optvis.pixel_image(b, size, seed=ctx.seed, channels=channels),
-                            dict(objective=objective, steps=p.pixel_steps, lr=p.pixel_lr,
-                                 transforms=optvis.compose([optvis.jitter(max(1, round(size / 28)))] + fit),
-                                 regularizers=optvis.Regularizers(decay=1e-4, blur_every=4, blur_sigma=0.5,
+                            dict(objective=objective, steps=p.pixel_steps, lr=p.regularized_lr,
+                                 transforms=optvis.compose([optvis.jitter(max(1, round(size * 6 / 160)))] + fit),
+                                 regularizers=optvis.Regularizers(decay=1e-4, blur_every=4, blur_sigma=1.0,
                                                                   norm_pct=20))),
             "fourier": (optvis.fft_image(b, size, seed=ctx.seed, channels=channels, decay_power=p.decay_power,
                                          decorrelate=channels == 3),
@@ -106,9 +108,9 @@ class ClassVisualization(Technique):
         }
         arrays, methods = {}, {}
         for name, (param, options) in runs.items():
-            start = self.probabilities(ctx, param(), classes)
+            start = ctx.probabilities(param(), classes)
             result = optvis.render(model.module, param=param, **options, **common)
-            end = self.probabilities(ctx, torch.from_numpy(result.images).to(ctx.device), classes)
+            end = ctx.probabilities(torch.from_numpy(result.images), classes)
             arrays[name] = result.images.astype(np.float32)
             if name == "fourier":
                 steps = sorted(result.snapshots)
@@ -123,15 +125,6 @@ class ClassVisualization(Technique):
                             "plain_probability": float(np.mean(methods["plain"]["after"]))}}
         return Artifact({"fourier": arrays["fourier"], "plain": arrays["plain"],
                          "regularized": arrays["regularized"], "progress": arrays["progress"]}, meta)
-
-    @staticmethod
-    def probabilities(ctx, images: torch.Tensor, classes: list[int]) -> np.ndarray:
-        """Softmax probability of each element's class on the untransformed image (what the page reports)."""
-        mean = torch.tensor(ctx.model.input.mean, device=ctx.device).view(1, -1, 1, 1)
-        std = torch.tensor(ctx.model.input.std, device=ctx.device).view(1, -1, 1, 1)
-        with torch.no_grad():
-            probs = ctx.model.logits((images.to(ctx.device).float() - mean) / std).float().softmax(1)
-        return probs[torch.arange(len(classes)), torch.tensor(classes)].cpu().numpy()
 
     def draw(self, art, job, env, path: Path) -> dict[str, Path]:
         m = art.meta

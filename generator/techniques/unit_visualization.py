@@ -22,9 +22,9 @@ class UnitVisualizationParams(Params):
     channels: list[int] | None = Field(None, description="channels to draw in every layer (default: those of "
                                                          "max_patches with a data set, else evenly spaced)")
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
-    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most 160)")
-    steps: int = Field(192, ge=1, le=5000)
-    lr: float = Field(0.05, gt=0, le=1)
+    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most 128)")
+    steps: int = Field(128, ge=1, le=5000)
+    lr: float = Field(0.02, gt=0, le=1)
     decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother)")
     transform_strength: float = Field(1.0, ge=0, le=3)
 
@@ -66,7 +66,7 @@ class UnitVisualization(Technique):
         p: UnitVisualizationParams = job.params
         model, layer = ctx.model, job.layer
         fixed = not model.takes_other_sizes()
-        size = model.input.size if fixed else p.size or min(model.input.size, 160)
+        size = model.input.size if fixed else p.size or min(model.input.size, 128)
         fit = [optvis.resize(size)] if fixed else []  # pad and scale change the size; such a model needs it back
         count = self.output_channels(ctx, layer)
         chosen = self.channels(ctx, layer, p, count)
