@@ -23,13 +23,15 @@ from generator.techniques.nearest_neighbors import NearestNeighbors
 from generator.techniques.class_visualization import ClassVisualization
 from generator.techniques.deepdream import DeepDream
 from generator.techniques.unit_visualization import UnitVisualization
+from generator.techniques.multifaceted import Multifaceted
 from generator.techniques.fooling import Fooling
 
 _ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activations,
                                Saliency, GuidedBackprop, IntegratedGradients, SmoothGrad,
                                Occlusion, GradCAM, GuidedGradCAM, SaliencyGrabCut,
                                NearestNeighbors, Embedding, MaxPatches,
-                               ClassVisualization, UnitVisualization, Fooling, DeepDream]
+                               ClassVisualization, UnitVisualization, Fooling, DeepDream,
+                               Multifaceted]
 TECHNIQUES: dict[str, Technique] = {cls.kind: cls() for cls in _ALL}
 
 
