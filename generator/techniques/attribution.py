@@ -51,18 +51,23 @@ def resolve_target(model, target: str | int) -> int | str:
     return f"class '{target}' given by name, but {model.name} has no labels; give an index or set 'labels'"
 
 
+def target_problems(model, targets: list | None, key: str) -> list[str]:
+    """'key[i]: message' for each class in `targets` the model does not have (a technique's `check`)."""
+    problems = []
+    for i, target in enumerate(targets or []):
+        resolved = resolve_target(model, target)
+        if isinstance(resolved, str):
+            problems.append(f"{key}[{i}]: {resolved}")
+    return problems
+
+
 class AttributionTechnique(Technique):
     Params = AttributionParams
     scope = "image"
     colour_map_meaning = "how much each pixel raised the class score (bright = more)"
 
     def check(self, model, params: AttributionParams) -> list[str]:
-        problems = []
-        for i, target in enumerate(params.targets or []):
-            resolved = resolve_target(model, target)
-            if isinstance(resolved, str):
-                problems.append(f"targets[{i}]: {resolved}")
-        return problems
+        return target_problems(model, params.targets, "targets")
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
         """Maps for a batch: x (N, C, H, W) on the device, targets (N,) class indices → (N, H, W), >= 0 where

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 
 from generator import figures
-from generator.techniques.attribution import resolve_target
+from generator.techniques.attribution import resolve_target, target_problems
 from generator.techniques.base import Artifact, Job, Params, Technique
 
 METHODS = ("plain", "regularized", "fourier")
@@ -58,12 +58,7 @@ class ClassVisualization(Technique):
         return params.classes is None
 
     def check(self, model, params: ClassVisualizationParams) -> list[str]:
-        problems = []
-        for i, target in enumerate(params.classes or []):
-            resolved = resolve_target(model, target)
-            if isinstance(resolved, str):
-                problems.append(f"classes[{i}]: {resolved}")
-        return problems
+        return target_problems(model, params.classes, "classes")
 
     def targets(self, ctx, params: ClassVisualizationParams) -> list[int]:
         if params.classes is not None:

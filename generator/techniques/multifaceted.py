@@ -46,7 +46,7 @@ from pydantic import Field
 from generator import figures
 from generator import images as imagelib
 from generator.features import penultimate
-from generator.techniques.attribution import resolve_target
+from generator.techniques.attribution import resolve_target, target_problems
 from generator.techniques.base import Artifact, Job, Params, Technique
 
 PREDICT_BATCH = 64  # data-set images per forward when the model's own predictions pick the members
@@ -96,12 +96,7 @@ class Multifaceted(Technique):
     uses_dataset = True
 
     def check(self, model, params: MultifacetedParams) -> list[str]:
-        problems = []
-        for i, target in enumerate(params.classes or []):
-            resolved = resolve_target(model, target)
-            if isinstance(resolved, str):
-                problems.append(f"classes[{i}]: {resolved}")
-        return problems
+        return target_problems(model, params.classes, "classes")
 
     # -- which images belong to which class --------------------------------------------------------------------
 
