@@ -64,8 +64,9 @@ def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True,
         raise SpecErrors(str(spec.path.name), [str(exc)]) from None
     wanted = [ms for ms in spec.models if ms.name not in (skip or [])]
     # Without --skip every image set is loaded (so every problem is reported); with it, only the sets still used.
-    used_sets = [s for s in spec.images if not skip or any(s in spec.image_sets_of(ms) for ms in wanted)]
-    datasets, problems = {}, []
+    problems = [p for ms in spec.models for p in named_set_problems(spec, ms)]
+    used_sets = [s for s in spec.images if not skip or any(s in sets_used_by(spec, ms) for ms in wanted)]
+    datasets = {}
     sources = [ms.dataset for ms in wanted if ms.dataset]
     sources += imagelib.dataset_names({k: v for k, v in spec.images.items() if k in used_sets})
     for name in dict.fromkeys(sources):
@@ -92,6 +93,37 @@ def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True,
     if problems:
         raise SpecErrors(str(spec.path.name), problems)
     return Prepared(spec, models, image_sets, datasets)
+
+
+def sets_named_by(ms) -> dict[str, list[str]]:
+    """Image sets that a model's techniques name themselves (texture sources, style images): technique → sets."""
+    named = {}
+    for kind, params in ms.technique_params().items():
+        technique = registry.get(kind)
+        sets = list(technique.image_sets(params) or []) + list(technique.reference_sets(params))
+        if sets:
+            named[kind] = sets
+    return named
+
+
+def sets_used_by(spec: Spec, ms) -> list[str]:
+    """Every image set a model reads: its own and those its techniques name."""
+    named = [s for sets in sets_named_by(ms).values() for s in sets]
+    return list(dict.fromkeys(spec.image_sets_of(ms) + [s for s in named if s in spec.images]))
+
+
+def named_set_problems(spec: Spec, ms) -> list[str]:
+    i = spec.models.index(ms)
+    problems = []
+    for kind, sets in sets_named_by(ms).items():
+        params = ms.technique_params()[kind]
+        for name in dict.fromkeys(sets):
+            if name in spec.images:
+                continue
+            field = next((f for f, v in params if v == name or (isinstance(v, (list, tuple)) and name in v)), None)
+            key = f"models[{i}].techniques.{kind}" + (f".{field}" if field else "")
+            problems.append(f"{key}: no image set '{name}'; {did_you_mean(name, spec.images, 'sets')}")
+    return problems
 
 
 def check_model(spec: Spec, model: LoadedModel) -> list[str]:
@@ -154,19 +186,21 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
     selected: dict[str, list[str]] = {}
     for model in prepared.models:
         ms = spec.models[model.spec_index]
-        records = {r.id: r for s in spec.image_sets_of(ms) for r in prepared.images[s]}
+        own = [r.id for s in spec.image_sets_of(ms) for r in prepared.images[s]]
+        records = {r.id: r for s in sets_used_by(spec, ms) for r in prepared.images[s]}
         dataset = prepared.datasets.get(model.dataset) if model.dataset else None
         params = ms.technique_params()
         selected[model.name] = list(params)
-        model_jobs = plan(model, params, list(records), {k: r.digest for k, r in records.items()}, quick=options.quick,
-                          dataset_digest=dataset.digest if dataset else None)
+        sets = {s: [r.id for r in prepared.images[s]] for s in sets_used_by(spec, ms)}
+        model_jobs = plan(model, params, own, {k: r.digest for k, r in records.items()}, quick=options.quick,
+                          dataset_digest=dataset.digest if dataset else None, sets=sets)
         features = None
         if dataset is not None:
             layers = [j.layer for j in model_jobs if j.layer and (registry.get(j.kind).uses_dataset
                                                                   or registry.get(j.kind).follows_dataset)]
             features = FeatureStore(model, dataset, spec.resolve(spec.cache), layers)
         contexts[model.name] = RunContext(model, records, quick=options.quick, seed=spec.seed, dataset=dataset,
-                                          features=features)
+                                          features=features, own=own)
         draws[model.name] = DrawContext(model, records, dataset)
         jobs += model_jobs
 

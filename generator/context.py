@@ -35,12 +35,18 @@ def resolve_device(name: str) -> torch.device:
 @dataclass
 class RunContext:
     model: LoadedModel
-    images: dict[str, ImageRecord]  # id → record, the images of this model's sets
+    images: dict[str, ImageRecord]  # id → record: the model's images and those of the sets its techniques name
     quick: bool = False
     seed: int = 0
     dataset: Dataset | None = None
     features: FeatureStore | None = None  # the data set's features, extracted once for all data-set views
+    own: list[str] | None = None  # ids of the model's own images (None: all of `images`)
     _inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def own_images(self) -> list[str]:
+        """The model's own images (its `images:` sets), without the sets that single techniques name."""
+        return list(self.images) if self.own is None else list(self.own)
 
     @property
     def device(self) -> torch.device:
@@ -52,6 +58,10 @@ class RunContext:
             x = imagelib.preprocess(self.images[image_id].image, self.model.input)
             self._inputs[image_id] = x.to(self.device)
         return self._inputs[image_id]
+
+    def set_ids(self, set_name: str) -> list[str]:
+        """Ids of one image set's images, in spec order."""
+        return [i for i, r in self.images.items() if r.set == set_name]
 
     def batch(self, image_ids: list[str]) -> torch.Tensor:
         return torch.stack([self.input(i) for i in image_ids])

@@ -28,9 +28,11 @@ class Result:
 
 
 def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_digests: dict[str, str],
-         quick: bool = False, dataset_digest: str | None = None) -> list[Job]:
-    """Every job of one model: the core techniques, then the chosen ones, expanded over layers and images."""
+         quick: bool = False, dataset_digest: str | None = None, sets: dict[str, list[str]] | None = None) -> list[Job]:
+    """Every job of one model: the core techniques, then the chosen ones, expanded over layers and images.
+    `image_ids` are the model's images; `sets` maps the image sets that techniques name themselves to their ids."""
     jobs: list[Job] = []
+    sets = sets or {}
     wanted = {k: t.Params() for k, t in registry.core().items()} | params_by_kind
     set_digest = cache_key(images=sorted(image_digests.get(i) for i in image_ids))
     for kind, params in wanted.items():
@@ -40,13 +42,18 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
         if quick:
             params = params.quick()
         layers = technique.layers(model, params) if "layer" in technique.scope else [None]
-        imgs = image_ids if "image" in technique.scope else [None]
+        own_sets = technique.image_sets(params)
+        imgs = [None] if "image" not in technique.scope else (
+            image_ids if own_sets is None else [i for name in own_sets for i in sets[name]])
+        references = technique.reference_sets(params)
         for layer in layers:
             for image in imgs:
                 job = Job(model.name, kind, params, layer, image)
                 # The data set joins the key only where it matters, so older keys (and their cache) stay valid.
                 uses = technique.uses_dataset or (technique.follows_dataset and dataset_digest is not None)
                 extra = {"dataset": dataset_digest} if uses else {}
+                if references:
+                    extra["references"] = [image_digests[i] for name in references for i in sets[name]]
                 job.key = cache_key(
                     model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
                     layer=layer, image=image_digests.get(image) if image else None,

@@ -126,3 +126,38 @@ def test_occlusion_with_mean_fill_is_keyed_on_the_whole_image_set(ctx):
     k1 = {j.image: j.key for j in planned(ctx, zero) if j.kind == "occlusion"}
     k2 = {j.image: j.key for j in plan(ctx.model, zero, ids, digests) if j.kind == "occlusion"}
     assert k1[ids[0]] == k2[ids[0]]
+
+
+class _SourcesParams(PredictionsParams):
+    sources: list[str] = ["tex"]
+    styles: list[str] = []
+
+
+class _FromSets(Predictions):
+    """A technique whose jobs run over an image set it names, reading another set besides."""
+
+    kind = "from_sets"
+    Params = _SourcesParams
+
+    def image_sets(self, params):
+        return params.sources
+
+    def reference_sets(self, params):
+        return params.styles
+
+
+def test_techniques_can_name_their_own_image_sets(ctx, monkeypatch):
+    monkeypatch.setitem(registry.TECHNIQUES, "from_sets", _FromSets())
+    own = ["s/a"]
+    sets = {"tex": ["s/b", "s/c"], "style": ["s/c"]}
+    digests = {i: r.digest for i, r in ctx.images.items()}
+    jobs = plan(ctx.model, {"from_sets": _SourcesParams(), "predictions": PredictionsParams()}, own, digests, sets=sets)
+    assert [j.image for j in jobs if j.kind == "from_sets"] == ["s/b", "s/c"]
+    assert [j.image for j in jobs if j.kind == "predictions"] == own
+    # The images a job reads beside its own join its key, and only that technique's keys.
+    styled = _SourcesParams(styles=["style"])
+    key = {j.image: j.key for j in plan(ctx.model, {"from_sets": styled}, own, digests, sets=sets)
+           if j.kind == "from_sets"}
+    changed = {j.image: j.key for j in plan(ctx.model, {"from_sets": styled}, own, digests | {"s/c": "new"},
+                                            sets=sets) if j.kind == "from_sets"}
+    assert key["s/b"] != changed["s/b"]

@@ -79,6 +79,16 @@ class Technique:
         the cache key then covers the whole set."""
         return False
 
+    def image_sets(self, params: Params) -> list[str] | None:
+        """Image sets (names under the spec's `images:`) whose images this technique's jobs expand over instead of
+        the model's own sets, e.g. the textures of a texture synthesis; None: the model's sets."""
+        return None
+
+    def reference_sets(self, params: Params) -> list[str]:
+        """Further image sets that every job reads (e.g. the style images of a style transfer): their records are in
+        the contexts' `images` and their contents join every job's cache key."""
+        return []
+
     def applies(self, model: "LoadedModel") -> bool:
         return model.dataset is not None if self.uses_dataset else True
 

@@ -63,10 +63,10 @@ class ClassVisualization(Technique):
     def targets(self, ctx, params: ClassVisualizationParams) -> list[int]:
         if params.classes is not None:
             return list(dict.fromkeys(int(resolve_target(ctx.model, c)) for c in params.classes))
-        if not ctx.images:
+        if not ctx.own_images:
             return list(range(min(params.max_classes, 4)))
         with torch.no_grad():
-            top = ctx.model.logits(ctx.batch(list(ctx.images))).argmax(1).tolist()
+            top = ctx.model.logits(ctx.batch(ctx.own_images)).argmax(1).tolist()
         return list(dict.fromkeys(top))[: params.max_classes]
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:

@@ -101,7 +101,7 @@ def mean_colour(ctx) -> list[float]:
 
     spec = ctx.model.input
     means = []
-    for record in ctx.images.values():
+    for record in (ctx.images[i] for i in ctx.own_images):
         a = np.asarray(imagelib.crop(record.image, spec), dtype=np.float64) / 255.0
         means.append(a.reshape(-1, len(spec.mean)).mean(0))
     return np.mean(means, axis=0).tolist()

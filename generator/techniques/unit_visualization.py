@@ -51,9 +51,9 @@ class UnitVisualization(Technique):
             return spread(np.asarray(ctx.features.layer(layer).maxima), params.per_layer)
         # Without a data set, spread over the channels that fire on the model's images: a silent unit has no
         # gradient to climb (through a ReLU), so its image would stay grey.
-        if ctx.images:
+        if ctx.own_images:
             with torch.no_grad(), record_outputs(ctx.model.module, [layer]) as outs:
-                ctx.model.module(ctx.batch(list(ctx.images)))
+                ctx.model.module(ctx.batch(ctx.own_images))
             return spread(outs[layer].float().flatten(2).amax(2).cpu().numpy(), params.per_layer)
         return np.unique(np.linspace(0, count - 1, min(params.per_layer, count)).round().astype(int)).tolist()
 
