@@ -160,3 +160,17 @@ def test_a_failed_site_build_keeps_the_old_site(project):
     assert [p.name for p in site.iterdir()] == ["index.html"]
     assert not [p.name for p in project.iterdir() if p.name.startswith(".site")]
     assert (project / "out" / "index.md").is_file()  # the pages themselves were written
+
+
+def test_a_technique_runs_over_the_image_set_it_names(project, capsys):
+    spec = tiny_spec(images=["pics"], techniques={"texture_synthesis_nonparametric": {
+        "images": ["tex"], "scale": 24, "source_size": 16, "size": 16, "window": 5}})
+    spec["images"]["tex"] = ["pics/b.png"]
+    assert cli("build", write_spec(project, spec)) == 0
+    jobs = read_json(project / "out" / "build.json")["jobs"]
+    assert [j["image"] for j in jobs if j["technique"] == "texture_synthesis_nonparametric"] == ["tex/b"]
+    assert [j["image"] for j in jobs if j["technique"] == "input"] == ["pics/a", "pics/b"]
+    spec["models"][0]["techniques"]["texture_synthesis_nonparametric"]["images"] = ["texture"]
+    assert cli("build", write_spec(project, spec)) == 2
+    assert ("models[0].techniques.texture_synthesis_nonparametric.images: no image set 'texture'; "
+            "did you mean 'tex'?") in capsys.readouterr().err
