@@ -47,6 +47,27 @@ Tuned defaults (`CLASS_DEFAULTS`, `UNIT_DEFAULTS`, `SIMONYAN_DEFAULTS`, `YOSINSK
 - Yosinski et al. 2015 (pixels, pad + jitter ±6 px at 160 px, blur σ=1 every 4 steps, decay 1e-4, norm clipping
   below the 20th percentile, lr 0.03, 256 steps): p = 1.00, clearly cleaner than plain — faint cup outlines,
   orange fish-like blobs and a daisy centre on a grey ground — but low in contrast.
+Small inputs (`SMALL_INPUT_DEFAULTS`, for models under `SMALL_INPUT` px a side: the 28-px grayscale
+fashion-mnist-net), found with a trial script of the same kind by looking at all ten classes and at channels of
+features.0/5/9/14. With the settings above at 28 px the class images were harsh black-and-white textures (stripes,
+blocks) that fill the frame and the unit images blocky noise: the standard transforms at 28 px round to a 2-px pad
+and ±1-px jitter, and every pixel of the optimized image is one the model reads. What worked, together:
+- optimize at 4× (112 px) and show the model a Gaussian-blurred (σ = 0.5 model px), bilinearly resized copy, so
+  the image may be smooth at a finer scale than the model's pixels (blur first: a bilinear 4× downsample alone
+  reads only every fourth pixel); the standard transforms then work at 112 px (±1 model px of jitter);
+- a steeper spectrum (decay power + 0.5, so 2.0) with a 4× smaller Adam step (class lr 0.0025, units 0.005):
+  1.5 at 112 px gave saturated stripes, 2.5–3 gave binary blobs and lost some classes;
+- Yosinski's periodic blur (σ = 0.5 model px every 16 steps): without it thin stripes stay; σ 0.5 every 4 steps
+  gave soft blobs and Shirt fell to p = 0.45.
+Seen (class, 256 steps, every class p ≥ 0.99): T-shirt — shoulders, short sleeves and a torso; Pullover — a round
+neckline and long body; Coat — two front halves with a collar; Trouser — two legs with the dark gap between them;
+Sandal — thin straps on a dark ground; Sneaker — a low shoe with lacing; Bag — a wide box with a handle; Ankle
+boot — a boot in the lower half; Shirt and Dress are the weakest (striped torsos). Units: smooth stripes, dots,
+honeycombs and edges instead of pixel noise; some ReLU'd channels of features.14 that stayed at 0 from a grey start
+fire from the mean start. Tried and rejected: TV or L2 penalties (blocky, or grey and p < 0.9), an L1 pull
+towards black (black ground, same textures), maximizing the log-probability (stops at p ≈ 1 with faint images),
+jitter without scale/rotate, transform strength 0.5 or 1.5, 84 px instead of 112 (blurrier).
+
 Timings on the shared 2-core build machine, one intra-op thread (`torch.set_num_threads(1)`: with 2 threads, while
 other jobs share the cores, every step is 10–15× slower), torch 2.14 CPU: 0.3 s per step for 4 pixel images at
 160 px; 0.6–0.85 s per step for 4–6 FFT images at 160 px with the standard transforms (so a batch of 6 classes,
@@ -112,6 +133,13 @@ CLASS_DEFAULTS = {"size": 160, "image": {"decay_power": 1.5, "sd": 0.01}, "rende
                   "transform_strength": 1.0}
 UNIT_DEFAULTS = {"size": 128, "image": {"decay_power": 1.5, "sd": 0.01}, "render": {"steps": 128, "lr": 0.02},
                  "transform_strength": 1.0}
+# Models under SMALL_INPUT px a side (28-px Fashion-MNIST, 32-px CIFAR): the Fourier image is optimized at
+# `upsample`× the input size and shown to the model blurred (`antialias_sigma`) and resized to its size; the
+# decay power grows by `decay_power_add`, the learning rate is multiplied by `lr_factor`, and the image is blurred
+# (`blur_sigma`) every `blur_every` steps. Sigmas are in model pixels.
+SMALL_INPUT = 64
+SMALL_INPUT_DEFAULTS = {"upsample": 4, "antialias_sigma": 0.5, "decay_power_add": 0.5, "lr_factor": 0.25,
+                        "blur_every": 16, "blur_sigma": 0.5}
 SIMONYAN_DEFAULTS = {"size": 160, "image": {"sd": 0.01}, "l2": 1e-3, "render": {"steps": 128, "lr": 0.01}}
 YOSINSKI_DEFAULTS = {"size": 160, "image": {"sd": 0.01}, "jitter": 6, "render": {"steps": 256, "lr": 0.03},
                      "regularizers": Regularizers(decay=1e-4, blur_every=4, blur_sigma=1.0, norm_pct=20)}

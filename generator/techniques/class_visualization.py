@@ -9,10 +9,15 @@ side, because the lecture's point is the difference between them:
   through random pad / jitter / scale / rotate, which gives the most natural images.
 
 All classes are optimized together, one batch per method, so the device is filled. The defaults are those tuned by
-looking at EfficientNet-Lite0's results (`generator/optvis/render.py`, CLASS_, SIMONYAN_ and YOSINSKI_DEFAULTS)."""
+looking at EfficientNet-Lite0's results (`generator/optvis/render.py`, CLASS_, SIMONYAN_ and YOSINSKI_DEFAULTS).
+Models with small inputs (under `SMALL_INPUT` = 64 px a side, e.g. the 28-px fashion-mnist-net) get the Fourier
+image at 4× their size, shown to the model blurred and resized, with the adjustments of SMALL_INPUT_DEFAULTS
+(`fourier_setup`); the pixel methods stay at the model's own size."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +26,58 @@ from pydantic import Field
 from generator import figures
 from generator.techniques.attribution import resolve_target, target_problems
 from generator.techniques.base import Artifact, Job, Params, Technique
+
+@dataclass
+class FourierSetup:
+    """How a Fourier-parameterized synthesis runs on a model: what `fourier_setup` decides from the input size."""
+
+    size: int  # side of the optimized image
+    param: Any  # optvis.FFTImage, at its start
+    lr: float
+    transforms: Any  # the random transforms, then `fit`
+    regularizers: Any  # optvis.Regularizers or None
+    fit: Any  # deterministic map from the optimized image to the model's input (None: as it is)
+    note: str | None  # what differs from the plain Lucid setting, for the page (None: nothing)
+
+    def model_view(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, size, size) images in [0, 1] → what the model is shown (without the random transforms)."""
+        return images if self.fit is None else self.fit.apply(images, self.fit.sample(torch.Generator()))
+
+
+def fourier_setup(model, batch: int, seed: int, *, size: int | None, default_size: int, lr: float,
+                  decay_power: float, strength: float) -> FourierSetup:
+    """The Fourier image, learning rate, transforms and regularizers for `batch` images on `model`.
+
+    Inputs of SMALL_INPUT px or more: Lucid's setting as tuned on EfficientNet-Lite0 (`size` or the input size, at
+    most `default_size`; a model of one input size gets exactly that size). Smaller inputs: SMALL_INPUT_DEFAULTS —
+    optimized at `size` or 4× the input size, the model sees a blurred, resized copy; decay power + 0.5, lr × 0.25,
+    a periodic blur (see generator/optvis/render.py for what each one fixed)."""
+    from generator import optvis  # optvis imports models, which imports the spec, which imports this registry
+    from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS
+
+    side = model.input.size
+    rgb = model.input.mode == "RGB"
+    channels = 3 if rgb else 1
+    if side >= SMALL_INPUT:
+        fixed = not model.takes_other_sizes()
+        n = side if fixed else size or min(side, default_size)
+        fit = [optvis.resize(n)] if fixed else []  # pad and scale change the size; such a model needs it back
+        param = optvis.fft_image(batch, n, seed=seed, channels=channels, decay_power=decay_power, decorrelate=rgb)
+        return FourierSetup(n, param, lr, optvis.compose([optvis.standard_transforms(n, strength)] + fit), None,
+                            None, None)
+    d = SMALL_INPUT_DEFAULTS
+    n = size or side * d["upsample"]
+    k = n / side  # optimized pixels per model pixel
+    fit = optvis.compose(([optvis.gaussian_blur(d["antialias_sigma"] * k)] if n > side else [])
+                         + [optvis.resize(side)])
+    power, rate = decay_power + d["decay_power_add"], lr * d["lr_factor"]
+    param = optvis.fft_image(batch, n, seed=seed, channels=channels, decay_power=power, decorrelate=rgb)
+    regularizers = optvis.Regularizers(blur_every=d["blur_every"], blur_sigma=d["blur_sigma"] * k)
+    note = (f"small input: optimized at {n} px, shown to the model blurred (σ = {d['antialias_sigma'] * k:g} px) "
+            f"and resized to {side} px; decay power {power:g}, learning rate {rate:g}, {regularizers.describe()} steps")
+    return FourierSetup(n, param, rate, optvis.compose([optvis.standard_transforms(n, strength), fit]), regularizers,
+                        fit, note)
+
 
 METHODS = ("plain", "regularized", "fourier")
 METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (Yosinski 2015)",
@@ -79,11 +136,14 @@ class ClassVisualization(Technique):
         model = ctx.model
         classes = self.targets(ctx, p)
         labels = [model.label(c) for c in classes]
+        b = len(classes)
+        fourier = fourier_setup(model, b, ctx.seed, size=p.size, default_size=224, lr=p.lr,
+                                decay_power=p.decay_power, strength=p.transform_strength)
         fixed = not model.takes_other_sizes()
-        size = model.input.size if fixed else p.size or min(model.input.size, 224)
+        # The pixel methods work in the model's own pixels: its size when it takes one size only or is small.
+        size = model.input.size if fixed or fourier.fit is not None else fourier.size
         fit = [optvis.resize(size)] if fixed else []  # pad and scale change the size; such a model needs it back
         channels = 3 if model.input.mode == "RGB" else 1
-        b = len(classes)
         objective = optvis.class_logit(classes, labels)
         common = dict(mean=model.input.mean, std=model.input.std, seed=ctx.seed, device=ctx.device,
                       logits_key=model.logits_key)
@@ -95,17 +155,17 @@ class ClassVisualization(Technique):
                                  transforms=optvis.compose([optvis.jitter(max(1, round(size * 6 / 160)))] + fit),
                                  regularizers=optvis.Regularizers(decay=1e-4, blur_every=4, blur_sigma=1.0,
                                                                   norm_pct=20))),
-            "fourier": (optvis.fft_image(b, size, seed=ctx.seed, channels=channels, decay_power=p.decay_power,
-                                         decorrelate=channels == 3),
-                        dict(objective=objective, steps=p.steps, lr=p.lr,
-                             transforms=optvis.compose([optvis.standard_transforms(size, p.transform_strength)] + fit),
+            "fourier": (fourier.param,
+                        dict(objective=objective, steps=p.steps, lr=fourier.lr, transforms=fourier.transforms,
+                             regularizers=fourier.regularizers,
                              snapshots=[s for s in p.snapshots if s <= p.steps])),
         }
         arrays, methods = {}, {}
         for name, (param, options) in runs.items():
-            start = ctx.probabilities(param(), classes)
+            view = fourier.model_view if name == "fourier" else (lambda x: x)
+            start = ctx.probabilities(view(param().detach()), classes)
             result = optvis.render(model.module, param=param, **options, **common)
-            end = ctx.probabilities(torch.from_numpy(result.images), classes)
+            end = ctx.probabilities(view(torch.from_numpy(result.images)), classes)
             arrays[name] = result.images.astype(np.float32)
             if name == "fourier":
                 steps = sorted(result.snapshots)
@@ -118,6 +178,8 @@ class ClassVisualization(Technique):
                 "metrics": {"classes": len(classes),
                             "fourier_probability": float(np.mean(methods["fourier"]["after"])),
                             "plain_probability": float(np.mean(methods["plain"]["after"]))}}
+        if fourier.note is not None:  # only then, so that results of larger models stay as they were
+            meta.update(fourier_size=fourier.size, fourier_note=fourier.note)
         return Artifact({"fourier": arrays["fourier"], "plain": arrays["plain"],
                          "regularized": arrays["regularized"], "progress": arrays["progress"]}, meta)
 

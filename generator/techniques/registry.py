@@ -25,13 +25,18 @@ from generator.techniques.deepdream import DeepDream
 from generator.techniques.unit_visualization import UnitVisualization
 from generator.techniques.multifaceted import Multifaceted
 from generator.techniques.fooling import Fooling
+from generator.techniques.feature_inversion import FeatureInversion
+from generator.techniques.texture_synthesis_nonparametric import TextureSynthesisNonparametric
+from generator.techniques.texture_synthesis import TextureSynthesis
+from generator.techniques.style_transfer import StyleTransfer
 
 _ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activations,
                                Saliency, GuidedBackprop, IntegratedGradients, SmoothGrad,
                                Occlusion, GradCAM, GuidedGradCAM, SaliencyGrabCut,
                                NearestNeighbors, Embedding, MaxPatches,
                                ClassVisualization, UnitVisualization, Fooling, DeepDream,
-                               Multifaceted]
+                               Multifaceted, FeatureInversion, TextureSynthesisNonparametric,
+                               TextureSynthesis, StyleTransfer]
 TECHNIQUES: dict[str, Technique] = {cls.kind: cls() for cls in _ALL}
 
 

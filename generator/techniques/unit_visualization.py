@@ -2,7 +2,8 @@
 layer, the image that maximizes the channel's mean activation, in Lucid's decorrelated Fourier parameterization with
 random transforms. Deeper layers show larger, more object-like structures. With a data set the channels are those
 of the top-patches view (so each unit page shows both), and each result is compared with the channel's average
-over the data set. All channels of a layer are optimized as one batch."""
+over the data set. All channels of a layer are optimized as one batch. Models with small inputs (under 64 px a side)
+get the image at 4× their size with the adjustments of `class_visualization.fourier_setup`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from pydantic import Field
 from generator import figures
 from generator.hooks import record_outputs
 from generator.techniques.base import Artifact, Job, Params, Technique
-from generator.techniques.class_visualization import to_picture
+from generator.techniques.class_visualization import fourier_setup, to_picture
 from generator.techniques.max_patches import spread
 
 
@@ -65,19 +66,16 @@ class UnitVisualization(Technique):
 
         p: UnitVisualizationParams = job.params
         model, layer = ctx.model, job.layer
-        fixed = not model.takes_other_sizes()
-        size = model.input.size if fixed else p.size or min(model.input.size, 128)
-        fit = [optvis.resize(size)] if fixed else []  # pad and scale change the size; such a model needs it back
         count = self.output_channels(ctx, layer)
         chosen = self.channels(ctx, layer, p, count)
-        rgb = model.input.mode == "RGB"
-        param = optvis.fft_image(len(chosen), size, seed=ctx.seed, channels=3 if rgb else 1,
-                                 decay_power=p.decay_power, decorrelate=rgb)
-        start = self.activation(ctx, layer, param().detach(), chosen)
-        result = optvis.render(model.module, optvis.channel(layer, chosen), param, mean=model.input.mean,
-                               std=model.input.std, steps=p.steps, lr=p.lr, seed=ctx.seed, device=ctx.device,
-                               transforms=optvis.compose([optvis.standard_transforms(size, p.transform_strength)] + fit))
-        end = self.activation(ctx, layer, torch.from_numpy(result.images), chosen)
+        setup = fourier_setup(model, len(chosen), ctx.seed, size=p.size, default_size=128, lr=p.lr,
+                              decay_power=p.decay_power, strength=p.transform_strength)
+        size = setup.size
+        start = self.activation(ctx, layer, setup.model_view(setup.param().detach()), chosen)
+        result = optvis.render(model.module, optvis.channel(layer, chosen), setup.param, mean=model.input.mean,
+                               std=model.input.std, steps=p.steps, lr=setup.lr, seed=ctx.seed, device=ctx.device,
+                               transforms=setup.transforms, regularizers=setup.regularizers)
+        end = self.activation(ctx, layer, setup.model_view(torch.from_numpy(result.images)), chosen)
         average = None
         if ctx.features is not None:  # the spatial mean per channel, averaged over the data set
             average = np.asarray(ctx.features.layer(layer).vectors)[:, chosen].mean(0).tolist()
@@ -86,6 +84,8 @@ class UnitVisualization(Technique):
         meta = {"channels": [int(c) for c in chosen], "units": units, "steps": p.steps, "size": size,
                 "seconds": result.seconds, "captions": result.captions,
                 "metrics": {"channels": len(chosen), "mean_after": float(np.mean(end))}}
+        if setup.note is not None:  # only then, so that results of larger models stay as they were
+            meta.update(model_size=model.input.size, note=setup.note)
         return Artifact({"images": result.images.astype(np.float32)}, meta)
 
     @staticmethod

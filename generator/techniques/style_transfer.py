@@ -1,0 +1,247 @@
+"""Neural style transfer (Gatys, Ecker & Bethge 2016, "Image Style Transfer Using Convolutional Neural Networks"):
+an image optimized so that its features at one layer match a content photograph's, while its Gram matrices at
+several layers match a style image's; a small total-variation term keeps it from turning grainy.
+
+Two networks give the style, side by side on every content × style row:
+- the model itself (content and style from its own layers, the classic recipe);
+- random multi-scale filters (Ustyuzhaninov et al. 2017, `generator/optvis/random_filters.py`) for the style, with
+  the content still from the model's content layer. Tried on EfficientNet-Lite0 (chelsea in the style of the Hubble
+  deep field and of immunohistochemistry, 128–192 px): the model's own Gram matrices leave coloured high-frequency
+  noise; the random filters give a clean picture in the style's colours and grain. For the content, the model's
+  middle layer (`_blocks.5._act1`, 16 × 16 positions at 128 px) keeps the cat recognizable while leaving the
+  style room; the random filters' full-resolution scales pin every pixel (the content loss rose 2.5× the
+  photograph's feature norm before any style showed), and their coarse, downsampled scales let the style draw a
+  grid aligned with the downsampling. So content always comes from the model.
+
+A row of results at increasing style weight (`style_weights`, first style) shows the trade-off. The optimization
+starts from the content photograph (`start: content`; Gatys et al. start from noise, `start: noise`): the style
+loss then falls from its value on the photograph, and the content loss, zero there by definition, rises as the
+style takes over — the page reports both. From noise both fall."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from generator import figures
+from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.techniques.texture_synthesis import (
+    NOISE_SD,
+    channels_of,
+    layer_problems,
+    random_size_problems,
+    to_picture,
+)
+
+
+class StyleTransferParams(Params):
+    images: list[str] | None = Field(None, description="image sets of the content photographs (default: the "
+                                                       "model's images)")
+    styles: list[str] = Field(description="image sets of the style images; every content image is painted in "
+                                          "every style")
+    size: int = Field(160, ge=16, le=1024, description="longer side of the result, in pixels")
+    style_size: int = Field(256, ge=16, le=2048, description="shorter side the style image is resized to before its "
+                                                             "statistics are taken (larger: bigger brush strokes)")
+    content_layer: str | None = Field(None, description="the model's layer whose features keep the content "
+                                                        "(default: the middle one of its chosen layers)")
+    style_layers: list[str] | None = Field(None, description="the model's layers whose Gram matrices give the style "
+                                                             "(default: the model's chosen layers)")
+    style_weight: float = Field(100.0, gt=0, description="weight of the style loss against the content loss (both "
+                                                         "relative errors) in every content × style row")
+    style_weights: list[float] = Field([1.0, 10.0, 100.0], description="style weights of the row of results for "
+                                                                        "the first style (empty: no such row)")
+    tv_weight: float = Field(0.3, ge=0, description="weight of the total variation (mean absolute difference of "
+                                                    "neighbouring pixels)")
+    steps: int = Field(60, ge=1, le=5000, description="L-BFGS evaluations (forward + backward) at full size")
+    coarse_steps: int = Field(40, ge=0, le=5000, description="evaluations at half size first (0: single scale)")
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="'lbfgs' (as Gatys et al.) or 'adam'")
+    lr: float = Field(0.02, gt=0, le=1, description="Adam's learning rate")
+    start: Literal["content", "noise"] = Field("content", description="start from the content photograph or from "
+                                                                      "noise around its mean colour")
+    random_filters: bool = Field(True, description="also paint with the style of random multi-scale filters "
+                                                   "(Ustyuzhaninov et al. 2017)")
+    random_seed: int = Field(0, ge=0, description="seed of the random filters")
+
+    def quick(self) -> "StyleTransferParams":
+        return self.model_copy(update={"size": min(self.size, 80), "style_size": min(self.style_size, 96),
+                                       "steps": min(self.steps, 8), "coarse_steps": 0,
+                                       "style_weights": self.style_weights[:2]})
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return (0.5, 1.0) if self.coarse_steps else (1.0,)
+
+
+def content_layer_of(model, params: StyleTransferParams) -> str | None:
+    if params.content_layer is not None:
+        return params.content_layer
+    return model.layers[len(model.layers) // 2] if model.layers else None
+
+
+def content_tensor(record, channels: int, size: int) -> torch.Tensor:
+    """The content photograph as (C, H, W) in [0, 1], its longer side `size`."""
+    from generator.optvis import matching
+
+    x = matching.to_tensor(record.image, channels)
+    h, w = x.shape[-2:]
+    k = size / max(h, w)
+    return matching.resize(x[None], (max(1, round(h * k)), max(1, round(w * k))))[0]
+
+
+def style_tensor(record, channels: int, side: int) -> torch.Tensor:
+    from generator.techniques.texture_synthesis import source_tensor
+
+    return source_tensor(record, channels, side)
+
+
+class StyleTransfer(Technique):
+    kind = "style_transfer"
+    title = "Neural style transfer"
+    summary = ("a content photograph repainted with the Gram-matrix statistics of a style image: the model's own "
+               "style next to random multi-scale filters'")
+    Params = StyleTransferParams
+    scope = "image"
+    version = 1
+
+    def image_sets(self, params: StyleTransferParams) -> list[str] | None:
+        return list(params.images) if params.images is not None else None
+
+    def reference_sets(self, params: StyleTransferParams) -> list[str]:
+        return list(params.styles)
+
+    def check(self, model, params: StyleTransferParams) -> list[str]:
+        p = params
+        problems = []
+        if p.images is not None and not p.images:
+            problems.append("images: an empty list; name at least one image set, or leave it out for the model's "
+                            "images")
+        if not p.styles:
+            problems.append("styles: an empty list; name at least one image set of style images")
+        # The smallest image the networks see: the shorter side of a 3:2 picture at the coarse scale.
+        sizes = [max(8, round(p.size * 2 / 3 * s)) for s in p.scales]
+        if not model.takes_other_sizes():
+            sizes = [model.input.size]
+        content = content_layer_of(model, p)
+        if content is None:
+            problems.append(f"content_layer: {model.name} has no chosen layers; name the content layer")
+        else:
+            problems += layer_problems(model, None, "content_layer", [content], sizes, "style transfer")
+        problems += layer_problems(model, p.style_layers, "style_layers", model.layers, sizes, "style transfer")
+        if p.random_filters:
+            problems += random_size_problems(sizes, "the coarse scale" if p.coarse_steps else "the synthesis")
+        return list(dict.fromkeys(problems))
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        return [self.one(ctx, job) for job in jobs]
+
+    def one(self, ctx, job: Job) -> Artifact:
+        from generator.optvis import matching
+
+        p: StyleTransferParams = job.params
+        model, device = ctx.model, ctx.device
+        channels = channels_of(model)
+        style_ids = [i for name in p.styles for i in ctx.set_ids(name)]
+        if not style_ids:
+            raise ValueError(f"styles: the image sets {p.styles} hold no images")
+        content = content_tensor(ctx.images[job.image], channels, p.size).to(device)
+        h, w = content.shape[-2:]
+        styles = {i: style_tensor(ctx.images[i], channels, p.style_size).to(device) for i in style_ids}
+        if p.start == "content":
+            start = content[None].clone()
+        else:
+            start = matching.noise_start(1, channels, h, w, ctx.seed, mean=content.mean((1, 2)).cpu(),
+                                         sd=NOISE_SD).to(device)
+        own = matching.model_network(model)
+        rnd = matching.random_network(channels, p.random_seed, device=device) if p.random_filters else None
+        content_layer = content_layer_of(model, p)
+        style_layers = list(p.style_layers) if p.style_layers is not None else list(model.layers)
+        options = dict(steps=p.steps, coarse_steps=p.coarse_steps, scales=p.scales, optimizer=p.optimizer, lr=p.lr,
+                       tv_weight=p.tv_weight)
+        done: dict[tuple, int] = {}
+        images, results = [], []
+
+        def paint(style_id: str, network: str, weight: float) -> int:
+            key = (style_id, network, float(weight))
+            if key not in done:
+                net, layers = (rnd, rnd.module.layers) if network == "random" else (own, style_layers)
+                terms = [matching.GramTerm(net, layers, [styles[style_id]], p.style_size, weight=weight),
+                         matching.ContentTerm(own, content_layer, content[None])]
+                r = matching.synthesize(terms, start.clone(), **options)
+                images.append(r.images[0])
+                results.append({"style": style_id, "network": network,
+                                "label": net.label, "weight": float(weight),
+                                "style_start": float(r.start["style"][0]), "style_end": float(r.end["style"][0]),
+                                "content_start": float(r.start["content"][0]),
+                                "content_end": float(r.end["content"][0]),
+                                "tv_end": float(r.end["tv"][0]), "seconds": r.seconds})
+                done[key] = len(results) - 1
+            return done[key]
+
+        painter = "random" if p.random_filters else "model"
+        grid = [paint(style_ids[0], painter, wt) for wt in p.style_weights]
+        pairs = []
+        for sid in style_ids:
+            row = {"style": sid, "model": paint(sid, "model", p.style_weight)}
+            if p.random_filters:
+                row["random"] = paint(sid, "random", p.style_weight)
+            pairs.append(row)
+        style_falls = [1 - r["style_end"] / r["style_start"] for r in results if r["style_start"] > 0]
+        metrics = {"results": len(results), "style_fall_min": min(style_falls) if style_falls else None,
+                   "content_end_max": max(r["content_end"] for r in results),
+                   "seconds": sum(r["seconds"] for r in results)}
+        # Each style as shown: its centre at the scale its statistics were taken, cut to the result's size.
+        shown = []
+        for sid in style_ids:
+            s = styles[sid]
+            top, left = max(0, (s.shape[-2] - h) // 2), max(0, (s.shape[-1] - w) // 2)
+            crop = s[:, top:top + h, left:left + w]
+            canvas = torch.ones(channels, h, w, device=device)
+            canvas[:, :crop.shape[-2], :crop.shape[-1]] = crop
+            shown.append(canvas.cpu().numpy())
+        meta = {"results": results, "grid": grid, "pairs": pairs, "styles": style_ids,
+                "style_names": [ctx.images[i].name for i in style_ids], "content_layer": content_layer,
+                "style_layers": style_layers, "random_layers": rnd.module.layers if rnd is not None else [],
+                "size": [int(h), int(w)], "painter": painter, "metrics": metrics}
+        return Artifact({"results": np.stack(images).astype(np.float32),
+                         "content": content.cpu().numpy().astype(np.float32),
+                         "styles": np.stack(shown).astype(np.float32)}, meta)
+
+    def draw(self, art, job, env, path: Path) -> dict[str, Path]:
+        m = art.meta
+        res = m["results"]
+        content = to_picture(art.arrays["content"])
+        styles = [to_picture(s) for s in art.arrays["styles"]]
+        labels = {"model": env.model.name, "random": "random filters"}
+
+        def caption(i: int) -> str:
+            r = res[i]
+            return f"style −{1 - r['style_end'] / r['style_start']:.0%}, content {r['content_end']:.2f}"
+
+        grid, cells, rows = [], [], []
+        for k, pair in enumerate(m["pairs"]):
+            line = [content, styles[k], to_picture(art.arrays["results"][pair["model"]])]
+            texts = ["", "", caption(pair["model"])]
+            if "random" in pair:
+                line.append(to_picture(art.arrays["results"][pair["random"]]))
+                texts.append(caption(pair["random"]))
+            grid.append(line)
+            cells.append(texts)
+            rows.append(m["style_names"][k])
+        weight = res[m["pairs"][0]["model"]]["weight"]
+        columns = ["content", "style", f"style: {labels['model']} (weight {weight:g})"]
+        if any("random" in pair for pair in m["pairs"]):
+            columns.append(f"style: {labels['random']} (weight {weight:g})")
+        figures.picture_grid(grid, cells, rows, columns, path, cell=2.8)
+        out = {"main": path}
+        if m["grid"]:
+            weights = path.with_name(f"{path.stem}--weights.png")
+            line = [content, styles[0]] + [to_picture(art.arrays["results"][i]) for i in m["grid"]]
+            texts = ["", ""] + [caption(i) for i in m["grid"]]
+            figures.picture_grid([line], [texts], [m["style_names"][0]],
+                                 ["content", "style"] + [f"weight {res[i]['weight']:g}" for i in m["grid"]],
+                                 weights, cell=2.8)
+            out["weights"] = weights
+        return out

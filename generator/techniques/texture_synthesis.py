@@ -1,0 +1,243 @@
+"""Texture synthesis by matching Gram matrices (Gatys, Ecker & Bethge 2015, "Texture Synthesis Using Convolutional
+Neural Networks"): an image optimized from noise until the correlations between feature channels (Gram matrices)
+at several layers equal those of a texture photograph. Which statistics pin down a texture is the question, so the
+page shows, per texture:
+
+- the model's own features, with increasing sets of its layers — the first only, the first two, … all of them
+  (the lecture's figure, Gatys et al. Fig. 2): shallow layers give colour and small grain, deeper ones larger
+  structure, *if* the model's features carry it;
+- the same synthesis with a single layer of random multi-scale filters (Ustyuzhaninov et al. 2017,
+  `generator/optvis/random_filters.py`): no training at all, and the best texture this product makes.
+
+The Gram loss of a result falls by construction, and noise can match a network's statistics too (the issue's
+EfficientNet-Lite0 trial cut its Gram loss by 99% and still gave coloured noise). So each result is also measured by
+a network that did not make it — the model's results by the random filters, the random filters' result by the model
+(all its chosen layers) — and by the distance of its colour histogram to the source's, each next to the same number
+for the noise image the synthesis started from. A result that is no closer to the source than that noise, by the
+other network, is a texture only in the eyes of the network that made it.
+
+Both syntheses use `generator.optvis.matching` (L-BFGS on the pixels, coarse to fine). One job per texture; the
+model's layer sets of one texture are optimized as one batch."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from generator import figures
+from generator.techniques.base import Artifact, Job, Params, Technique
+
+NOISE_SD = 0.05  # the start: Gaussian noise of this sd around the source's mean colour
+# The model's statistics "pin down" a texture when its result, measured by the random filters, is at most this
+# fraction of the noise start's distance from the source (the random filters' own results reach ~1e-3 of it).
+PINNED = 0.1
+
+
+class TextureSynthesisParams(Params):
+    images: list[str] | None = Field(None, description="image sets of the texture photographs (default: the "
+                                                       "model's images)")
+    layers: list[str] | None = Field(None, description="the model's layers whose Gram matrices are matched, "
+                                                       "shallow to deep; results for the first, the first two, … "
+                                                       "(default: the model's chosen layers)")
+    size: int = Field(128, ge=16, le=1024, description="side of the synthesized square, in pixels")
+    source_size: int = Field(256, ge=16, le=2048, description="shorter side the texture photograph is resized to "
+                                                              "before its statistics are taken (larger: bigger "
+                                                              "texture elements in the result)")
+    steps: int = Field(80, ge=1, le=5000, description="L-BFGS evaluations (forward + backward) at full size")
+    coarse_steps: int = Field(40, ge=0, le=5000, description="evaluations at half size first (0: single scale)")
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="'lbfgs' (as Gatys et al.) or 'adam'")
+    lr: float = Field(0.02, gt=0, le=1, description="Adam's learning rate (L-BFGS takes unit steps with a line "
+                                                    "search)")
+    random_filters: bool = Field(True, description="also synthesize with random multi-scale filters "
+                                                   "(Ustyuzhaninov et al. 2017) and measure each network's result "
+                                                   "with the other")
+    random_seed: int = Field(0, ge=0, description="seed of the random filters")
+
+    def quick(self) -> "TextureSynthesisParams":
+        return self.model_copy(update={"size": min(self.size, 64), "source_size": min(self.source_size, 96),
+                                       "steps": min(self.steps, 10), "coarse_steps": 0})
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return (0.5, 1.0) if self.coarse_steps else (1.0,)
+
+
+def model_layers(model, params) -> list[str]:
+    return list(params.layers) if params.layers is not None else list(model.layers)
+
+
+def layer_problems(model, layers: list[str] | None, key: str, default: list[str], sizes: list[int],
+                   what: str) -> list[str]:
+    """Problems with a list of layers to match (`key` names it): empty, unknown (did you mean), or without a
+    spatial map at the smallest synthesis size (`sizes`: the smallest image sides the network sees)."""
+    from generator.errors import did_you_mean
+    from generator.optvis import matching
+
+    if layers is not None and not layers:
+        return [f"{key}: an empty list; name at least one layer"]
+    wanted = list(layers) if layers is not None else list(default)
+    if not wanted:
+        return [f"{key}: {model.name} has no chosen layers; list the layers to match"]
+    names = model.module_names()
+    problems = []
+    for i, layer in enumerate(wanted):
+        if layer not in names:
+            where = f"{key}[{i}]" if layers is not None else key
+            problems.append(f"{where}: no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}")
+    if problems:
+        return problems
+    net = matching.model_network(model)
+    side = min(sizes)
+    try:
+        shapes = matching.output_shapes(net, wanted, (side, side), device=model.device)
+    except Exception as exc:  # the forward fails: the input is smaller than the layers' downsampling
+        return [f"size: {side} px is too small for {model.name} ({type(exc).__name__}); {what} needs a larger size"]
+    for i, layer in enumerate(wanted):
+        shape = shapes.get(layer)
+        where = f"{key}[{i}]" if layers is not None else key
+        if shape is None or len(shape) != 3:
+            got = shape if shape is not None else "no output"
+            problems.append(f"{where}: '{layer}' has no spatial extent (output {got}); {what} needs layers with "
+                            "spatial maps, such as conv layers'")
+        elif min(shape[1:]) < 1:
+            problems.append(f"size: {side} px is too small for '{layer}' (output {shape}); {what} needs a larger "
+                            "size")
+    return problems
+
+
+def random_size_problems(sizes: list[int], what: str) -> list[str]:
+    from generator.optvis.random_filters import KERNEL_SIZES
+
+    if min(sizes) < max(KERNEL_SIZES):
+        return [f"size: the random filters span up to {max(KERNEL_SIZES)} px, and {what} works at {min(sizes)} px; "
+                f"use a size of at least {2 * max(KERNEL_SIZES)} with coarse steps, {max(KERNEL_SIZES)} without"]
+    return []
+
+
+def channels_of(model) -> int:
+    return 3 if model.input.mode == "RGB" else 1
+
+
+def source_tensor(record, channels: int, side: int) -> torch.Tensor:
+    """A texture photograph (its full-resolution 8-bit image) as (C, h, w) in [0, 1], shorter side `side`."""
+    from generator.optvis import matching
+
+    x = matching.to_tensor(record.image, channels)
+    h, w = x.shape[-2:]
+    k = side / min(h, w)
+    return matching.resize(x[None], (max(side, round(h * k)), max(side, round(w * k))))[0]
+
+
+class TextureSynthesis(Technique):
+    kind = "texture_synthesis"
+    title = "Texture synthesis (Gram matrices)"
+    summary = ("textures made from noise by matching Gram matrices: the model's layers, deeper and deeper, next to "
+               "random multi-scale filters")
+    Params = TextureSynthesisParams
+    scope = "image"
+    version = 1
+
+    def image_sets(self, params: TextureSynthesisParams) -> list[str] | None:
+        return list(params.images) if params.images is not None else None
+
+    def check(self, model, params: TextureSynthesisParams) -> list[str]:
+        p = params
+        problems = []
+        if p.images is not None and not p.images:
+            problems.append("images: an empty list; name at least one image set, or leave it out for the model's "
+                            "images")
+        sizes = [max(8, round(p.size * s)) for s in p.scales]
+        if not model.takes_other_sizes():
+            sizes = [model.input.size]
+        problems += layer_problems(model, p.layers, "layers", model.layers, sizes, "texture synthesis")
+        if p.random_filters:
+            problems += random_size_problems([max(8, round(p.size * s)) for s in p.scales], "the coarse scale"
+                                             if p.coarse_steps else "the synthesis")
+        return problems
+
+    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        return [self.one(ctx, job) for job in jobs]
+
+    def one(self, ctx, job: Job) -> Artifact:
+        from generator.optvis import matching
+
+        p: TextureSynthesisParams = job.params
+        model, device = ctx.model, ctx.device
+        channels = channels_of(model)
+        layers = model_layers(model, p)
+        source = source_tensor(ctx.images[job.image], channels, p.source_size).to(device)
+        start = matching.noise_start(1, channels, p.size, p.size, ctx.seed, mean=source.mean((1, 2)).cpu(),
+                                     sd=NOISE_SD).to(device)
+        options = dict(steps=p.steps, coarse_steps=p.coarse_steps, scales=p.scales, optimizer=p.optimizer, lr=p.lr)
+        own = matching.model_network(model)
+        n = len(layers)
+        mask = torch.tril(torch.ones(n, n))  # row i: the first i + 1 layers
+        term = matching.GramTerm(own, layers, [source] * n, p.source_size, mask=mask)
+        result = matching.synthesize([term], start.expand(n, -1, -1, -1).clone(), **options)
+        images = [result.images[i] for i in range(n)]
+        runs = [{"network": "model", "label": model.name, "layers": layers[:i + 1],
+                 "gram_start": float(result.start["style"][i]), "gram_end": float(result.end["style"][i]),
+                 "seconds": result.seconds / n} for i in range(n)]
+        measured = {}
+        if p.random_filters:
+            rnd = matching.random_network(channels, p.random_seed, device=device)
+            rlayers = rnd.module.layers
+            r = matching.synthesize([matching.GramTerm(rnd, rlayers, [source], p.source_size)], start.clone(),
+                                    **options)
+            images.append(r.images[0])
+            runs.append({"network": "random", "label": rnd.label, "layers": rlayers,
+                         "gram_start": float(r.start["style"][0]), "gram_end": float(r.end["style"][0]),
+                         "seconds": r.seconds})
+            # Each network measures the other's results, and the noise start as the reference.
+            made = torch.from_numpy(np.stack(images[:n])).to(device)
+            by_random = matching.gram_distance(rnd, rlayers, torch.cat([made, start]), [source] * (n + 1),
+                                               p.source_size)
+            by_model = matching.gram_distance(own, layers, torch.cat([torch.from_numpy(images[n])[None].to(device),
+                                                                      start]), [source] * 2, p.source_size)
+            for i in range(n):
+                runs[i].update(other=rnd.label, other_result=float(by_random[i]), other_noise=float(by_random[n]))
+            runs[n].update(other=model.name, other_result=float(by_model[0]), other_noise=float(by_model[1]))
+            measured = {"model_by_random": float(by_random[n - 1] / max(by_random[n], 1e-12))}
+        src_np = source.cpu().numpy()
+        noise_hist = matching.histogram_distance(start[0].cpu().numpy(), src_np)
+        for run, image in zip(runs, images):
+            run["fall"] = 1.0 - run["gram_end"] / run["gram_start"] if run["gram_start"] > 0 else None
+            run["hist_result"] = matching.histogram_distance(image, src_np)
+            run["hist_noise"] = noise_hist
+        all_layers = runs[n - 1]
+        metrics = {"gram_fall_model": all_layers["fall"], "gram_fall_random": runs[-1]["fall"] if p.random_filters
+                   else None, "hist_model": all_layers["hist_result"], "hist_noise": noise_hist, **measured}
+        if p.random_filters:
+            metrics["pinned"] = measured["model_by_random"] <= PINNED
+        # The source as shown: its centre, at the scale its statistics were taken (the results' pixel scale).
+        h, w = source.shape[-2:]
+        top, left = max(0, (h - p.size) // 2), max(0, (w - p.size) // 2)
+        shown = source[:, top:top + p.size, left:left + p.size].cpu().numpy()
+        meta = {"runs": runs, "metrics": metrics, "size": p.size, "source_size": p.source_size,
+                "scales": list(p.scales)}
+        return Artifact({"results": np.stack(images).astype(np.float32), "start": start[0].cpu().numpy(),
+                         "source": shown.astype(np.float32)}, meta)
+
+    def draw(self, art, job, env, path: Path) -> bool:
+        runs = art.meta["runs"]
+        pictures = [to_picture(art.arrays["source"])] + [to_picture(x) for x in art.arrays["results"]]
+        titles = [f"source ({art.meta['source_size']} px shorter side)"]
+        for run in runs:
+            fall = f"Gram loss −{run['fall']:.1%}" if run["fall"] is not None else ""
+            if run["network"] == "model":
+                what = (f"{run['label']}: {run['layers'][0]}" if len(run["layers"]) == 1
+                        else f"{run['label']}: {run['layers'][0]} … {run['layers'][-1]}")
+            else:
+                what = run["label"]
+            titles.append(f"{what}\n{fall}")
+        figures.picture_row(pictures, titles, path, f"{env.image_name(job.image)}: Gram-matrix texture synthesis")
+        return True
+
+
+def to_picture(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] → (H, W, 3) or (H, W) uint8."""
+    a = (np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    return a[..., 0] if a.shape[2] == 1 else a
