@@ -413,15 +413,36 @@ def _run(terms, feats, x: torch.Tensor, steps: int, optimizer: Optimizer, lr: fl
 
 # --- measures of a result that do not come from the loss it was optimized for --------------------------------------
 
-def gram_distance(net: Network, layers: Sequence[str], images: torch.Tensor, sources: Sequence[torch.Tensor],
-                  source_side: int | None = None) -> np.ndarray:
-    """Mean relative Gram error over `layers` of `net` between each image (B, C, H, W) and its source — the
-    loss a `GramTerm` would have, computed for a network that did not make the image."""
+def gram_errors(net: Network, layers: Sequence[str], images: torch.Tensor, sources: Sequence[torch.Tensor],
+                source_side: int | None = None) -> np.ndarray:
+    """(B, L): the relative Gram error of each image (B, C, H, W) against its source at each of `layers` of `net`
+    (NaN where a layer is not reached) — the losses a `GramTerm` would average."""
     side = source_side or min(images.shape[-2:])
     term = GramTerm(net, list(layers), list(sources), side)
     with torch.no_grad(), Features(net, term.layers) as feats:
         term.prepare(feats, 1.0)
-        return term.loss(feats(images)).float().cpu().numpy()
+        outs = feats(images)
+        cols = [relative_error(gram(outs[layer]), term.targets[layer]).float().cpu().numpy()
+                if layer in outs and layer in term.targets else np.full(images.shape[0], np.nan)
+                for layer in term.layers]
+    return np.stack(cols, 1)
+
+
+def gram_distance(net: Network, layers: Sequence[str], images: torch.Tensor, sources: Sequence[torch.Tensor],
+                  source_side: int | None = None) -> np.ndarray:
+    """(B,): the MEDIAN over `layers` of the relative Gram errors, to measure images with a network that did not
+    make them. The median, because one layer with few positions (EfficientNet-Lite0's head has 4 × 4 at 128 px) can
+    have errors of 10 and more that would swamp the mean of the others."""
+    return np.nanmedian(gram_errors(net, layers, images, sources, source_side), axis=1)
+
+
+def reference_noise(source: torch.Tensor, height: int, width: int, seed: int) -> torch.Tensor:
+    """(C, H, W): independent Gaussian pixels with the source's mean and standard deviation per channel, clamped to
+    [0, 1] — the right brightness and contrast, and no structure: the reference a texture must beat."""
+    c = source.shape[0]
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    mean, std = source.mean((1, 2)).cpu().view(c, 1, 1), source.std((1, 2)).cpu().view(c, 1, 1)
+    return (mean + std * torch.randn(c, height, width, generator=g)).clamp(0, 1).to(source.device)
 
 
 def colour_histogram(image: np.ndarray | torch.Tensor, bins: int = 8) -> np.ndarray:

@@ -7,19 +7,24 @@ about as well as a trained VGG — provided the filters come in several sizes (t
 multi-scale structure and the non-linearity are. That makes this network the yardstick of the texture and style
 pages: the model's own features are shown next to what this untrained network gives, and each measures the other.
 
-The network here (one `Scale` module per kernel size k, named "k3", "k5", …, each conv → ReLU, recorded like any
-model layer by `generator.hooks.record_outputs`):
-- kernel sizes 3, 5, 7, 11, 15, 23, 37 (the paper's list without 55: at the 128–256 px we synthesize a 55 px filter
-  sees a large part of the image and costs the most), `filters` = 128 per size, 3 input channels (1 for grayscale);
-- weights i.i.d. standard normal, each filter scaled to unit L2 norm, so that every scale responds at the same
-  magnitude to white noise and the Gram losses of the scales are comparable; no bias;
-- "valid" convolution (no padding), so that border effects of the source do not enter its statistics;
-- a stride that grows with the kernel (`stride_for`: 1 up to 11 px, then about k/8): a 37 px filter's responses at
-  neighbouring pixels overlap by 36/37 of their support, so sampling every 5th position leaves the Gram matrix (an
-  average over positions) nearly unchanged while the convolution costs 25× less. On a 2-core CPU this makes the
-  network about 3× faster at 128 px; every pixel is still covered by several windows of every filter;
-- the input is the [0, 1] image minus 0.5 (done by the `Network` wrapper of `generator.optvis.matching`, mean 0.5,
-  std 0.5), so the filters see dark and bright alike.
+The network here (one `Scale` module per width k, named "k3", "k5", …, each → ReLU, recorded like any model layer
+by `generator.hooks.record_outputs`; its layers are "scales.k3", …):
+- widths 3, 5, 7, 11, 15, 23, 37 px (the paper's list without 55: at the 128–256 px we synthesize, a 55 px filter
+  sees much of the image and costs the most), `filters` = 128 per width, 3 input channels (1 for grayscale);
+- weights i.i.d. standard normal, each filter scaled to unit L2 norm, so that every width responds at the same
+  magnitude to white noise and the Gram losses of the widths are comparable; no bias; "valid" convolution (no
+  padding), so that the source's borders do not enter its statistics;
+- widths above 11 px are applied to the image downsampled 2× (15, 23 px: 7 and 11 px kernels) or 4× (37 px: a
+  9 px kernel), with an antialiasing (triangle) filter — a pyramid, as in multi-scale texture models. A 37 px
+  filter at full resolution costs 37² multiply-adds per position and filter, the 9 px one 9² at 1/16 of the
+  positions (about 270× less); on
+  a 2-core CPU the network takes ~0.35 s per forward-backward at 128 px instead of ~1.9 s. What it gives up: the
+  large filters no longer see single-pixel detail (the small ones do). Tried and rejected: the same filters at
+  full resolution with a stride (or at a random subset of positions) for the large widths — as cheap, but the
+  optimizer hides a pattern between the sampled positions, seen as a regular dot grid (or grain) in style
+  transfers; the pyramid's filters see every position of their level, so nothing can hide;
+- the input is the [0, 1] image minus 0.5 over 0.5 (the `Network` wrapper of `generator.optvis.matching`), so the
+  filters see dark and bright alike.
 
 Deterministic: the weights are drawn from a CPU `torch.Generator` seeded with `seed`, the same on every device."""
 from __future__ import annotations

@@ -20,7 +20,7 @@ style takes over — the page reports both. From noise both fall."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ class StyleTransferParams(Params):
                                                        "model's images)")
     styles: list[str] = Field(description="image sets of the style images; every content image is painted in "
                                           "every style")
-    size: int = Field(160, ge=16, le=1024, description="longer side of the result, in pixels")
+    size: int = Field(160, ge=16, le=1024, description="side of the result, in pixels: the content photograph's "
+                                                       "centre square, resized")
     style_size: int = Field(256, ge=16, le=2048, description="shorter side the style image is resized to before its "
                                                              "statistics are taken (larger: bigger brush strokes)")
     content_layer: str | None = Field(None, description="the model's layer whose features keep the content "
@@ -51,8 +52,8 @@ class StyleTransferParams(Params):
                                                              "(default: the model's chosen layers)")
     style_weight: float = Field(100.0, gt=0, description="weight of the style loss against the content loss (both "
                                                          "relative errors) in every content × style row")
-    style_weights: list[float] = Field([1.0, 10.0, 100.0], description="style weights of the row of results for "
-                                                                        "the first style (empty: no such row)")
+    style_weights: list[Annotated[float, Field(gt=0)]] = Field(
+        [0.1, 1.0, 100.0], description="style weights of the row of results for the first style (empty: no row)")
     tv_weight: float = Field(0.3, ge=0, description="weight of the total variation (mean absolute difference of "
                                                     "neighbouring pixels)")
     steps: int = Field(60, ge=1, le=5000, description="L-BFGS evaluations (forward + backward) at full size")
@@ -64,6 +65,10 @@ class StyleTransferParams(Params):
     random_filters: bool = Field(True, description="also paint with the style of random multi-scale filters "
                                                    "(Ustyuzhaninov et al. 2017)")
     random_seed: int = Field(0, ge=0, description="seed of the random filters")
+    random_kernel_sizes: list[Annotated[int, Field(ge=1, le=127)]] = Field(
+        [3, 5, 7, 11, 15, 23, 37], min_length=1, description="widths of the random filters, in pixels (above 11 px "
+                                                             "they are applied to a 2× or 4× downsampled image)")
+    random_filter_count: int = Field(128, ge=1, le=1024, description="random filters per width")
 
     def quick(self) -> "StyleTransferParams":
         return self.model_copy(update={"size": min(self.size, 80), "style_size": min(self.style_size, 96),
@@ -82,13 +87,14 @@ def content_layer_of(model, params: StyleTransferParams) -> str | None:
 
 
 def content_tensor(record, channels: int, size: int) -> torch.Tensor:
-    """The content photograph as (C, H, W) in [0, 1], its longer side `size`."""
+    """The content photograph as (C, size, size) in [0, 1]: its centre square (as the model's own crop), resized."""
     from generator.optvis import matching
 
     x = matching.to_tensor(record.image, channels)
     h, w = x.shape[-2:]
-    k = size / max(h, w)
-    return matching.resize(x[None], (max(1, round(h * k)), max(1, round(w * k))))[0]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return matching.resize(x[None, :, top:top + side, left:left + side], (size, size))[0]
 
 
 def style_tensor(record, channels: int, side: int) -> torch.Tensor:
@@ -120,10 +126,8 @@ class StyleTransfer(Technique):
                             "images")
         if not p.styles:
             problems.append("styles: an empty list; name at least one image set of style images")
-        # The smallest image the networks see: the shorter side of a 3:2 picture at the coarse scale.
-        sizes = [max(8, round(p.size * 2 / 3 * s)) for s in p.scales]
-        if not model.takes_other_sizes():
-            sizes = [model.input.size]
+        synth = [max(8, round(p.size * s)) for s in p.scales]  # the image sides at each scale
+        sizes = synth if model.takes_other_sizes() else [model.input.size]  # ... and what the model sees
         content = content_layer_of(model, p)
         if content is None:
             problems.append(f"content_layer: {model.name} has no chosen layers; name the content layer")
@@ -131,7 +135,8 @@ class StyleTransfer(Technique):
             problems += layer_problems(model, None, "content_layer", [content], sizes, "style transfer")
         problems += layer_problems(model, p.style_layers, "style_layers", model.layers, sizes, "style transfer")
         if p.random_filters:
-            problems += random_size_problems(sizes, "the coarse scale" if p.coarse_steps else "the synthesis")
+            problems += random_size_problems(p.random_kernel_sizes, synth,
+                                             "the coarse scale" if p.coarse_steps else "the synthesis")
         return list(dict.fromkeys(problems))
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
@@ -155,7 +160,8 @@ class StyleTransfer(Technique):
             start = matching.noise_start(1, channels, h, w, ctx.seed, mean=content.mean((1, 2)).cpu(),
                                          sd=NOISE_SD).to(device)
         own = matching.model_network(model)
-        rnd = matching.random_network(channels, p.random_seed, device=device) if p.random_filters else None
+        rnd = matching.random_network(channels, p.random_seed, device=device, kernel_sizes=p.random_kernel_sizes,
+                                          filters=p.random_filter_count) if p.random_filters else None
         content_layer = content_layer_of(model, p)
         style_layers = list(p.style_layers) if p.style_layers is not None else list(model.layers)
         options = dict(steps=p.steps, coarse_steps=p.coarse_steps, scales=p.scales, optimizer=p.optimizer, lr=p.lr,

@@ -175,7 +175,8 @@ def test_the_probe_stops_at_the_layer_and_passes_the_gradient_straight_through_a
     z = net.conv2(net.pool1(net.act1(net.conv1(x))))  # act2's input
     assert torch.equal(out, torch.relu(z))  # the layer's value ...
     (g,) = torch.autograd.grad((out * w).sum(), x)
-    (identity,) = torch.autograd.grad((z * w).sum(), x, retain_graph=True)  # ... with the gradient of the identity in its place
+    # ... with the gradient of the identity in its place
+    (identity,) = torch.autograd.grad((z * w).sum(), x, retain_graph=True)
     torch.testing.assert_close(g, identity)
     with LayerProbe(net, "act2") as plain:
         (g_plain,) = torch.autograd.grad((plain(x) * w).sum(), x)
@@ -251,6 +252,7 @@ def test_grayscale_model_and_default_layers():
 def test_page(tmp_path):
     ctx = smooth_ctx(deep_net(), images=2)
     text = render_page(KIND, ctx, tmp_path, layers=["act1", "act3"], steps=3)
-    assert "figures/feature_inversion/s--p0.png" in text and (tmp_path / "tiny/figures/feature_inversion/s--p1.png").is_file()
+    assert "figures/feature_inversion/s--p0.png" in text
+    assert (tmp_path / "tiny/figures/feature_inversion/s--p1.png").is_file()
     assert "| <code>act1</code> | 8 × 32 × 32 | 3 |" in text
     assert "| p1 |" in text and "## Parameters" in text
