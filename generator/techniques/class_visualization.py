@@ -88,10 +88,14 @@ class ClassVisualizationParams(Params):
     classes: list[str | int] | None = Field(None, description="classes to draw (labels or indices; default: the "
                                                               "top-1 classes of the model's images)")
     max_classes: int = Field(4, ge=1, le=32, description="classes drawn when 'classes' is not given")
-    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most 224)")
+    size: int | None = Field(None, ge=16, le=512, description="side of the Fourier image (default: the model's input "
+                                                              "size, at most 224; under 64 px: 4× the input size, "
+                                                              "shown to the model resized)")
     steps: int = Field(256, ge=1, le=5000, description="steps of the Fourier (Lucid-style) optimization")
-    lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the Fourier optimization")
-    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother)")
+    lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the Fourier optimization (inputs under "
+                                                   "64 px: a quarter of it)")
+    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother; "
+                                                           "inputs under 64 px: 0.5 more)")
     transform_strength: float = Field(1.0, ge=0, le=3, description="scale of the random pad/jitter/scale/rotate")
     pixel_steps: int = Field(128, ge=1, le=5000, description="steps of the plain and the regularized pixel ascent")
     plain_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the plain ascent")

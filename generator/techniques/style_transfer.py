@@ -5,13 +5,16 @@ several layers match a style image's; a small total-variation term keeps it from
 Two networks give the style, side by side on every content × style row:
 - the model itself (content and style from its own layers, the classic recipe);
 - random multi-scale filters (Ustyuzhaninov et al. 2017, `generator/optvis/random_filters.py`) for the style, with
-  the content still from the model's content layer. Tried on EfficientNet-Lite0 (chelsea in the style of the Hubble
-  deep field and of immunohistochemistry, 128–192 px): the model's own Gram matrices leave coloured high-frequency
-  noise; the random filters give a clean picture in the style's colours and grain. For the content, the model's
-  middle layer (`_blocks.5._act1`, 16 × 16 positions at 128 px) keeps the cat recognizable while leaving the
-  style room; the random filters' full-resolution scales pin every pixel (the content loss rose 2.5× the
-  photograph's feature norm before any style showed), and their coarse, downsampled scales let the style draw a
-  grid aligned with the downsampling. So content always comes from the model.
+  the content still from the model's content layer.
+Tried on EfficientNet-Lite0 (chelsea in the style of the Hubble deep field and of immunohistochemistry, 128–192 px,
+by looking at the results): the model's own Gram matrices leave a pink-and-green high-frequency noise over the
+photograph and little of the style; the random filters give a clean picture in the style's colours and grain (a
+dark cat with coloured glints; a white, brown and blue one). For the content, the model's middle chosen layer
+(`_blocks.5._act1`, 20 × 20 positions at 160 px) keeps the cat recognizable and leaves the style room. Content
+from the random filters works too at their full-resolution widths (3–11 px), but pins nearly every pixel (the
+content loss rises to ~2.5 before the style shows) and the valid convolutions leave coloured stripes along the
+borders; at their downsampled widths the style drew a grid aligned with the downsampling (box-filter version), and
+from strided or position-sampled filters a dot grid or grain. So content comes from the model.
 
 A row of results at increasing style weight (`style_weights`, first style) shows the trade-off. The optimization
 starts from the content photograph (`start: content`; Gatys et al. start from noise, `start: noise`): the style
@@ -40,8 +43,9 @@ from generator.techniques.texture_synthesis import (
 class StyleTransferParams(Params):
     images: list[str] | None = Field(None, description="image sets of the content photographs (default: the "
                                                        "model's images)")
-    styles: list[str] = Field(description="image sets of the style images; every content image is painted in "
-                                          "every style")
+    styles: list[str] | None = Field(None, description="image sets of the style images; every content image is "
+                                                       "painted in every style (default: each content image in the "
+                                                       "style of the next content image)")
     size: int = Field(160, ge=16, le=1024, description="side of the result, in pixels: the content photograph's "
                                                        "centre square, resized")
     style_size: int = Field(256, ge=16, le=2048, description="shorter side the style image is resized to before its "
@@ -116,7 +120,25 @@ class StyleTransfer(Technique):
         return list(params.images) if params.images is not None else None
 
     def reference_sets(self, params: StyleTransferParams) -> list[str]:
-        return list(params.styles)
+        if params.styles is not None:
+            return list(params.styles)
+        return list(params.images or [])  # the style is another content image: its set joins the cache key
+
+    def uses_image_set(self, params: StyleTransferParams) -> bool:
+        return params.styles is None and params.images is None  # the style is another of the model's images
+
+    def style_ids(self, ctx, job: Job) -> list[str]:
+        p: StyleTransferParams = job.params
+        if p.styles is not None:
+            ids = [i for name in p.styles for i in ctx.set_ids(name)]
+            if not ids:
+                raise ValueError(f"styles: the image sets {p.styles} hold no images")
+            return ids
+        contents = [i for name in p.images for i in ctx.set_ids(name)] if p.images is not None else ctx.own_images
+        if len(contents) < 2:
+            raise ValueError("styles: no style image sets are named, and there is no other content image to take "
+                             "the style from; name image sets of style images under styles")
+        return [contents[(contents.index(job.image) + 1) % len(contents)]]
 
     def check(self, model, params: StyleTransferParams) -> list[str]:
         p = params
@@ -124,8 +146,9 @@ class StyleTransfer(Technique):
         if p.images is not None and not p.images:
             problems.append("images: an empty list; name at least one image set, or leave it out for the model's "
                             "images")
-        if not p.styles:
-            problems.append("styles: an empty list; name at least one image set of style images")
+        if p.styles is not None and not p.styles:
+            problems.append("styles: an empty list; name at least one image set of style images, or leave it out "
+                            "to paint each content image in the style of the next")
         synth = [max(8, round(p.size * s)) for s in p.scales]  # the image sides at each scale
         sizes = synth if model.takes_other_sizes() else [model.input.size]  # ... and what the model sees
         content = content_layer_of(model, p)
@@ -148,9 +171,7 @@ class StyleTransfer(Technique):
         p: StyleTransferParams = job.params
         model, device = ctx.model, ctx.device
         channels = channels_of(model)
-        style_ids = [i for name in p.styles for i in ctx.set_ids(name)]
-        if not style_ids:
-            raise ValueError(f"styles: the image sets {p.styles} hold no images")
+        style_ids = self.style_ids(ctx, job)
         content = content_tensor(ctx.images[job.image], channels, p.size).to(device)
         h, w = content.shape[-2:]
         styles = {i: style_tensor(ctx.images[i], channels, p.style_size).to(device) for i in style_ids}

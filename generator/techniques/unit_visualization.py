@@ -23,10 +23,13 @@ class UnitVisualizationParams(Params):
     channels: list[int] | None = Field(None, description="channels to draw in every layer (default: those of "
                                                          "max_patches with a data set, else evenly spaced)")
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
-    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most 128)")
+    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most "
+                                                              "128; under 64 px: 4× the input size, shown to the "
+                                                              "model resized)")
     steps: int = Field(128, ge=1, le=5000)
-    lr: float = Field(0.02, gt=0, le=1)
-    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother)")
+    lr: float = Field(0.02, gt=0, le=1, description="Adam learning rate (inputs under 64 px: a quarter of it)")
+    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother; "
+                                                           "inputs under 64 px: 0.5 more)")
     transform_strength: float = Field(1.0, ge=0, le=3)
 
     def quick(self) -> "UnitVisualizationParams":

@@ -1,0 +1,141 @@
+"""Neural style transfer: the style loss falls from the content photograph, both losses fall from noise, the row of
+style weights and the content × style rows are there, seeds repeat, bad keys are errors naming the key, and the page
+renders both figures."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from gradnets import act_net, assert_same_state, make_model, model_state
+from generator import images as imagelib
+from generator.context import RunContext
+from generator.techniques import registry
+from generator.techniques.base import Job
+
+SMALL = dict(styles=["styles"], size=40, style_size=48, steps=12, coarse_steps=0, style_weights=[1.0, 10.0],
+             style_weight=10.0, random_kernel_sizes=[3, 5, 9], random_filter_count=16, content_layer="act2",
+             style_layers=["act1", "act2"])
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: on a shared 2-core machine two intra-op threads make these runs ~20× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+def style_ctx(module=None) -> RunContext:
+    model = make_model(module or act_net(), 32)
+    model.layers = ["act1", "act2"]
+    records = {}
+    for set_name, names in (("photos", ["chelsea"]), ("styles", ["hubble_deep_field", "immunohistochemistry"])):
+        for name in names:
+            im = imagelib.sample(f"skimage:{name}")
+            im = im.resize((96, round(96 * im.height / im.width)))
+            records[f"{set_name}/{name}"] = imagelib.ImageRecord(f"{set_name}/{name}", set_name, name, name, im,
+                                                                 imagelib.digest(im))
+    return RunContext(model, records, seed=0, own=["photos/chelsea"])
+
+
+def run(ctx, **kw):
+    technique = registry.get("style_transfer")
+    p = technique.Params(**{**SMALL, **kw})
+    assert technique.check(ctx.model, p) == []
+    assert technique.reference_sets(p) == ["styles"]
+    return technique.run(ctx, [Job("tiny", "style_transfer", p, image="photos/chelsea")])[0]
+
+
+def test_style_falls_from_the_content_photograph_and_the_rows_are_complete():
+    ctx = style_ctx()
+    before = model_state(ctx.model.module)
+    art = run(ctx)
+    assert_same_state(before, model_state(ctx.model.module))
+    m = art.meta
+    # Grid (random filters at weights 1 and 10), then per style the model's and the random filters' result; the
+    # random filters' result for the first style at weight 10 is the grid's.
+    assert [(r["network"], r["weight"]) for r in m["results"]] == [
+        ("random", 1.0), ("random", 10.0), ("model", 10.0), ("model", 10.0), ("random", 10.0)]
+    assert m["grid"] == [0, 1] and m["pairs"][0] == {"style": "styles/hubble_deep_field", "model": 2, "random": 1}
+    assert art.arrays["results"].shape == (5, 3, 40, 40) and art.arrays["styles"].shape == (2, 3, 40, 40)
+    for r in m["results"]:
+        assert r["content_start"] == 0  # the start is the content photograph itself
+        assert r["style_end"] < 0.5 * r["style_start"], r
+    again = run(style_ctx())
+    np.testing.assert_array_equal(again.arrays["results"], art.arrays["results"])
+
+
+def test_from_noise_both_losses_fall():
+    art = run(style_ctx(), start="noise", style_weights=[], style_weight=1.0, steps=20, content_layer="act1")
+    for r in art.meta["results"]:
+        assert r["style_end"] < 0.7 * r["style_start"], r
+        assert r["content_end"] < 0.7 * r["content_start"], r
+
+
+def test_bad_keys_are_errors_naming_them():
+    technique = registry.get("style_transfer")
+    model = make_model(act_net(), 32)
+    model.layers = ["act1", "act2"]
+    check = lambda **kw: technique.check(model, technique.Params(**{**SMALL, **kw}))  # noqa: E731
+    assert check(styles=[]) == ["styles: an empty list; name at least one image set of style images, or leave it "
+                                "out to paint each content image in the style of the next"]
+    assert check(content_layer="act9") == ["content_layer: no module 'act9' in tiny; did you mean 'act2'?"]
+    assert check(content_layer="fc")[0].startswith("content_layer: 'fc' has no spatial extent")
+    assert check(style_layers=[]) == ["style_layers: an empty list; name at least one layer"]
+    assert check(style_layers=["act1", "act7"]) == ["style_layers[1]: no module 'act7' in tiny; did you mean "
+                                                    "'act2'?"]
+    assert check(size=24, random_kernel_sizes=[3, 37])[0].startswith("size: the random filters span up to 37 px")
+    with pytest.raises(ValidationError, match="style_weights"):
+        technique.Params(**{**SMALL, "style_weights": [0.0]})
+
+
+def test_page(tmp_path):
+    from generator.context import DrawContext
+    from generator.pipeline import Result
+    from generator.render import Renderer
+    from generator.report import ModelPages, technique_page_context, write_outputs
+
+    ctx = style_ctx()
+    technique = registry.get("style_transfer")
+    p = technique.Params(**{**SMALL, "steps": 3})
+    job = Job("tiny", "style_transfer", p, image="photos/chelsea")
+    (art,) = technique.run(ctx, [job])
+    pages = ModelPages(ctx.model, DrawContext(ctx.model, ctx.images), [Result(job, "ran", 0.1, art)])
+    write_outputs(tmp_path, pages, lambda n: None)
+    text = Renderer().page("pages/style_transfer.md.j2", **technique_page_context(pages, "style_transfer"))
+    assert "## chelsea" in text and "hubble\\_deep\\_field" in text
+    assert "figures/style_transfer/photos--chelsea.png" in text
+    assert "figures/style_transfer/photos--chelsea--weights.png" in text
+
+
+def test_missing_style_sets_are_spec_errors_naming_the_key(tmp_path):
+    from conftest import tiny_spec, write_spec  # tests/conftest.py
+
+    from generator import build as buildlib
+    from generator.errors import SpecErrors
+    from generator.spec import Spec
+
+    data = tiny_spec(images=["pics"], techniques={"style_transfer": {"styles": ["paintings"]}})
+    data["images"]["painting"] = ["pics/a.png"]
+    spec = Spec.load(write_spec(tmp_path, data))
+    assert buildlib.named_set_problems(spec, spec.models[0]) == [
+        "models[0].techniques.style_transfer.styles: no image set 'paintings'; did you mean 'painting'?"]
+    data["models"][0]["techniques"]["style_transfer"] = {"styles": "painting"}
+    with pytest.raises(SpecErrors, match=r"models\[0\]\.techniques\.style_transfer\.styles"):
+        Spec.load(write_spec(tmp_path, data))
+
+
+def test_without_style_sets_each_content_image_takes_the_next_ones_style():
+    ctx = style_ctx()
+    ctx.own = ["photos/chelsea", "styles/immunohistochemistry"]
+    technique = registry.get("style_transfer")
+    p = technique.Params(**{**SMALL, "styles": None, "style_weights": [], "steps": 3})
+    assert technique.reference_sets(p) == [] and technique.uses_image_set(p)
+    arts = technique.run(ctx, [Job("tiny", "style_transfer", p, image=i) for i in ctx.own])
+    assert [a.meta["styles"] for a in arts] == [["styles/immunohistochemistry"], ["photos/chelsea"]]
+    ctx.own = ["photos/chelsea"]
+    with pytest.raises(ValueError, match="styles: no style image sets are named"):
+        technique.run(ctx, [Job("tiny", "style_transfer", p, image="photos/chelsea")])
