@@ -1,6 +1,6 @@
 """Synthesis by matching, ours against straightforward implementations, in one run; prints the ratios. Not a test.
 
-    .venv/bin/python bench/matching.py [SECTION ...] [options]        (sections: nonparametric; default: all)
+    .venv/bin/python bench/matching.py [SECTION ...] [options]        (sections: nonparametric, style; default: all)
 
 nonparametric — Efros & Leung texture synthesis: our synthesizer (generator/efros_leung.py: wavefronts of
 independent pixels, all source windows compared by one matrix product, a float32 screen with exact float64
@@ -15,6 +15,10 @@ the pixels they did compute are checked against ours (same draws → same pixels
 (`screen=False`) is timed too. Default: a 128 × 128 texture from a 64 × 64 source, 11 × 11 window, on the grey
 `gravel` (where ours compares one channel instead of three) and the colour `immunohistochemistry` sample.
 Ours runs on `--device` (on the CPU always one thread: see efros_leung.synthesize); the plain versions on the CPU.
+
+style — neural style transfer: ours (generator/optvis/matching.py) against the PyTorch tutorial's algorithm on the
+same network (torchvision's VGG19 with seeded random weights, up to conv3_1), images and number of L-BFGS
+evaluations; seconds per evaluation (see `style`).
 """
 from __future__ import annotations
 
