@@ -346,14 +346,18 @@ def guided_rows(picture: np.ndarray, grads: np.ndarray, shown: np.ndarray, label
     _save(fig, path)
 
 
-def picture_row(pictures: list[np.ndarray], titles: list[str], path: Path, suptitle: str | None = None) -> None:
-    """Pictures side by side at the same size, each titled (original, changed, difference ...)."""
-    n = len(pictures)
-    fig, axes = plt.subplots(1, n, figsize=(3.1 * n, 3.4), squeeze=False, layout="constrained")
-    for ax, picture, title in zip(axes[0], pictures, titles):
+def picture_row(pictures: list[np.ndarray], titles: list[str], path: Path, suptitle: str | None = None,
+                columns: int | None = None) -> None:
+    """Pictures side by side at the same size, each titled (original, changed, difference ...); more than `columns`
+    wrap onto further rows, so that a long row stays legible at the page's width."""
+    cols = min(len(pictures), columns or len(pictures))
+    rows = -(-len(pictures) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.4 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, picture, title in zip(axes.flat, pictures, titles):
         ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255, interpolation="lanczos")
         ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     _save(fig, path)

@@ -242,7 +242,8 @@ class TextureSynthesis(Technique):
             else:
                 what = run["label"]
             titles.append(f"{what}\n{fall}")
-        figures.picture_row(pictures, titles, path, f"{env.image_name(job.image)}: Gram-matrix texture synthesis")
+        figures.picture_row(pictures, titles, path, f"{env.image_name(job.image)}: Gram-matrix texture synthesis",
+                            columns=4)
         return True
 
 
