@@ -22,6 +22,16 @@ from generator.spec import InputSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of many small optimizations: on a shared 2-core machine two intra-op threads make such runs many
+    times slower (the modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # The factory module written beside each test's spec (`factory: tinymod:build`). Its weights are seeded, so two
 # builds of the same spec give the same weights digest (and so hit the cache).
 TINYMOD = '''

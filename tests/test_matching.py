@@ -22,13 +22,7 @@ from generator.optvis.random_filters import random_filters  # noqa: E402
 
 SMALL = dict(kernel_sizes=(3, 5, 9, 15), filters=24)  # a cheap random net for tests (15 px runs at half size)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: on a shared 2-core machine two intra-op threads make these runs ~20× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

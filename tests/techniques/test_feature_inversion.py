@@ -24,13 +24,7 @@ from generator.techniques.feature_inversion import LayerProbe, invert, pixel_cor
 KIND = "feature_inversion"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: on a shared 2-core machine two intra-op threads make these runs many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def deep_net() -> nn.Sequential:

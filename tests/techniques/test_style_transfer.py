@@ -18,13 +18,7 @@ SMALL = dict(styles=["styles"], size=40, style_size=48, steps=12, coarse_steps=0
              style_weight=10.0, random_kernel_sizes=[3, 5, 9], random_filter_count=16, content_layer="act2",
              style_layers=["act1", "act2"])
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: on a shared 2-core machine two intra-op threads make these runs ~20× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -16,13 +16,7 @@ from generator.techniques.base import Job
 SMALL = dict(size=40, source_size=64, steps=12, coarse_steps=0, random_kernel_sizes=[3, 5, 9],
              random_filter_count=16)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: on a shared 2-core machine two intra-op threads make these runs ~20× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
