@@ -46,11 +46,6 @@ _FOLLOWERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.PRe
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def batch_size(device: torch.device) -> int:
-    """Step images per forward: large batches fill the CPU's cores too, but keep memory modest."""
-    return 64 if device.type == "cpu" else 128
-
-
 def blur(x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
     """Gaussian blur of (N, C, H, W), separable, reflect padding. Linear, so blurring the normalized input equals
     normalizing the blurred picture. Default σ = 5 pixels at 224 (Petsiuk's kernel 11, σ 5), scaled with the size."""

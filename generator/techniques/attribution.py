@@ -14,6 +14,7 @@ from pydantic import Field
 
 from generator import faithfulness as faith
 from generator import figures
+from generator.batching import images_per_forward
 from generator.errors import did_you_mean
 from generator.techniques.base import Artifact, Job, Params, Technique
 
@@ -115,7 +116,8 @@ class AttributionTechnique(Technique):
         if params.faithfulness:
             steps = params.faithfulness_steps
             checks["deletion"], checks["insertion"] = faith.deletion_insertion(
-                ctx.model.logits, x, maps, classes, steps=steps, batch=faith.batch_size(x.device))
+                ctx.model.logits, x, maps, classes, steps=steps,
+                batch=images_per_forward(ctx.model, x[:1], 2 * (steps + 1) * len(maps)))
             checks["faithfulness"] = {"steps": steps, "deletion_baseline": faith.DELETION_BASELINE,
                                       "insertion_baseline": faith.INSERTION_BASELINE,
                                       "seconds_per_map": (time.perf_counter() - start) / len(maps)}

@@ -18,9 +18,9 @@ Fills (all computed in pixel space, then normalized like the model's input):
 
 The default window is a seventh of the input side (32 pixels at 224, 5 at 32), with a stride of half the window.
 
-Every window of every image in a job goes through the model in large batches (not one forward per window): on CUDA
-the batch is sized from a probe forward's peak memory and the free memory; on the CPU it is `CPU_WINDOWS`, in the
-channels-last layout (faster there; models that cannot take it fall back to the usual one).
+Every window of every image in a job goes through the model in batches (not one forward per window), sized by
+`generator.batching`: on CUDA from a probe forward's peak memory and the free memory, on the CPU to the processor's
+cache, in the channels-last layout (faster there; models that cannot take it fall back to the usual one).
 """
 from __future__ import annotations
 
@@ -33,12 +33,10 @@ import torch
 from pydantic import Field, model_validator
 
 from generator import figures
+from generator.batching import images_per_forward
 from generator.techniques.attribution import AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 
-CPU_WINDOWS = 64  # perturbed images per forward on CPU (and MPS): larger batches barely help there
-CUDA_MAX_WINDOWS = 1024
-CUDA_MEMORY_SHARE = 0.5  # of the free device memory, for one batch's activations
 
 
 class OcclusionParams(AttributionParams):
@@ -122,21 +120,6 @@ def fill_images(ctx, x: torch.Tensor, params: OcclusionParams) -> torch.Tensor:
     return blur(x, params.blur_sigma or params.geometry(x.shape[-1])[0] / 4)
 
 
-def windows_per_forward(model, sample: torch.Tensor, todo: int) -> int:
-    """How many perturbed images to put through the model at once: from memory on CUDA, fixed elsewhere."""
-    if sample.device.type != "cuda":
-        return max(1, min(CPU_WINDOWS, todo))
-    probe = min(8, todo)
-    torch.cuda.synchronize(sample.device)
-    before = torch.cuda.memory_allocated(sample.device)
-    torch.cuda.reset_peak_memory_stats(sample.device)
-    with torch.no_grad():
-        model.logits(sample[:1].expand(probe, *sample.shape[1:]).clone())
-    per_image = max((torch.cuda.max_memory_allocated(sample.device) - before) / probe, 1)
-    free, _ = torch.cuda.mem_get_info(sample.device)
-    return max(1, min(int(CUDA_MEMORY_SHARE * free / per_image), CUDA_MAX_WINDOWS, todo))
-
-
 def _unique_rows(x: torch.Tensor) -> tuple[list[int], list[int]]:
     """Rows of x that are the same image (one image explained for several classes) share their windows."""
     firsts: list[int] = []
@@ -181,7 +164,7 @@ def occlusion_maps(model, x: torch.Tensor, targets: torch.Tensor, fill: torch.Te
         base = base[which_t, targets]  # (N,)
         # Work items: (distinct image, window) pairs, image-major.
         total = len(firsts) * ny * nx
-        batch = batch or windows_per_forward(model, x, total)
+        batch = batch or images_per_forward(model, x[:1], total)
         drops = torch.empty(n, ny * nx, device=x.device)
         for start in range(0, total, batch):
             item = torch.arange(start, min(start + batch, total), device=x.device)

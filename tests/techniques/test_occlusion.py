@@ -156,9 +156,13 @@ def test_model_that_cannot_take_channels_last():
     assert (ours.double() - ref).abs().max() < 1e-6
 
 
-def test_windows_go_through_the_model_in_batches():
+def test_windows_go_through_the_model_in_batches(monkeypatch):
+    from generator import batching
+
     ctx = sensitive_ctx(images=2)
     x, targets = batch(ctx)
+    # A cache that holds the maps of 16 images, so that the 128 windows take 8 forwards.
+    monkeypatch.setattr(batching, "CPU_CACHE_BUDGET", 16 * batching.largest_activation_bytes(ctx.model.module, x[:1]))
     sizes = []
     handle = ctx.model.module.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
     try:
@@ -167,8 +171,11 @@ def test_windows_go_through_the_model_in_batches():
         handle.remove()
     windows = window_count(32, 32, 4, 4)  # 64 per image, 128 in all
     assert windows == 64
+    per_forward = batching.images_per_forward(ctx.model, x[:1], 2 * windows)
+    assert per_forward == 16
     assert sizes[0] == 2  # the unoccluded images, once
-    assert sum(sizes[1:]) == 2 * windows and len(sizes) - 1 == math.ceil(2 * windows / 64)
+    assert sizes[1] == 1  # the probe that measures the largest activation map (generator.batching)
+    assert sum(sizes[2:]) == 2 * windows and len(sizes) - 2 == math.ceil(2 * windows / per_forward)
 
 
 def test_run_reports_the_windows_and_signed_metrics():
@@ -253,7 +260,7 @@ def test_model_left_as_it_was_and_page_renders(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_and_batches_by_memory():
-    from generator.techniques.occlusion import windows_per_forward
+    from generator.batching import images_per_forward
 
     ctx = sensitive_ctx(images=2)
     x, targets = batch(ctx)
@@ -264,7 +271,7 @@ def test_cuda_matches_cpu_and_batches_by_memory():
     ctx._inputs.clear()
     try:
         xc, tc = x.cuda(), targets.cuda()
-        assert windows_per_forward(ctx.model, xc, 10_000) > 64
+        assert images_per_forward(ctx.model, xc[:1], 10_000) > 64
         gpu = registry.get("occlusion").attribute(ctx, xc, tc, p)
     finally:
         ctx.model.module.cpu()

@@ -1,0 +1,58 @@
+"""How many images one forward takes when a technique has many to push through a model: occlusion's windows, the
+step images of the deletion and insertion curves, a data set's images.
+
+On CUDA: as many as `CUDA_MEMORY_SHARE` of the free memory holds, from a probe forward's peak memory. On the CPU (and
+MPS): as many as keep the batch's largest activation map within the processor's cache, rounded down to a power of
+two. There a forward's cost is memory traffic as much as arithmetic. Measured on EfficientNet-Lite0 at 224 px
+(channels-last, 2 cores, 32 MiB L3), milliseconds per image: 33 one at a time, 21 in batches of 4, 28 of 8, 44 of
+32, 53 of 64. Its largest activation, 96 channels at 112 × 112, is 4.8 MB per image, so the budget gives 4; a
+Fashion-MNIST network's maps are a few hundred kB and get 64.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+CPU_CACHE_BUDGET = 24 * 2**20  # bytes of the largest activation map of a batch: most of a 32 MiB L3 cache
+CPU_MAX_IMAGES = 256
+CUDA_MAX_IMAGES = 1024
+CUDA_MEMORY_SHARE = 0.5  # of the free device memory, for one batch's activations
+
+
+def largest_activation_bytes(module: nn.Module, sample: torch.Tensor) -> int:
+    """Bytes of the largest tensor any submodule outputs for one image (`sample`: (1, C, H, W))."""
+    largest = [sample.numel() * sample.element_size()]
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, torch.Tensor):
+                largest[0] = max(largest[0], t.numel() * t.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module(sample)
+    finally:
+        for h in handles:
+            h.remove()
+    return largest[0]
+
+
+def images_per_forward(model, sample: torch.Tensor, todo: int) -> int:
+    """Images per forward for `todo` images like `sample` (one image, (1, C, H, W), on the model's device) through
+    `model` (a LoadedModel: `.module`, `.logits`)."""
+    if sample.device.type != "cuda":
+        fits = CPU_CACHE_BUDGET // largest_activation_bytes(model.module, sample)
+        fits = 1 << (max(1, fits).bit_length() - 1)  # powers of two: oneDNN's kernels run them best
+        return max(1, min(fits, CPU_MAX_IMAGES, todo))
+    probe = min(8, todo)
+    torch.cuda.synchronize(sample.device)
+    before = torch.cuda.memory_allocated(sample.device)
+    torch.cuda.reset_peak_memory_stats(sample.device)
+    with torch.no_grad():
+        model.logits(sample.expand(probe, *sample.shape[1:]).clone())
+    per_image = max((torch.cuda.max_memory_allocated(sample.device) - before) / probe, 1)
+    free, _ = torch.cuda.mem_get_info(sample.device)
+    return max(1, min(int(CUDA_MEMORY_SHARE * free / per_image), CUDA_MAX_IMAGES, todo))
