@@ -205,15 +205,27 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int], device: tor
     return rows
 
 
+# Nonlinearities: where a model has enough of them, its default layers are their outputs. A convolution's raw output
+# (before its BatchNorm and ReLU) is a linear map of the input: maximizing its mean only drives the image to black or
+# white, and its activation maps are signed where a reader expects the unit's firing.
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+               nn.Hardswish)
+
+
 def default_layers(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device, count: int = 4) -> list[str]:
     """A spread of layers for a model whose spec names none: `count` evenly spaced modules (two levels deep)
-    with spatial outputs, the last one included."""
+    with spatial outputs, the last one included — only the nonlinearities among them when there are `count` or
+    more."""
     names = [n for n, _ in model.named_modules() if n and n.count(".") < 2]
     with torch.no_grad(), record_outputs(model, names) as outs:
         model(torch.zeros(1, *input_shape, device=device))
     spatial = [n for n in names if isinstance(outs.get(n), torch.Tensor) and outs[n].dim() == 4]
     # Prefer leaves and blocks over containers that hold them (a Sequential's output repeats its last child's).
     leaves = [n for n in spatial if not any(o.startswith(n + ".") for o in spatial)]
+    modules = dict(model.named_modules())
+    activations = [n for n in leaves if isinstance(modules[n], ACTIVATIONS)]
+    if len(activations) >= count:
+        leaves = activations
     if len(leaves) <= count:
         return leaves
     step = (len(leaves) - 1) / (count - 1)

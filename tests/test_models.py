@@ -265,3 +265,18 @@ def test_resolve_unknown_module(project):
 def test_technique_check_names_the_param(project):
     (line,) = problems(load_spec(project, techniques={"filters": {"layers": ["relu1"]}}))
     assert line.startswith("models[0].techniques.filters.layers[0]: 'relu1' is not a Conv2d in tiny")
+
+
+def test_default_layers_are_the_nonlinearities_when_there_are_enough():
+    import torch
+    from torch import nn
+
+    from generator.layers import default_layers
+
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    net = nn.Sequential(*block(1, 4), nn.MaxPool2d(2), *block(4, 8), *block(8, 8), nn.MaxPool2d(2), *block(8, 8),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 3 * 3, 10)).eval()
+    # Spatial leaves: 4 convs, 4 batch norms, 4 ReLUs, 3 pools; the ReLUs are picked, not conv 0 ... pool 14.
+    assert default_layers(net, (1, 28, 28), torch.device("cpu")) == ["2", "6", "9", "13"]
