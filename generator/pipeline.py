@@ -57,7 +57,7 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
                 job.key = cache_key(
                     model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
                     layer=layer, image=image_digests.get(image) if image else None,
-                    layers=model.layers if technique.scope == "model" else None,
+                    layers=model.layers if technique.scope == "model" or technique.reads_model_layers(params) else None,
                     image_set=set_digest if technique.uses_image_set(params) else None, **extra,
                 )
                 jobs.append(job)

@@ -56,6 +56,19 @@ def test_keys_depend_on_what_the_result_depends_on(ctx):
     assert all(base[j.label] != j.key for j in planned(ctx, {"predictions": PredictionsParams()}))
 
 
+def test_keys_cover_the_chosen_layers_where_a_result_reads_them(ctx):
+    from generator.techniques.feature_inversion import FeatureInversionParams
+
+    def keys(**params):
+        return {j.label: j.key for j in planned(ctx, {"feature_inversion": FeatureInversionParams(**params)})
+                if j.kind == "feature_inversion"}
+
+    default, named = keys(), keys(layers=["conv1"])
+    ctx.model.layers = ["relu2"]
+    assert all(default[l] != k for l, k in keys().items())  # inverted at the model's layers: they changed
+    assert keys(layers=["conv1"]) == named  # the layers it names did not
+
+
 def test_execute_batches_caches_and_isolates(ctx, tmp_path, monkeypatch):
     calls = []
     real = Predictions.run

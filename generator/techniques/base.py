@@ -79,6 +79,11 @@ class Technique:
         the cache key then covers the whole set."""
         return False
 
+    def reads_model_layers(self, params: Params) -> bool:
+        """True when a job's result depends on the model's chosen layers without being expanded over them (an
+        image's inversion at each of them): the cache key then covers the list."""
+        return False
+
     def image_sets(self, params: Params) -> list[str] | None:
         """Image sets (names under the spec's `images:`) whose images this technique's jobs expand over instead of
         the model's own sets, e.g. the textures of a texture synthesis; None: the model's sets."""

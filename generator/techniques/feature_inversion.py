@@ -242,6 +242,9 @@ class FeatureInversion(Technique):
     scope = "image"
     version = 1
 
+    def reads_model_layers(self, params: FeatureInversionParams) -> bool:
+        return params.layers is None
+
     def wanted(self, model, params: FeatureInversionParams) -> list[str]:
         return list(params.layers) if params.layers is not None else list(model.layers)
 

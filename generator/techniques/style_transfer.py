@@ -116,6 +116,9 @@ class StyleTransfer(Technique):
     scope = "image"
     version = 1
 
+    def reads_model_layers(self, params: StyleTransferParams) -> bool:
+        return params.style_layers is None or params.content_layer is None
+
     def image_sets(self, params: StyleTransferParams) -> list[str] | None:
         return list(params.images) if params.images is not None else None
 

@@ -146,6 +146,9 @@ class TextureSynthesis(Technique):
     scope = "image"
     version = 1
 
+    def reads_model_layers(self, params: TextureSynthesisParams) -> bool:
+        return params.layers is None
+
     def image_sets(self, params: TextureSynthesisParams) -> list[str] | None:
         return list(params.images) if params.images is not None else None
 
