@@ -175,7 +175,10 @@ class FeatureStore:
             return 256
         from generator.batching import images_per_forward
 
-        sample = imagelib.preprocess(self.dataset.image(0), self.model.input)[None].to(self.model.device)
+        try:
+            sample = imagelib.preprocess(self.dataset.image(0), self.model.input)[None].to(self.model.device)
+        except Exception:  # an unreadable first image: the pass itself reports it, naming the file
+            return 64
         return images_per_forward(self.model, sample, n)
 
     def _batch(self, start: int) -> torch.Tensor:
