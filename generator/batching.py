@@ -19,6 +19,7 @@ CPU_CACHE_BUDGET = 24 * 2**20  # bytes of the largest activation map of a batch:
 CPU_MAX_IMAGES = 256
 CUDA_MAX_IMAGES = 1024
 CUDA_MEMORY_SHARE = 0.5  # of the free device memory, for one batch's activations
+CUDA_GRADIENT_IMAGES = 32
 
 
 def largest_activation_bytes(module: nn.Module, sample: torch.Tensor) -> int:
@@ -38,6 +39,15 @@ def largest_activation_bytes(module: nn.Module, sample: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return largest[0]
+
+
+def images_per_gradient(model, sample: torch.Tensor, todo: int) -> int:
+    """Images per forward and backward pass: on the CPU as for a forward (measured on EfficientNet-Lite0,
+    integrated gradients with 32 path points: 1.7–2.1 s in batches of 4, 3.6–5.1 s in batches of 32); on CUDA
+    `CUDA_GRADIENT_IMAGES`, since a backward keeps every activation and a forward's peak says little about it."""
+    if sample.device.type == "cuda":
+        return max(1, min(CUDA_GRADIENT_IMAGES, todo))
+    return images_per_forward(model, sample, todo)
 
 
 def images_per_forward(model, sample: torch.Tensor, todo: int) -> int:

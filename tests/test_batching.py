@@ -33,3 +33,10 @@ def test_cpu_batches_fill_the_cache_budget_in_powers_of_two():
     assert batching.images_per_forward(model_of(tiny), torch.rand(1, 1, 28, 28), 7) == 7  # never more than asked
     huge = nn.Sequential(nn.Conv2d(3, 512, 3, padding=1))
     assert batching.images_per_forward(model_of(huge), torch.rand(1, 3, 128, 128), 100) == 1
+
+
+def test_gradient_batches_follow_the_cache_on_the_cpu():
+    wide = nn.Sequential(nn.Conv2d(3, 96, 3, padding=1), nn.Flatten(), nn.LazyLinear(10))
+    sample = torch.rand(1, 3, 112, 112)
+    assert batching.images_per_gradient(model_of(wide), sample, 64) == 4
+    assert batching.images_per_gradient(model_of(wide), sample, 3) == 3

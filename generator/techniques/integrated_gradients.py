@@ -22,6 +22,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from pydantic import Field
 
+from generator.batching import images_per_gradient
 from generator.techniques.attribution import AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 from generator.techniques.saliency import GradientDrawing
@@ -39,7 +40,8 @@ class IntegratedGradientsParams(AttributionParams):
     method: Literal["riemann_trapezoid", "gausslegendre"] = Field(
         "riemann_trapezoid", description="how the path integral is approximated (see the page)"
     )
-    batch: int = Field(32, ge=1, le=4096, description="path points per forward/backward pass (memory vs speed)")
+    batch: int | None = Field(None, ge=1, le=4096, description="path points per forward/backward pass (default: "
+                                                               "sized to the CPU's cache; 32 on CUDA)")
 
     def quick(self) -> "IntegratedGradientsParams":
         return super().quick().model_copy(update={"steps": min(self.steps, 8)})
@@ -113,7 +115,8 @@ class IntegratedGradients(GradientDrawing, AttributionTechnique):
 
     def attributions(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
         baseline = make_baseline(ctx.model, x, params.baseline, params.blur_sigma)
-        attr = integrated_gradients(ctx.model, x, baseline, targets, params.steps, params.method, params.batch)
+        batch = params.batch or images_per_gradient(ctx.model, x[:1], len(x) * params.steps)
+        attr = integrated_gradients(ctx.model, x, baseline, targets, params.steps, params.method, batch)
         return attr, baseline
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:

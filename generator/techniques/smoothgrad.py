@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from generator.batching import images_per_gradient
 from generator import figures
 from generator.techniques.attribution import AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
@@ -31,7 +32,8 @@ class SmoothGradParams(AttributionParams):
     noise: float = Field(0.15, gt=0, le=1, description="noise σ as a fraction of the input's range (max − min)")
     samples: int = Field(16, ge=1, le=1024, description="noisy copies averaged per image")
     of: Literal["saliency", "guided_backprop"] = Field("saliency", description="which gradient is smoothed")
-    batch: int = Field(32, ge=1, le=4096, description="noisy copies per forward/backward pass (memory vs speed)")
+    batch: int | None = Field(None, ge=1, le=4096, description="noisy copies per forward/backward pass (default: "
+                                                               "sized to the CPU's cache; 32 on CUDA)")
 
     def quick(self) -> "SmoothGradParams":
         return super().quick().model_copy(update={"samples": min(self.samples, 4)})
@@ -78,8 +80,9 @@ class SmoothGrad(GradientDrawing, AttributionTechnique):
     signed = False
 
     def gradients(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = params.batch or images_per_gradient(ctx.model, x[:1], len(x) * params.samples)
         return smooth_gradients(ctx.model, x, targets, params.noise, params.samples, params.of == "guided_backprop",
-                                params.batch, ctx.seed)
+                                batch, ctx.seed)
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
         return self.gradients(ctx, x, targets, params)[0].amax(1)
