@@ -10,10 +10,10 @@ Fashion-MNIST network's maps are a few hundred kB and get 64.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from generator.hooks import record_outputs
 
 CPU_CACHE_BUDGET = 24 * 2**20  # bytes of the largest activation map of a batch: most of a 32 MiB L3 cache
 CPU_MAX_IMAGES = 256
@@ -24,21 +24,12 @@ CUDA_GRADIENT_IMAGES = 32
 
 def largest_activation_bytes(module: nn.Module, sample: torch.Tensor) -> int:
     """Bytes of the largest tensor any submodule outputs for one image (`sample`: (1, C, H, W))."""
-    largest = [sample.numel() * sample.element_size()]
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        for t in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(t, torch.Tensor):
-                largest[0] = max(largest[0], t.numel() * t.element_size())
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()]
-    try:
-        with torch.no_grad():
-            module(sample)
-    finally:
-        for h in handles:
-            h.remove()
-    return largest[0]
+    names = [n for n, _ in module.named_modules() if n]
+    with torch.no_grad(), record_outputs(module, names) as outputs:
+        module(sample)
+    tensors = [t for out in outputs.values() for t in (out if isinstance(out, (tuple, list)) else (out,))
+               if isinstance(t, torch.Tensor)]
+    return max([sample.numel() * sample.element_size()] + [t.numel() * t.element_size() for t in tensors])
 
 
 def images_per_gradient(model, sample: torch.Tensor, todo: int) -> int:

@@ -38,7 +38,6 @@ from generator.techniques.attribution import AttributionParams, AttributionTechn
 from generator.techniques.base import Artifact, Job
 
 
-
 class OcclusionParams(AttributionParams):
     window: int | None = Field(
         None, ge=1, le=4096, description="side of the square patch, in input pixels (default: the input side / 7, "
