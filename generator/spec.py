@@ -116,6 +116,15 @@ class DatasetSpec(Strict):
         return next(s for s in ("folder", "glob", "torchvision", "samples") if getattr(self, s) is not None)
 
 
+def _plain(value: Any) -> bool:
+    """A value YAML writes plainly (what a constructor argument in a spec can be): no dates, no objects."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 class ModelSpec(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN, description="a short name, used in page titles and paths")]
     torchvision: str | None = Field(None, description="a torchvision architecture name, e.g. resnet18")
@@ -123,6 +132,9 @@ class ModelSpec(Strict):
     builtin: Literal[BUILTIN_MODELS] | None = Field(None, description="an embedded model")  # type: ignore[valid-type]
     factory: str | None = Field(None, description="module:function returning an nn.Module")
     checkpoint: str | None = Field(None, description="a state dict (.pt/.pth or .safetensors) loaded into the model")
+    kwargs: dict[str, Any] | None = Field(
+        None, description="more constructor arguments, e.g. {dropout: 0.5}: for torchvision.models.get_model or the "
+                          "factory function (a torchvision head's num_classes comes from the checkpoint or labels)")
     input: InputSpec | None = None
     labels: Literal["imagenet"] | list[str] | str | None = Field(
         None, description="'imagenet', a text file with one label per line, or a list"
@@ -140,6 +152,19 @@ class ModelSpec(Strict):
             raise ValueError("expected 'module:function', e.g. 'mynet:build'")
         return value
 
+    @field_validator("kwargs")
+    @classmethod
+    def _plain_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, v in (value or {}).items():
+            if not key.isidentifier():
+                raise ValueError(f"'{key}' is not an argument name")
+            if key == "weights":
+                raise ValueError("give 'weights' beside 'torchvision', not in kwargs")
+            if not _plain(v):
+                raise ValueError(f"'{key}' must be a plain value: a number, string, true/false, null, or a list or "
+                                 "mapping of them")
+        return value
+
     @field_validator("weights")
     @classmethod
     def _weights_need_torchvision(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -154,6 +179,8 @@ class ModelSpec(Strict):
         if len(sources) != 1:
             got = ", ".join(sources) if sources else "none"
             raise ValueError(f"give exactly one source of torchvision, builtin, factory (got {got})")
+        if self.kwargs and self.builtin is not None:
+            raise ValueError("'kwargs' applies only to a torchvision or factory model")
         return self
 
     @property

@@ -63,6 +63,186 @@ def test_torchvision_unknown_weights_name():
     assert "did you mean 'IMAGENET1K_V1'?" in info.value.message
 
 
+# ------------------------------------------------------------------------------------------------ torchvision, own heads
+
+
+def _finetuned(arch: str, classes: int = 7, **kwargs) -> torch.nn.Module:
+    """A torchvision model with a head of its own and random weights, as after fine-tuning."""
+    torch.manual_seed(7)
+    return torchvision.models.get_model(arch, num_classes=classes, **kwargs).eval()
+
+
+def _load_tv(folder, arch: str, **model) -> "LoadedModel":
+    spec = Spec.parse({"device": "cpu", "models": [{"name": "m", "torchvision": arch, **model}]})
+    spec._path = folder / "spec.yml"
+    return ModelLoader(spec, torch.device("cpu")).load(0)
+
+
+@pytest.mark.parametrize("arch, weights, head", [
+    ("resnet18", None, "fc"),
+    ("efficientnet_b0", "DEFAULT", "classifier.1"),
+    ("mobilenet_v3_small", None, "classifier.3"),
+    ("convnext_tiny", "DEFAULT", "classifier.2"),
+    ("regnet_y_400mf", "DEFAULT", "fc"),          # built on the CPU: RegNet does not build on the meta device
+    ("squeezenet1_0", None, "classifier.1"),      # a 1×1 conv head: weight [7, 512, 1, 1]
+])
+def test_finetuned_head_of_each_family(tmp_path, arch, weights, head):
+    trained = _finetuned(arch)
+    torch.save(trained.state_dict(), tmp_path / "ft.pt")
+    model = _load_tv(tmp_path, arch, weights=weights, checkpoint="ft.pt")
+    assert tuple(model.module.get_submodule(head).weight.shape[:1]) == (7,)
+    assert same_weights(model.module, trained)
+    if weights is None:
+        assert model.source == f"torchvision {arch} (7-class head) + ft.pt" and model.labels is None
+    else:  # the enum's preprocessing, not its 1000 ImageNet categories
+        assert model.source.startswith(f"torchvision {arch} (preprocessing of ") and "7-class head" in model.source
+        assert model.labels == [f"class {i}" for i in range(7)]
+        assert (model.input.mean, model.input.size) == ([0.485, 0.456, 0.406], 224)
+    if arch == "squeezenet1_0":  # one small forward: 7 logits, the trained model's
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.allclose(model.logits(x), trained(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("aux", [True, False])
+def test_finetuned_googlenet_with_or_without_aux_heads(tmp_path, aux):
+    # torchvision's fine-tuning recipe: ImageNet weights (transform_input on), auxiliary heads kept or dropped.
+    trained = _finetuned("googlenet", aux_logits=aux, transform_input=True, init_weights=False)
+    torch.save(trained.state_dict(), tmp_path / "ft.pt")
+    model = _load_tv(tmp_path, "googlenet", weights="DEFAULT", checkpoint="ft.pt")
+    assert same_weights(model.module, trained)
+    assert model.module.aux_logits is aux and model.module.transform_input is True
+
+
+def test_finetuned_head_predicts_its_own_classes(tmp_path):
+    trained = _finetuned("resnet18")
+    torch.save(trained.state_dict(), tmp_path / "ft.pt")
+    names = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
+    spec = Spec.parse({"device": "cpu", "models": [{
+        "name": "ft", "torchvision": "resnet18", "weights": "DEFAULT", "checkpoint": "ft.pt", "labels": names,
+        "input": {"size": 64}, "layers": ["layer4"], "techniques": {"predictions": {"top_k": 3}}}]})
+    spec._path = tmp_path / "spec.yml"
+    (model,) = prepare(spec).models
+    assert model.labels == names and model.label(6) == "gnu"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model.logits(x)
+        assert logits.shape == (2, 7)
+        assert torch.allclose(logits, trained(x), atol=1e-5)
+
+
+def _save(kind: str, module: torch.nn.Module, folder) -> str:
+    state = module.state_dict()
+    if kind == "plain":
+        torch.save(state, folder / "w.pt")
+    elif kind == "dataparallel":
+        torch.save(torch.nn.DataParallel(module).state_dict(), folder / "w.pt")
+    elif kind in ("state_dict", "model", "model_state_dict"):  # a full training checkpoint
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+        torch.save({"epoch": 3, kind: state, "optimizer": optimizer.state_dict(), "best_acc": 0.91}, folder / "w.pt")
+    else:
+        save_file({f"module.{k}": v.contiguous() for k, v in state.items()}, str(folder / "w.safetensors"))
+        return "w.safetensors"
+    return "w.pt"
+
+
+@pytest.mark.parametrize("kind", ["plain", "dataparallel", "state_dict", "model", "model_state_dict", "safetensors"])
+def test_finetuned_checkpoint_layouts(tmp_path, kind):
+    trained = _finetuned("mobilenet_v3_small", classes=5)
+    if kind == "dataparallel":
+        assert next(iter(torch.nn.DataParallel(trained).state_dict())).startswith("module.")
+    model = _load_tv(tmp_path, "mobilenet_v3_small", weights="DEFAULT", checkpoint=_save(kind, trained, tmp_path))
+    assert same_weights(model.module, trained)
+    assert model.labels == [f"class {i}" for i in range(5)]
+
+
+def test_labels_size_a_fresh_head_and_must_match_a_checkpoint(tmp_path):
+    model = _load_tv(tmp_path, "mobilenet_v3_small", weights=None, labels=["a", "b", "c"])
+    assert model.module.classifier[3].out_features == 3 and model.labels == ["a", "b", "c"]
+    assert model.source == "torchvision mobilenet_v3_small (random weights, 3-class head)"
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    model = _load_tv(tmp_path, "mobilenet_v3_small", weights=None, labels="labels.txt")
+    assert model.module.classifier[3].out_features == 2
+    torch.save(_finetuned("mobilenet_v3_small").state_dict(), tmp_path / "ft.pt")
+    spec = Spec.parse({"device": "cpu", "models": [{
+        "name": "ft", "torchvision": "mobilenet_v3_small", "weights": "DEFAULT", "checkpoint": "ft.pt",
+        "labels": ["a", "b", "c", "d", "e"], "input": {"size": 64}, "layers": ["features.3"]}]})
+    spec._path = tmp_path / "spec.yml"
+    assert problems(spec) == ["models[0].labels: 5 labels, but the model gives 7 logits"]
+
+
+def test_kwargs_reach_the_constructor(tmp_path):
+    model = _load_tv(tmp_path, "mobilenet_v3_small", weights=None, kwargs={"dropout": 0.5})
+    assert model.module.classifier[2].p == 0.5
+    model = _load_tv(tmp_path, "convnext_tiny", weights=None, kwargs={"stochastic_depth_prob": 0.3, "num_classes": 9})
+    assert model.module.features[7][2].stochastic_depth.p == pytest.approx(0.3)
+    assert model.module.classifier[2].out_features == 9
+
+
+def test_kwargs_to_a_factory(project):
+    (model,) = prepare(load_spec(project, kwargs={"classes": 6, "seed": 5})).models
+    assert same_weights(model.module, tiny_net(classes=6, seed=5))
+    (line,) = problems(load_spec(project, kwargs={"width": 3}))
+    assert line.startswith("models[0].kwargs: tinymod:build() does not take them (") and "width" in line
+
+
+def test_bad_kwarg_is_one_line_naming_the_key(tmp_path, capsys):
+    path = write_spec(tmp_path, {"device": "cpu", "models": [
+        {"name": "r", "torchvision": "resnet18", "weights": None, "kwargs": {"dropout": 0.5}}]})
+    assert cli("validate", path) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: spec.yml: models[0].kwargs: resnet18 does not take them (TypeError: "
+                           "ResNet.__init__() got an unexpected keyword argument 'dropout')"), err
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"torchvision": "resnet18", "kwargs": {"when": "2024-01-01"}}, None),
+    ({"torchvision": "resnet18", "kwargs": {"weights": "DEFAULT"}}, "models[0].kwargs: give 'weights' beside"),
+    ({"torchvision": "resnet18", "kwargs": {"when": {"a": [1, {"b": None}]}}}, None),
+    ({"torchvision": "resnet18", "kwargs": [1, 2]}, "models[0].kwargs: Input should be a valid dictionary"),
+    ({"builtin": "fashion-mnist-net", "kwargs": {"a": 1}}, "models[0]: 'kwargs' applies only to a torchvision"),
+])
+def test_kwargs_are_plain_yaml_mappings(model, message):
+    data = {"models": [{"name": "m", **model}]}
+    if message is None:
+        assert Spec.parse(data).models[0].kwargs == model["kwargs"]
+        return
+    with pytest.raises(SpecErrors) as info:
+        Spec.parse(data)
+    assert info.value.errors[0].startswith(message), info.value.errors
+
+
+def test_kwargs_that_are_not_plain_values(tmp_path):
+    (tmp_path / "s.yml").write_text("models:\n  - {name: m, torchvision: resnet18, kwargs: {since: 2024-01-01}}\n")
+    with pytest.raises(SpecErrors) as info:
+        Spec.load(tmp_path / "s.yml")
+    assert info.value.errors == ["models[0].kwargs: 'since' must be a plain value: a number, string, true/false, "
+                                 "null, or a list or mapping of them"]
+
+
+def test_num_classes_with_imagenet_weights_and_no_checkpoint(tmp_path):
+    with pytest.raises(ConvscopeError) as info:
+        _load_tv(tmp_path, "resnet18", weights="DEFAULT", kwargs={"num_classes": 7})
+    assert info.value.where == "models[0].kwargs"
+    assert "num_classes 7 differs from the 1000 classes of ResNet18_Weights.IMAGENET1K_V1" in info.value.message
+
+
+def test_checkpoint_of_another_torchvision_architecture(tmp_path):
+    torch.save(_finetuned("mobilenet_v3_small").state_dict(), tmp_path / "mnv3.pt")
+    with pytest.raises(ConvscopeError) as info:
+        _load_tv(tmp_path, "resnet18", weights=None, checkpoint="mnv3.pt")
+    assert info.value.where == "models[0].checkpoint"
+    assert "mnv3.pt does not fit the model: missing" in info.value.message and "'conv1.weight'" in info.value.message
+    # the head's size is taken from the file, the rest must still fit: a grayscale stem is named
+    state = _finetuned("resnet18").state_dict()
+    state["conv1.weight"] = state["conv1.weight"][:, :1]
+    torch.save(state, tmp_path / "gray.pt")
+    with pytest.raises(ConvscopeError) as info:
+        _load_tv(tmp_path, "resnet18", weights="DEFAULT", checkpoint="gray.pt")
+    assert info.value.message == ("gray.pt does not fit the model: 1 tensor(s) of another shape e.g. 'conv1.weight' "
+                                  "is [64, 1, 7, 7] in the file, [64, 3, 7, 7] in the model")
+
+
 # ------------------------------------------------------------------------------------------------ factory
 
 
