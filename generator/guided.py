@@ -9,8 +9,16 @@ in-place modules and functional calls in a `forward` are all covered; no hook is
 outside the `with` block changes. (Captum's GuidedBackprop hooks `nn.ReLU` modules only: on ReLU6 or functional
 ReLUs it silently returns the plain gradient.)
 
+Smooth rectifiers (SiLU/Swish, GELU, Hardswish, Mish, ELU, CELU, SELU: EfficientNet, MobileNetV3, ConvNeXt) have no
+pass-through range, and the paper defines the rule for ReLUs only. We use the generalization that equals Springenberg's
+rule on a ReLU: a unit passes back only positive gradient, only where its forward input was positive, scaled by its
+own slope there: dL/dx = relu(dL/dy) · f'(x) · [x > 0]. Without the gate on x the negative lobe of SiLU/GELU would
+pass (small, sign-flipped) gradient back, which is the plain gradient's behaviour, not guidance. Gates that multiply
+(sigmoid and hard-sigmoid in squeeze-excite blocks) and LayerNorm are not rectifiers and keep their plain gradient,
+as max-pooling and every other operation do in the paper.
+
 The backward is recorded in the graph during the forward, so the backward pass may run after the block has exited.
-`GuidedMode.require(name)` raises `NoReluError` when the forward met no ReLU-family call: guided backprop of such a
+`GuidedMode.require(name)` raises `NoReluError` when the forward met no rectifier at all: guided backprop of such a
 model would be the plain gradient, and we say so rather than return it under the wrong name.
 """
 from __future__ import annotations
@@ -52,6 +60,23 @@ class GuidedActivation(torch.autograd.Function):
         else:
             local = inside.to(grad.dtype)
         return grad * local, None, None, None
+
+
+class GuidedGate(torch.autograd.Function):
+    """y = f(x) for a smooth rectifier f; dL/dx = relu(dL/dy) · f'(x) · [x > 0] (see the module's docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]):
+        with torch.enable_grad():  # f'(x) from autograd, so every variant (GELU's tanh form, ...) is exact
+            leaf = x.detach().requires_grad_(True)
+            (slope,) = torch.autograd.grad(fn(leaf).sum(), leaf)
+        ctx.save_for_backward(slope * (x > 0))  # computed now: an in-place caller overwrites x right after
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (local,) = ctx.saved_tensors
+        return grad.clamp(min=0) * local.to(grad.dtype), None
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
@@ -119,6 +144,18 @@ _register([F.leaky_relu], "leaky_relu", _leaky, _inplace_kw(2), _compute_leaky)
 _register([F.leaky_relu_], "leaky_relu", _leaky, _ALWAYS, _compute_leaky)
 
 
+# Smooth rectifiers: func → (name, in-place?, the out-of-place function with the call's other arguments bound).
+_SMOOTH: dict[Any, tuple[str, Callable, Callable[[tuple, dict], Callable[[torch.Tensor], torch.Tensor]]]] = {
+    F.silu: ("silu", _inplace_kw(1), lambda a, k: F.silu),
+    F.hardswish: ("hardswish", _inplace_kw(1), lambda a, k: F.hardswish),
+    F.mish: ("mish", _inplace_kw(1), lambda a, k: F.mish),
+    F.gelu: ("gelu", _NEVER, lambda a, k: lambda t: F.gelu(t, approximate=k.get("approximate", "none"))),
+    F.elu: ("elu", _inplace_kw(2), lambda a, k: lambda t: F.elu(t, _arg(a, k, 1, "alpha", 1.0))),
+    F.celu: ("celu", _inplace_kw(2), lambda a, k: lambda t: F.celu(t, _arg(a, k, 1, "alpha", 1.0))),
+    F.selu: ("selu", _inplace_kw(1), lambda a, k: F.selu),
+}
+
+
 class GuidedMode(TorchFunctionMode):
     """While active, ReLU-family calls get guided gradients. `calls` counts what was replaced, by function."""
 
@@ -128,6 +165,8 @@ class GuidedMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _SMOOTH:
+            return self._smooth(func, args, kwargs)
         entry = _TABLE.get(func)
         if entry is None:
             return func(*args, **kwargs)
@@ -146,6 +185,20 @@ class GuidedMode(TorchFunctionMode):
             return x.copy_(out)
         return out
 
+    def _smooth(self, func, args: tuple, kwargs: dict):
+        name, inplace, bind = _SMOOTH[func]
+        x = args[0] if args else kwargs.get("input")
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return func(*args, **kwargs)
+        self.calls[name] += 1
+        out = GuidedGate.apply(x, bind(args, kwargs))
+        return x.copy_(out) if inplace(args, kwargs) else out
+
+    @property
+    def smooth(self) -> list[str]:
+        """The smooth rectifiers met (their guided rule is this project's generalization, stated on the page)."""
+        return sorted(n for n in self.calls if n in SMOOTH_RECTIFIERS)
+
     @property
     def total(self) -> int:
         return sum(self.calls.values())
@@ -154,7 +207,8 @@ class GuidedMode(TorchFunctionMode):
         """Raise unless the forward met at least one ReLU-family activation."""
         if not self.total:
             raise NoReluError(
-                f"{model_name} has no ReLU-family activation (ReLU, ReLU6, LeakyReLU, module or functional); "
+                f"{model_name} has no rectifier (ReLU, ReLU6, LeakyReLU, SiLU, GELU, Hardswish, Mish, ELU, SELU; "
+                "module or functional); "
                 "guided backprop would silently equal the plain gradient"
             )
 
@@ -166,6 +220,16 @@ def guided_relus() -> Iterator[GuidedMode]:
     mode = GuidedMode()
     with mode:
         yield mode
+
+
+def rectifiers(forward: Callable[[torch.Tensor], Any], x: torch.Tensor) -> dict[str, int]:
+    """Which rectifiers a forward of `x` calls, and how often (a page says which guided rule each one got)."""
+    with torch.no_grad(), guided_relus() as mode:
+        forward(x)
+    return dict(mode.calls)
+
+
+SMOOTH_RECTIFIERS = frozenset(v[0] for v in _SMOOTH.values())
 
 
 def active_modes() -> list:

@@ -215,17 +215,23 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CE
 def default_layers(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device, count: int = 4) -> list[str]:
     """A spread of layers for a model whose spec names none: `count` evenly spaced modules (two levels deep)
     with spatial outputs, the last one included — only the nonlinearities among them when there are `count` or
-    more."""
+    more, else the blocks that hold a nonlinearity (a ConvNeXt stage, a ResNet bottleneck, an EfficientNet stage),
+    not the norm-and-conv steps between them (a ConvNeXt stem or downsampling layer ends in a LayerNorm or a raw conv).
+    Outputs of one position (after global pooling) are never chosen: their maps are a single number."""
     names = [n for n, _ in model.named_modules() if n and n.count(".") < 2]
     with torch.no_grad(), record_outputs(model, names) as outs:
         model(torch.zeros(1, *input_shape, device=device))
-    spatial = [n for n in names if isinstance(outs.get(n), torch.Tensor) and outs[n].dim() == 4]
+    spatial = [n for n in names if isinstance(outs.get(n), torch.Tensor) and outs[n].dim() == 4
+               and outs[n].shape[-1] * outs[n].shape[-2] > 1]
     # Prefer leaves and blocks over containers that hold them (a Sequential's output repeats its last child's).
     leaves = [n for n in spatial if not any(o.startswith(n + ".") for o in spatial)]
     modules = dict(model.named_modules())
     activations = [n for n in leaves if isinstance(modules[n], ACTIVATIONS)]
+    blocks = [n for n in leaves if any(isinstance(m, ACTIVATIONS) for m in modules[n].modules())]
     if len(activations) >= count:
         leaves = activations
+    elif len(blocks) >= count:
+        leaves = blocks
     if len(leaves) <= count:
         return leaves
     step = (len(leaves) - 1) / (count - 1)

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from generator.layers import ReceptiveField, layer_table, receptive_fields
+from generator.layers import ReceptiveField, default_layers, layer_table, receptive_fields
 
 
 def by_recurrence(layers: list[tuple[int, int, int]]) -> list[tuple[int, int, float]]:
@@ -154,3 +154,17 @@ def test_box_clipped_at_bottom_right():
 def test_box_whole():
     rf = ReceptiveField(size=32, stride=0, offset=15.5, whole=True)
     assert rf.box(0, 0, 40, 50) == (0, 0, 40, 50)
+
+
+@pytest.mark.parametrize("arch, expected", [
+    # the stages' outputs, never the pooled 1×1 output; ConvNeXt's stem and downsampling layers (conv + LayerNorm,
+    # no nonlinearity) are steps between blocks, not blocks
+    ("convnext_tiny", ["features.1", "features.3", "features.5", "features.7"]),
+    ("efficientnet_b0", ["features.0", "features.3", "features.5", "features.8"]),
+    ("mobilenet_v3_small", ["features.0", "features.4", "features.8", "features.12"]),
+    ("resnet50", ["relu", "layer2.1", "layer3.3", "layer4.2"]),
+    ("regnet_y_400mf", ["stem.2", "trunk_output.block1", "trunk_output.block3", "trunk_output.block4"]),
+])
+def test_default_layers_are_blocks_of_modern_cnns(arch, expected):
+    model = torchvision.models.get_model(arch, weights=None).eval()
+    assert default_layers(model, (3, 64, 64), torch.device("cpu")) == expected

@@ -20,8 +20,8 @@ from pydantic import Field, model_validator
 
 from generator import figures
 from generator.errors import ConvscopeError
-from generator.guided import guided_relus
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.guided import SMOOTH_RECTIFIERS, guided_relus, rectifiers
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 from generator.techniques.saliency import CLIP_PERCENTILE, channel_max_abs, class_gradients, display_maps, target_labels
 
@@ -108,9 +108,19 @@ class GuidedBackprop(AttributionTechnique):
     kind = "guided_backprop"
     title = "Guided backpropagation"
     summary = "input gradient with only positive signals passed back through ReLUs: sharp edges that excite a class"
-    version = 1
+    version = 3
     Params = GuidedBackpropParams
     colour_map_meaning = "|guided gradient|, max over channels"
+    arrays = {"map": "(targets, H, W) float32: max over colour channels of |guided gradient| (the figure's third "
+                     "panel, unclipped); one map per target",
+              "guided": "(targets, C, H, W) float32: the signed guided gradient of the class logit (or of the unit, "
+                        "with `layer`) w.r.t. the normalized input",
+              **ATTRIBUTION_ARRAYS,
+              "targets": "(targets,) int64: the class index each row explains (with `layer`: the unit's channel)",
+              "activation": "(1,) float32: with `layer`, the unit's activation on the image (at its maximum or "
+                            "spatial mean, by `at`)",
+              "position": "(1, 2) int64: with `layer` and at: max, the (row, column) of the unit in the layer's "
+                          "map"}
 
     def check(self, model, params: GuidedBackpropParams) -> list[str]:
         problems = super().check(model, params)
@@ -137,7 +147,12 @@ class GuidedBackprop(AttributionTechnique):
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         params = jobs[0].params
         if params.layer is None:
-            return super().run(ctx, jobs)
+            out = super().run(ctx, jobs)
+            met = rectifiers(ctx.model.logits, ctx.batch([jobs[0].image]))
+            for art in out:  # the page states the rule each kind of rectifier got
+                art.meta["rectifiers"] = met
+                art.meta["smooth_rectifiers"] = sorted(set(met) & SMOOTH_RECTIFIERS)
+            return out
         grad, value, positions, before = unit_gradients(
             ctx.model, ctx.batch([j.image for j in jobs]), params.layer, params.channel, params.at)
         maps = channel_max_abs(grad).float().cpu().numpy()
@@ -157,8 +172,12 @@ class GuidedBackprop(AttributionTechnique):
                                 "its guided gradient is the plain gradient")
             if float(value[i]) <= 0:
                 meta["note"] = f"the unit is not active on this image (activation {float(value[i]):.3g} ≤ 0)"
-            out.append(Artifact({"map": maps[i:i + 1].astype(np.float32), "guided": grad[i:i + 1].astype(np.float32)},
-                                meta))
+            arrays = {"map": maps[i:i + 1].astype(np.float32), "guided": grad[i:i + 1].astype(np.float32),
+                      "targets": np.array([params.channel], dtype=np.int64),
+                      "activation": np.array([float(value[i])], dtype=np.float32)}
+            if positions:
+                arrays["position"] = np.array([positions[i]], dtype=np.int64)
+            out.append(Artifact(arrays, meta))
         return out
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:

@@ -4,6 +4,8 @@ ReLU6, LeakyReLU) or none, a RunContext around a bare module, and a brute-force 
 Nothing downloads anything or needs a GPU."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import functools
 from collections import OrderedDict
 from pathlib import Path
@@ -141,10 +143,11 @@ def plain_gradient(module: nn.Module, x: torch.Tensor, target: int) -> torch.Ten
 
 def brute_force_guided(net: nn.Sequential, x: torch.Tensor, target: int | None = None,
                        unit: tuple[str, int, tuple[int, int]] | None = None,
-                       upper: float = float("inf"), slope: float = 0.0) -> torch.Tensor:
+                       upper: float = float("inf"), slope: float = 0.0,
+                       derivative: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Guided backprop of `act_net`-shaped networks written out layer by layer: forward keeping each activation's
     input, then backward by hand — linear maps by their transposes, max-pool by routing to its argmax, each
-    activation by relu(upstream) · (1 on 0 < a < upper, `slope` on a ≤ 0). Either a class `target`, or a
+    activation by relu(upstream) · (1 on 0 < a < upper, `slope` on a ≤ 0), or · f'(a) [a > 0] with `derivative`. Either a class `target`, or a
     `unit` = (name of conv1 or conv2, channel, (row, col)) whose output is differentiated."""
     m = dict(net.named_children())
     with torch.no_grad():
@@ -157,6 +160,8 @@ def brute_force_guided(net: nn.Sequential, x: torch.Tensor, target: int | None =
 
         def through_act(grad, a):
             local = torch.where(a > 0, torch.where(a < upper, 1.0, 0.0), slope)
+            if derivative is not None:  # a smooth rectifier: its slope where the input is positive, 0 elsewhere
+                local = derivative(a) * (a > 0)
             return grad.clamp(min=0) * local
 
         def conv_back(grad, conv):

@@ -135,6 +135,33 @@ def test_every_relu_form_is_intercepted_and_forward_unchanged():
     assert active_modes() == []
 
 
+SMOOTH = {
+    "silu": (nn.SiLU, lambda a: torch.sigmoid(a) * (1 + a * (1 - torch.sigmoid(a)))),
+    "gelu": (nn.GELU, lambda a: 0.5 * (1 + torch.erf(a / 2 ** 0.5)) + a * torch.exp(-a * a / 2) / (2 * torch.pi) ** 0.5),
+    "hardswish": (nn.Hardswish, lambda a: torch.where(a >= 3, 1.0, torch.where(a <= -3, 0.0, (2 * a + 3) / 6))),
+}
+
+
+@pytest.mark.parametrize("name", list(SMOOTH))
+def test_smooth_rectifiers_match_the_stated_rule(name):
+    """SiLU, GELU, Hardswish: relu(upstream) · f'(x) · [x > 0], written out by hand with each f' in closed form;
+    never the plain gradient, and not the ReLU rule either (the slope is kept)."""
+    act, derivative = SMOOTH[name]
+    net = act_net(act, scale=1.0)
+    ctx = make_ctx(net, images=2)
+    x, targets = batch_and_targets(ctx)
+    arts = run("guided_backprop", ctx)
+    for i, (art, t) in enumerate(zip(arts, targets)):
+        ref = brute_force_guided(net, x[i:i + 1], t, derivative=derivative)[0]
+        got = torch.from_numpy(art.arrays["guided"][0])
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5 * ref.abs().max())
+        plain = plain_gradient(net, x[i:i + 1], t)[0]
+        assert (ref - plain).abs().max() > 0.1 * plain.abs().max()
+        relu_rule = brute_force_guided(net, x[i:i + 1], t)[0]
+        assert (ref - relu_rule).abs().max() > 0.01 * ref.abs().max()
+    assert arts[0].meta["smooth_rectifiers"] == [name]
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11", "alexnet"])
 def test_torchvision_models_run(arch):
     module = getattr(torchvision.models, arch)(weights=None, num_classes=10).eval()
@@ -198,7 +225,7 @@ def test_unit_checks():
 def test_model_without_relu_is_a_clear_error(extra):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4)).eval()
     ctx = make_ctx(net, images=1)
-    with pytest.raises(NoReluError, match="tiny has no ReLU-family activation.*silently equal the plain gradient"):
+    with pytest.raises(NoReluError, match="tiny has no rectifier.*silently equal the plain gradient"):
         run("guided_backprop", ctx, **extra)
     assert active_modes() == [] and hook_count(net) == 0
 
