@@ -428,9 +428,10 @@ def test_unknown_layers_all_reported(project):
 
 def test_default_layers_are_a_spread_of_spatial_modules(project):
     (model,) = prepare(load_spec(project, layers=[])).models
-    # the spatial leaves of the tiny net, last one included: conv1 relu1 pool1 conv2 relu2 gap → 4 of them
+    # the spatial leaves of the tiny net, last one included: conv1 relu1 pool1 conv2 relu2 → 4 of them (gap's
+    # 1 × 1 output is one number per channel: never a default)
     assert len(model.layers) == 4
-    assert model.layers[0] == "conv1" and model.layers[-1] == "gap"
+    assert model.layers[0] == "conv1" and model.layers[-1] == "relu2"
     order = [n for n, _ in model.module.named_modules() if n]
     assert model.layers == sorted(model.layers, key=order.index)
 
