@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sys
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,21 +46,22 @@ def drawing_digest(kind: str) -> str:
     return h.hexdigest()[:16]
 
 
-def previous_figures(output: Path) -> dict[str, dict[str, Any]]:
-    """key → manifest record of the last build in `output`, to reuse figures of cached results."""
+def previous_records(output: Path) -> dict[str, dict[str, Any]]:
+    """key → manifest record of the last build in `output`, to reuse figures and data files of cached results."""
     try:
         records = json.loads((output / "manifest.json").read_text())["artifacts"]
-        return {r["key"]: r for r in records if r.get("figure") and r.get("drawing")}
+        return {r["key"]: r for r in records if isinstance(r, dict) and r.get("key")}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
 
 def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], None],
                   previous: Path | None = None) -> list[dict[str, Any]]:
-    """Draw each artifact's figure and save its main array; return the manifest records. Figures of cached
-    results are copied from the `previous` output when the drawing code has not changed since. A figure that
-    fails to draw turns its result into a failure shown on the page."""
-    old = previous_figures(previous) if previous else {}
+    """Draw each artifact's figure and save its arrays (one .npz each); return the manifest records. Figures of cached
+    results are copied from the `previous` output when the drawing code has not changed since, and so are their
+    data files when they list the same arrays (a cached result's arrays are those its file was written from). A
+    figure that fails to draw turns its result into a failure shown on the page."""
+    old = previous_records(previous) if previous else {}
     digests: dict[str, str] = {}
     records = []
     for i, r in enumerate(pages.results):
@@ -68,14 +70,19 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             continue
         name = pages.model.name
         figure = f"{name}/figures/{r.job.kind}/{stem(r)}.png"
-        data = f"{name}/data/{r.job.kind}/{stem(r)}.npy"
+        data = f"{name}/data/{r.job.kind}/{stem(r)}.npz"
         (folder / data).parent.mkdir(parents=True, exist_ok=True)
-        np.save(folder / data, r.artifact.main, allow_pickle=False)
-        drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         before = old.get(r.job.key)
+        arrays = array_records(r.artifact.arrays, registry.get(r.job.kind))
+        if (r.status == "cached" and before and before.get("data") == data and (previous / data).is_file()
+                and _shapes(before.get("arrays")) == _shapes(arrays)):
+            shutil.copy2(previous / data, folder / data)
+        else:
+            write_arrays(folder / data, r.artifact.arrays)
+        drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         try:
             olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
-            reusable = (r.status == "cached" and before and before["drawing"] == drawing
+            reusable = (r.status == "cached" and before and before.get("figure") and before.get("drawing") == drawing
                         and before["params"] == r.job.params.model_dump(mode="json")
                         and all(f and (previous / f).is_file() for f in olds.values()))
             if reusable:
@@ -94,13 +101,38 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         r.artifact.meta["_figure"] = main
         r.artifact.meta["_figures"] = named
         r.artifact.meta["_data"] = data
+        r.artifact.meta["_arrays"] = [a["name"] for a in arrays]
         records.append({
             "model": name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
             "target": r.artifact.meta.get("target"), "params": r.job.params.model_dump(mode="json"),
-            "metrics": r.artifact.metrics, "figure": main, "figures": named, "data": data, "key": r.job.key,
-            "drawing": drawing if named else None,
+            "metrics": r.artifact.metrics, "figure": main, "figures": named, "data": data, "arrays": arrays,
+            "key": r.job.key, "drawing": drawing if named else None,
         })
     return records
+
+
+def array_records(arrays: dict[str, np.ndarray], technique) -> list[dict[str, Any]]:
+    """What the manifest lists of each array of an artifact, in its order (the main array first): name, shape,
+    dtype and meaning (the technique's `arrays`)."""
+    return [{"name": name, "shape": list(np.shape(value)), "dtype": str(np.asarray(value).dtype),
+             "meaning": technique.meaning(name)} for name, value in arrays.items()]
+
+
+def _shapes(listed: Any) -> list[tuple] | None:
+    try:
+        return [(a["name"], list(a["shape"]), a["dtype"]) for a in listed]
+    except (TypeError, KeyError):
+        return None
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Every array of an artifact into one .npz, deflated (level 1: images saved as float32 shrink to about a
+    third): `np.load(path, allow_pickle=False)[name]`. Written member by member like np.savez_compressed, so any
+    array name works and an object array fails here rather than when someone loads it."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
@@ -110,7 +142,7 @@ def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
         "layer": r.job.layer, "image": r.job.image,
         "image_name": pages.draw.image_name(r.job.image) if r.job.image else None,
         "status": r.status, "error": r.error, "seconds": r.seconds,
-        "figure": rel(meta.get("_figure")), "data": rel(meta.get("_data")),
+        "figure": rel(meta.get("_figure")), "data": rel(meta.get("_data")), "arrays": meta.get("_arrays") or [],
         "figures": {k: rel(v) for k, v in (meta.get("_figures") or {}).items()},
         "meta": meta, "metrics": meta.get("metrics", {}),
     }

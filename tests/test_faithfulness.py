@@ -239,8 +239,13 @@ def test_run_adds_curves_aucs_and_correlations():
     ctx, arts = run(Gradient(), net, params(targets=[0, 2]))
     assert weights_digest(net) == before and hook_count(net) == 0
     for art in arts:
-        assert list(art.arrays) == ["map", "deletion", "insertion"]
+        assert list(art.arrays) == ["map", "targets", "probabilities", "deletion", "deletion_auc", "insertion",
+                                    "insertion_auc", "sanity_correlations"]
         assert art.arrays["deletion"].shape == art.arrays["insertion"].shape == (2, 9)
+        assert art.arrays["targets"].tolist() == [0, 2]
+        assert art.arrays["probabilities"].tolist() == pytest.approx([t["probability"] for t in art.meta["targets"]])
+        assert art.arrays["deletion_auc"].tolist() == pytest.approx([t["deletion_auc"] for t in art.meta["targets"]])
+        assert np.allclose(art.arrays["sanity_correlations"], [t["sanity_correlations"] for t in art.meta["targets"]])
         m = art.metrics
         aucs = [t["deletion_auc"] for t in art.meta["targets"]]
         assert m["deletion_auc"] == pytest.approx(np.mean(aucs))
@@ -264,7 +269,7 @@ def test_map_that_ignores_the_model_is_flagged_and_a_gradient_is_not():
 
 def test_checks_can_be_switched_off_and_quick_shrinks_them():
     _, arts = run(Gradient(), tiny_net(), params(faithfulness=False, sanity=False), n=1)
-    assert list(arts[0].arrays) == ["map"]
+    assert list(arts[0].arrays) == ["map", "targets", "probabilities"]
     assert "deletion_auc" not in arts[0].metrics and "sanity_flag" not in arts[0].metrics
     quick = AttributionParams().quick()
     assert (quick.faithfulness_steps, quick.sanity_stages) == (8, 1)

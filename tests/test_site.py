@@ -47,7 +47,7 @@ def test_manifest_records_point_to_files(built):
     out = root / "site_src" / "reports"
     records = read_json(out / "manifest.json")["artifacts"]
     assert records
-    keys = {"model", "technique", "layer", "image", "target", "params", "metrics", "figure", "data"}
+    keys = {"model", "technique", "layer", "image", "target", "params", "metrics", "figure", "data", "arrays"}
     for r in records:
         assert keys <= set(r), r
         assert r["model"] == "tiny"
@@ -59,7 +59,7 @@ def test_manifest_records_point_to_files(built):
     inputs = {r["image"]: r for r in records if r["technique"] == "input"}
     assert set(inputs) == {"pics/a", "pics/b"}
     for r in inputs.values():
-        x = np.load(out / r["data"])
+        x = np.load(out / r["data"], allow_pickle=False)["input"]
         assert x.shape == (3, 32, 32) and x.dtype == np.float32
         assert r["figure"] and r["metrics"]["shape"] == [3, 32, 32]
     preds = [r for r in records if r["technique"] == "predictions"]

@@ -28,6 +28,8 @@ class Activations(Technique):
     summary = "each chosen layer's channel maps for each image, with statistics"
     Params = ActivationsParams
     scope = "layer×image"
+    arrays = {"activation": "(C, h, w) float32: the layer's output for the image, every channel (the figure draws "
+                            "max_channels of them)"}
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         layer = jobs[0].layer

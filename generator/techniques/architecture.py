@@ -15,10 +15,16 @@ class Architecture(Technique):
     kind = "architecture"
     title = "Architecture"
     summary = "layer table with output shapes, parameters and receptive fields"
-    version = 2
+    version = 3
     Params = ArchitectureParams
     scope = "model"
     always = True
+    arrays = {
+        "receptive_fields": "(rows, 3) float64: receptive field size, stride and offset (centre of unit (0, 0)) in "
+                            "input pixels of each row of the layer table, in `names` order; NaN where unknown",
+        "names": "(rows,) str: the module of each row of the layer table",
+        "parameters": "(rows,) int64: parameters of each row's module (its submodules included)",
+    }
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         model = ctx.model
@@ -31,4 +37,6 @@ class Architecture(Technique):
             "rows": [r.as_row() for r in rows],
             "metrics": {"parameters": model.num_params, "modules": len(model.module_names())},
         }
-        return [Artifact({"receptive_fields": rf}, meta) for _ in jobs]
+        names = np.array([r.name for r in rows], dtype=str)
+        params = np.array([r.params for r in rows], dtype=np.int64)
+        return [Artifact({"receptive_fields": rf, "names": names, "parameters": params}, meta) for _ in jobs]

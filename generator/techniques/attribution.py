@@ -62,10 +62,30 @@ def target_problems(model, targets: list | None, key: str) -> list[str]:
     return problems
 
 
+# What the arrays every attribution artifact holds mean: one row per target (class) explained on the image. Each
+# technique declares its "map" (and any array of its own) beside them: `{"map": "...", **ATTRIBUTION_ARRAYS}`.
+ATTRIBUTION_ARRAYS = {
+    "targets": "(targets,) int64: the class index each row explains",
+    "probabilities": "(targets,) float32: the model's softmax probability of each row's class on the image",
+    "deletion": "(targets, faithfulness_steps + 1) float32: the class probability as the map's top pixels are "
+                "replaced by the deletion baseline, 0 % to 100 % of the pixels in equal chunks (Petsiuk 2018)",
+    "insertion": "(targets, faithfulness_steps + 1) float32: the class probability as the map's top pixels are put "
+                 "back into a blurred image, 0 % to 100 % in equal chunks (Petsiuk 2018)",
+    "deletion_auc": "(targets,) float32: area under each deletion curve over the fraction axis [0, 1] (lower: "
+                    "more faithful)",
+    "insertion_auc": "(targets,) float32: area under each insertion curve (higher: more faithful)",
+    "sanity_correlations": "(targets, stages) float32: Spearman rank correlation of |map| with the map recomputed "
+                           "after randomizing the top 1, 2, … stages of the model (Adebayo 2018); NaN where "
+                           "undefined (a constant map)",
+}
+
+
 class AttributionTechnique(Technique):
     Params = AttributionParams
     scope = "image"
     colour_map_meaning = "how much each pixel raised the class score (bright = more)"
+    arrays = {"map": "(targets, H, W) float32: the attribution of each input pixel, one map per target",
+              **ATTRIBUTION_ARRAYS}
 
     def check(self, model, params: AttributionParams) -> list[str]:
         return target_problems(model, params.targets, "targets")
@@ -104,7 +124,10 @@ class AttributionTechnique(Technique):
                         "probability": float(probs[i, pairs[k][1]])} for k in mine]
             meta = {"targets": targets, "target": ", ".join(t["label"] for t in targets),
                     "metrics": {"max": float(maps[mine].max()), "mean": float(maps[mine].mean())}}
-            out.append(Artifact({name: a[mine].astype(np.float32) for name, a in arrays.items()}, meta))
+            art = Artifact({name: a[mine].astype(np.float32) for name, a in arrays.items()}, meta)
+            art.arrays["targets"] = np.array([pairs[k][1] for k in mine], dtype=np.int64)
+            art.arrays["probabilities"] = np.array([t["probability"] for t in targets], dtype=np.float32)
+            out.append(art)
             self.add_checks(out[-1], mine, checks)
         return out
 
@@ -158,10 +181,12 @@ class AttributionTechnique(Technique):
                 areas = faith.auc(curves)
                 for t, a in zip(art.meta["targets"], areas):
                     t[f"{name}_auc"] = float(a)
+                art.arrays[f"{name}_auc"] = np.asarray(areas, dtype=np.float32)
                 metrics[f"{name}_auc"] = float(np.mean(areas))
             art.meta["faithfulness"] = checks["faithfulness"]
         if "correlations" in checks:
             corr = checks["correlations"][mine]
+            art.arrays["sanity_correlations"] = corr.astype(np.float32)
             for t, row in zip(art.meta["targets"], corr):
                 t["sanity_correlations"] = [number(v) for v in row]
                 t["sanity_flag"] = bool(len(row) and np.isfinite(row[-1]) and row[-1] > faith.SANITY_THRESHOLD)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -48,8 +49,9 @@ class Job:
 
 @dataclass
 class Artifact:
-    """What a technique computes: named arrays (the first is the main one, saved as the manifest's `data`) and
-    JSON-able metadata. `meta['metrics']` holds the numbers its page reports, `meta['target']` what it explains."""
+    """What a technique computes: named arrays (the first is the main one; all are published in the artifact's data
+    file, each described by its technique's `arrays`) and JSON-able metadata. `meta['metrics']` holds the numbers
+    its page reports, `meta['target']` what it explains."""
 
     arrays: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +75,16 @@ class Technique:
     always: ClassVar[bool] = False  # core artifacts every model gets, not chosen in the spec
     uses_dataset: ClassVar[bool] = False  # looks across the model's data set (its features are in ctx.features)
     follows_dataset: ClassVar[bool] = False  # runs without one, but uses the data set when the model has one
+    # What each array of an artifact means (name → meaning, with shape and units), published in manifest.json
+    # beside the array. A key with `*` is a pattern (fnmatch) for names made at run time, e.g. "unit-*".
+    arrays: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def meaning(cls, name: str) -> str | None:
+        """What the array `name` means: its exact entry in `arrays`, else the first pattern it matches."""
+        if name in cls.arrays:
+            return cls.arrays[name]
+        return next((text for key, text in cls.arrays.items() if "*" in key and fnmatchcase(name, key)), None)
 
     def uses_image_set(self, params: Params) -> bool:
         """True when one image's result also depends on the other images of its set (e.g. their mean colour):
@@ -94,8 +106,13 @@ class Technique:
         the contexts' `images` and their contents join every job's cache key."""
         return []
 
-    def applies(self, model: "LoadedModel") -> bool:
-        return model.dataset is not None if self.uses_dataset else True
+    def inapplicable(self, model: "LoadedModel", params: Params) -> str | None:
+        """Why this technique cannot say anything about this model, in one sentence for its page (it then runs no
+        job and its page says so), or None when it applies."""
+        if self.uses_dataset and model.dataset is None:
+            return ("it looks across a data set, and this model names none: give it `dataset:` in the spec "
+                    "(a folder of images, a torchvision data set on local files, or crops of sample photos)")
+        return None
 
     def layers(self, model: "LoadedModel", params: Params) -> list[str]:
         """Layers this technique's jobs expand over (layer scopes only)."""

@@ -114,6 +114,20 @@ class ClassVisualization(Technique):
     summary = "images optimized to maximize a class score: plain, regularized and Fourier-parameterized side by side"
     Params = ClassVisualizationParams
     scope = "model"
+    version = 2
+    arrays = {
+        "fourier": "(classes, C, S, S) float32: the Fourier-parameterized (Lucid-style) image of each class, pixels in "
+                   "[0, 1] (S: the Fourier size, 4× the input for inputs under 64 px)",
+        "plain": "(classes, C, s, s) float32: the plain gradient-ascent image (Simonyan 2014), pixels in [0, 1]",
+        "regularized": "(classes, C, s, s) float32: the image with Yosinski's regularizers, pixels in [0, 1]",
+        "progress": "(snapshots, classes, C, S, S) float32: the Fourier images at the steps in progress_steps",
+        "classes": "(classes,) int64: the class index of each row",
+        "progress_steps": "(snapshots,) int64: the optimization step of each progress snapshot",
+        "*_before": "(classes,) float32: per method (plain, regularized, fourier), the class's softmax probability "
+                    "on the starting image",
+        "*_after": "(classes,) float32: per method, the class's softmax probability on the result (the figure's "
+                   "captions)",
+    }
 
     def uses_image_set(self, params: ClassVisualizationParams) -> bool:
         return params.classes is None
@@ -184,8 +198,13 @@ class ClassVisualization(Technique):
                             "plain_probability": float(np.mean(methods["plain"]["after"]))}}
         if fourier.note is not None:  # only then, so that results of larger models stay as they were
             meta.update(fourier_size=fourier.size, fourier_note=fourier.note)
+        numbers = {"classes": np.asarray(classes, dtype=np.int64),
+                   "progress_steps": np.asarray(progress_steps, dtype=np.int64)}
+        for name in METHODS:
+            numbers[f"{name}_before"] = np.asarray(methods[name]["before"], dtype=np.float32)
+            numbers[f"{name}_after"] = np.asarray(methods[name]["after"], dtype=np.float32)
         return Artifact({"fourier": arrays["fourier"], "plain": arrays["plain"],
-                         "regularized": arrays["regularized"], "progress": arrays["progress"]}, meta)
+                         "regularized": arrays["regularized"], "progress": arrays["progress"], **numbers}, meta)
 
     def draw(self, art, job, env, path: Path) -> dict[str, Path]:
         m = art.meta

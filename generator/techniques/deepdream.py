@@ -41,6 +41,7 @@ class DeepDream(Technique):
     summary = "an image changed to amplify what a layer already sees in it, over several octaves"
     Params = DeepDreamParams
     scope = "layer×image"
+    arrays = {"dream": "(C, H, W) float32: the dreamt image at the model's input size, pixels in [0, 1]"}
 
     def layers(self, model, params: DeepDreamParams) -> list[str]:
         return list(params.layers) if params.layers is not None else list(model.layers)

@@ -31,6 +31,14 @@ class Embedding(FeatureSpaceTechnique):
     title = "t-SNE and PCA embedding"
     summary = "the data set mapped to 2-D by t-SNE and PCA of a layer's features, with Karpathy's thumbnail grid"
     Params = EmbeddingParams
+    arrays = {
+        "tsne": "(images, 2) float32: t-SNE coordinates of every data-set image (in data-set order) from the "
+                "layer's features (its channels' spatial means)",
+        "pca": "(images, 2) float32: the same images' coordinates on the first two principal components",
+        "grid": "(grid, grid) int64: data-set index of the image in each cell of the thumbnail grid laid over the "
+                "t-SNE map (row 0 on top), -1 for an empty cell",
+        "labels": "(images,) int64: class index of every data-set image in the data set's classes; -1 unlabelled",
+    }
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         return [self.one(ctx, job) for job in jobs]

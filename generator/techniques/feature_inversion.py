@@ -240,6 +240,10 @@ class FeatureInversion(Technique):
     summary = "images reconstructed from one layer's features alone: what each layer keeps of an image"
     Params = FeatureInversionParams
     scope = "image"
+    arrays = {"reconstructions": "(layers, C, S, S) float32: the image reconstructed from each layer's features "
+                                 "(in meta['layers'] order, the metrics' order), pixels in [0, 1]",
+              "original": "(C, S, S) float32: the model's crop of the image at the reconstruction size, pixels in "
+                          "[0, 1]"}
     version = 1
 
     def reads_model_layers(self, params: FeatureInversionParams) -> bool:

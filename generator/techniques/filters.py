@@ -32,9 +32,11 @@ class Filters(Technique):
     version = 3
     Params = FiltersParams
     scope = "layer"
+    arrays = {"weight": "(out, in / groups, kh, kw) float32: the conv layer's weights, every filter (the figure "
+                        "draws max_filters of them)"}
 
-    def applies(self, model) -> bool:
-        return bool(convs(model))
+    def inapplicable(self, model, params: FiltersParams) -> str | None:
+        return None if convs(model) else "the model has no `Conv2d` layer, so it has no filters to draw"
 
     def layers(self, model, params: FiltersParams) -> list[str]:
         if params.layers is not None:

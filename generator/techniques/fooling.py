@@ -34,6 +34,8 @@ class Fooling(Technique):
     summary = "imperceptible changes that make the model see a chosen class"
     Params = FoolingParams
     scope = "image"
+    arrays = {"fooled": "(C, H, W) float32: the changed image, pixels in [0, 1] on the 8-bit grid (k / 255)",
+              "difference": "(C, H, W) float32: fooled − original in [0, 1] pixel units, within ±epsilon / 255"}
 
     def check(self, model, params: FoolingParams) -> list[str]:
         if params.target is None:

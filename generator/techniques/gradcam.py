@@ -37,7 +37,8 @@ from torch import nn
 
 from generator import figures
 from generator.errors import did_you_mean
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.guided import no_rectifier
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -150,21 +151,27 @@ class GradCAM(AttributionTechnique):
     kind = "gradcam"
     title = "Grad-CAM"
     summary = "class-discriminative map of a convolutional layer: its channels weighted by their mean gradient"
-    version = 1
+    version = 2
     Params = GradCAMParams
     colour_map_meaning = "ReLU(Σ_k w_k A_k): how strongly each place supports the class (bright = more)"
+    arrays = {"map": "(targets, H, W) float32: Grad-CAM, ReLU(Σ_k w_k A_k) of the layer (w_k: the mean gradient of "
+                     "the class logit over channel k's map A_k), bilinearly upsampled to the input; one map per "
+                     "target", **ATTRIBUTION_ARRAYS}
 
     def check(self, model, params: GradCAMParams) -> list[str]:
         problems = super().check(model, params)
-        try:
-            problem = layer_problem(model, params.layer) if params.layer else None
-            if params.layer is None:
-                default_layer(model)
-        except ValueError as exc:
-            problem = str(exc)
+        problem = layer_problem(model, params.layer) if params.layer else None
         if problem:
             problems.append(f"layer: {problem}")
         return problems
+
+    def inapplicable(self, model, params: GradCAMParams) -> str | None:
+        if params.layer is None:  # a named layer that does not fit is the spec's error (check), not this
+            try:
+                default_layer(model)
+            except ValueError as exc:
+                return str(exc)
+        return None
 
     def layer_of(self, model, params: GradCAMParams) -> str:
         return params.layer or default_layer(model)
@@ -193,8 +200,15 @@ class GuidedGradCAM(GradCAM):
     kind = "guided_gradcam"
     title = "Guided Grad-CAM"
     summary = "Grad-CAM times guided backpropagation: high-resolution and class-discriminative"
-    version = 1
+    version = 3
     colour_map_meaning = "max over colour channels of |Grad-CAM × guided gradient| (bright = more)"
+    arrays = {"map": "(targets, H, W) float32: max over colour channels of |Grad-CAM × guided gradient| (the "
+                     "figure's third panel, unclipped); one map per target",
+              "guided": "(targets, C, H, W) float32: the signed product of the upsampled Grad-CAM map and the "
+                        "guided gradient (the figure's second panel)", **ATTRIBUTION_ARRAYS}
+
+    def inapplicable(self, model, params: GradCAMParams) -> str | None:
+        return super().inapplicable(model, params) or no_rectifier(model)
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
         """The map, and the colour product Grad-CAM × guided gradient (N, C, H, W) the paper shows."""

@@ -13,6 +13,8 @@ class Input(Technique):
     summary = "the preprocessed tensor each image becomes (resize, centre crop, normalize)"
     scope = "image"
     always = True
+    arrays = {"input": "the preprocessed image the model is given: (C, H, W) float32, resized, centre-cropped and "
+                       "normalized with the model's mean and std"}
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         spec = ctx.model.input

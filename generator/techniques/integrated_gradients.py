@@ -23,7 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from pydantic import Field
 
 from generator.batching import images_per_gradient
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 from generator.techniques.saliency import GradientDrawing
 
@@ -108,10 +108,15 @@ class IntegratedGradients(GradientDrawing, AttributionTechnique):
     title = "Integrated gradients"
     summary = ("gradients integrated along the path from a baseline image: signed attributions that sum to the "
                "score change")
-    version = 1
+    version = 2
     Params = IntegratedGradientsParams
     colour_map_meaning = "attribution (red +, blue −)"
     signed = True
+    arrays = {"map": "(targets, H, W) float32: signed integrated gradients, summed over colour channels (each "
+                     "pixel's share of F(x) − F(x′), in logits); one map per target",
+              "completeness": "(targets, 3) float32: per target F(x) − F(x′) (the class logit at the image minus at "
+                              "the baseline), the sum of the attributions, and the absolute gap between them",
+              **ATTRIBUTION_ARRAYS}
 
     def attributions(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
         baseline = make_baseline(ctx.model, x, params.baseline, params.blur_sigma)
@@ -136,7 +141,7 @@ class IntegratedGradients(GradientDrawing, AttributionTechnique):
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         arts = super().run(ctx, jobs)
         for art in arts:
-            rows = art.arrays.pop("completeness")
+            rows = art.arrays["completeness"]
             for target, (difference, total, gap) in zip(art.meta["targets"], rows.tolist()):
                 target.update(score_difference=difference, attribution_sum=total, completeness_gap=gap,
                               relative_gap=gap / abs(difference) if difference else None)

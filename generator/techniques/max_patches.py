@@ -48,6 +48,19 @@ class MaxPatches(Technique):
     Params = MaxPatchesParams
     scope = "layer"
     uses_dataset = True
+    version = 2
+    arrays = {
+        "values": "(channels, top_k) float32: each chosen channel's largest activation in each of its top images, "
+                  "largest first (the tiles' captions)",
+        "images": "(channels, top_k) int64: data-set index of those images",
+        "positions": "(channels, top_k, 2) int32: (row, column) of the peak in the layer's map",
+        "boxes": "(channels, top_k, 4) int32: the crop shown, (top, left, bottom, right) in input pixels: the peak "
+                 "unit's receptive field clipped at the border (the whole input when unknown)",
+        "maxima": "(images, channels) float32: each chosen channel's largest activation in every data-set image (the "
+                  "unit pages' histograms), in data-set order",
+        "channels": "(channels,) int64: the chosen channels, the rows of the other arrays",
+        "labels": "(channels, top_k) int64: class index of each top image in the data set's classes; -1 unlabelled",
+    }
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         side = ctx.model.input.size
@@ -94,7 +107,9 @@ class MaxPatches(Technique):
                             "patch": None if rf is None or rf.whole else min(rf.size, side)},
             }
             out.append(Artifact({"values": values, "images": images.astype(np.int64), "positions": positions,
-                                 "boxes": boxes, "maxima": maxima[:, chosen].astype(np.float32)}, meta))
+                                 "boxes": boxes, "maxima": maxima[:, chosen].astype(np.float32),
+                                 "channels": np.asarray(chosen, dtype=np.int64),
+                                 "labels": labels[images].astype(np.int64)}, meta))
         return out
 
     def draw(self, art, job, env, path: Path) -> dict[str, Path]:

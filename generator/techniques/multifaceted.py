@@ -13,8 +13,9 @@ mean image (`optvis.from_image`), with a total-variation penalty (and optionally
 classes are one batch (`optvis.batched`): element b maximizes its own class, so the batch is b separate runs at once.
 
 Arrays: `facets` (F, C, H, W) the results, `means` (F, C, H, W) the starts, `members` (F, thumbnails) the data-set
-indices nearest each cluster centre (-1 pads small clusters), `classes` (F,) the model class of each facet and
-`assignment` (N,) the facet of every data-set image (-1: not in a chosen class).
+indices nearest each cluster centre (-1 pads small clusters), `classes` (F,) the model class of each facet,
+`assignment` (N,) the facet of every data-set image (-1: not in a chosen class), and per facet its cluster's
+`sizes`, the class probability `before` and `after`, and its `tv_weights`.
 
 Defaults, tuned by looking (the Fashion-MNIST net at 28 px; EfficientNet-Lite0 at 128 and 224 px on the sample-photo
 crops). Learning rate 0.01 (as class visualization's, `optvis.render.CLASS_DEFAULTS`), not Lucid's 0.05: Adam moves
@@ -94,6 +95,21 @@ class Multifaceted(Technique):
     Params = MultifacetedParams
     scope = "model"
     uses_dataset = True
+    version = 2
+    arrays = {
+        "facets": "(facets, C, S, S) float32: each facet's class visualization, pixels in [0, 1]",
+        "means": "(facets, C, S, S) float32: each facet's start, the mean of its cluster's preprocessed crops in "
+                 "[0, 1] pixels",
+        "members": "(facets, thumbnails) int64: data-set indices of the members nearest each cluster centre (-1 pads "
+                   "small clusters)",
+        "classes": "(facets,) int64: the model class of each facet",
+        "assignment": "(images,) int64: the facet of every data-set image, in data-set order (-1: not in a chosen "
+                      "class)",
+        "sizes": "(facets,) int64: the number of data-set images in each facet's cluster",
+        "before": "(facets,) float32: the class's softmax probability on the mean image (the start)",
+        "after": "(facets,) float32: the class's softmax probability on the result",
+        "tv_weights": "(facets,) float32: each facet's total-variation weight (tv × its class-score gradient)",
+    }
 
     def check(self, model, params: MultifacetedParams) -> list[str]:
         return target_problems(model, params.classes, "classes")
@@ -218,7 +234,10 @@ class Multifaceted(Technique):
         }
         return Artifact({"facets": facets, "means": start.numpy().astype(np.float32),
                          "members": np.stack(members).astype(np.int64),
-                         "classes": np.asarray(facet_class, dtype=np.int64), "assignment": assignment}, meta)
+                         "classes": np.asarray(facet_class, dtype=np.int64), "assignment": assignment,
+                         "sizes": np.asarray(facet_size, dtype=np.int64), "before": np.asarray(before, np.float32),
+                         "after": np.asarray(after, np.float32), "tv_weights": np.asarray(tv_weights, np.float32)},
+                        meta)
 
     @staticmethod
     def mean_image(ctx, member: np.ndarray, mean_t: torch.Tensor, std_t: torch.Tensor) -> torch.Tensor:

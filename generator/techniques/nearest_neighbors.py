@@ -37,6 +37,19 @@ class NearestNeighbors(FeatureSpaceTechnique):
     title = "Nearest neighbours"
     summary = "the data-set images nearest to a query in feature space, beside the nearest in pixel space"
     Params = NearestNeighborsParams
+    version = 2
+    arrays = {
+        "feature_neighbors": "(queries, k) int64: data-set indices of each query's nearest images in the layer's "
+                             "feature space (its channels' spatial means), nearest first",
+        "feature_distances": "(queries, k) float32: their distances (`metric`: 1 − cosine similarity, or L2)",
+        "pixel_neighbors": "(queries, k) int64: data-set indices of each query's nearest images in pixel space (the "
+                           "normalized input average-pooled to at most 32 × 32), nearest first",
+        "pixel_distances": "(queries, k) float32: their L2 distances in pixel space",
+        "queries": "(queries,) int64: data-set index of each query; -1 for a query from `query_set`",
+        "query_labels": "(queries,) int64: class index of each query in the data set's classes; -1 when unknown",
+        "feature_neighbor_labels": "(queries, k) int64: class index of each feature-space neighbour; -1 unlabelled",
+        "pixel_neighbor_labels": "(queries, k) int64: class index of each pixel-space neighbour; -1 unlabelled",
+    }
 
     def uses_image_set(self, params: NearestNeighborsParams) -> bool:
         return params.query_set is not None
@@ -77,7 +90,9 @@ class NearestNeighbors(FeatureSpaceTechnique):
                 "metrics": metrics}
         return Artifact({"feature_neighbors": f_idx, "feature_distances": f_dist, "pixel_neighbors": p_idx,
                          "pixel_distances": p_dist, "queries": np.asarray(queries, dtype=np.int64),
-                         "query_labels": np.asarray(q_labels, dtype=np.int64)}, meta)
+                         "query_labels": np.asarray(q_labels, dtype=np.int64),
+                         "feature_neighbor_labels": labels[f_idx].astype(np.int64),
+                         "pixel_neighbor_labels": labels[p_idx].astype(np.int64)}, meta)
 
     @staticmethod
     def encode(ctx, layer: str, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from generator import figures
 from generator.batching import images_per_forward
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 
 
@@ -187,9 +187,12 @@ class Occlusion(AttributionTechnique):
     kind = "occlusion"
     title = "Occlusion"
     summary = "drop in the class probability when a sliding patch covers each part of the image"
-    version = 1
+    version = 2
     Params = OcclusionParams
     signed = True
+    arrays = {"map": "(targets, H, W) float32: p(class | image) − p(class | patch covered), averaged over the "
+                     "windows that cover each pixel (signed: positive = evidence for the class); one map per target",
+              **ATTRIBUTION_ARRAYS}
     colour_map_meaning = "drop in p(class) when covered: red = evidence for the class, blue = against"
 
     def uses_image_set(self, params: OcclusionParams) -> bool:

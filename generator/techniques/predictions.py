@@ -20,6 +20,8 @@ class Predictions(Technique):
     summary = "top-k classes with probabilities for each image"
     Params = PredictionsParams
     scope = "image"
+    arrays = {"probabilities": "(classes,) float32: the softmax probability of every class, in the model's class "
+                               "order (the top-k shown are the largest)"}
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         with torch.no_grad():

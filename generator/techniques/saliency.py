@@ -14,7 +14,7 @@ import torch
 
 from generator import figures
 from generator.guided import guided_relus
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 
 CLIP_PERCENTILE = 99.0  # gradient maps are heavy-tailed: a few pixels would take the whole colour scale
@@ -82,9 +82,11 @@ class Saliency(GradientDrawing, AttributionTechnique):
     kind = "saliency"
     title = "Saliency (gradient)"
     summary = "gradient of the class score w.r.t. the input pixels: max |∂score/∂x| over colour channels"
-    version = 1
+    version = 2
     Params = SaliencyParams
     colour_map_meaning = "|∂score/∂x|, max over channels"
+    arrays = {"map": "(targets, H, W) float32: saliency, max over colour channels of |∂ class logit / ∂ input "
+                     "pixel| (normalized input units), unclipped; one map per target", **ATTRIBUTION_ARRAYS}
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
         return channel_max_abs(class_gradients(ctx.model, x, targets))

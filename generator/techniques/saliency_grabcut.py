@@ -32,7 +32,7 @@ import torch
 from pydantic import Field, model_validator
 
 from generator import figures
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 
 
@@ -107,8 +107,15 @@ class SaliencyGrabCut(AttributionTechnique):
     kind = "saliency_grabcut"
     title = "Saliency + GrabCut"
     summary = "the saliency map seeds OpenCV's GrabCut: an object mask for the class"
-    version = 1
+    version = 2
     Params = SaliencyGrabCutParams
+    arrays = {"map": "(targets, H, W) float32: GrabCut's foreground mask, 1 = foreground, 0 = background; one per "
+                     "target",
+              "saliency": "(targets, H, W) float32: the saliency map that seeded it, max over colour channels of "
+                          "|∂ class logit / ∂ pixel|, Gaussian-smoothed by `smooth`",
+              "seeds": "(targets, H, W) float32: GrabCut's initial labels from the saliency ranks: 0 background, "
+                       "1 foreground, 2 probable background, 3 probable foreground (OpenCV's GC_* values)",
+              **ATTRIBUTION_ARRAYS}
     colour_map_meaning = "GrabCut foreground (1) / background (0)"
     saliency_meaning = "|∂ class score / ∂ pixel|, max over channels, smoothed"
 

@@ -22,8 +22,9 @@ import torch
 from pydantic import Field
 
 from generator.batching import images_per_gradient
+from generator.guided import no_rectifier
 from generator import figures
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 from generator.techniques.saliency import CLIP_PERCENTILE, GradientDrawing, class_gradients, display_maps, target_labels
 
@@ -74,10 +75,18 @@ class SmoothGrad(GradientDrawing, AttributionTechnique):
     kind = "smoothgrad"
     title = "SmoothGrad"
     summary = "a gradient map averaged over noisy copies of the image: less speckle, the same evidence"
-    version = 2
+    version = 3
     Params = SmoothGradParams
+    arrays = {"map": "(targets, H, W) float32: the mean over noisy copies of |class-logit gradient| (plain or guided, "
+                     "by `of`), max over colour channels; one map per target",
+              "guided": "(targets, C, H, W) float32: with of: guided_backprop, the signed guided gradient averaged "
+                        "over the noisy copies",
+              **ATTRIBUTION_ARRAYS}
     colour_map_meaning = "mean |∂score/∂x|, max over channels"
     signed = False
+
+    def inapplicable(self, model, params: SmoothGradParams) -> str | None:
+        return no_rectifier(model) if params.of == "guided_backprop" else None
 
     def gradients(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
         batch = params.batch or images_per_gradient(ctx.model, x[:1], len(x) * params.samples)

@@ -114,7 +114,21 @@ class StyleTransfer(Technique):
                "style next to random multi-scale filters'")
     Params = StyleTransferParams
     scope = "image"
-    version = 1
+    version = 2
+    arrays = {
+        "results": "(results, C, H, W) float32: every painted image, pixels in [0, 1] (which style, network and "
+                   "weight each is: the arrays below)",
+        "content": "(C, H, W) float32: the content image as painted, pixels in [0, 1]",
+        "styles": "(styles, C, H, W) float32: each style image's centre at the scale its statistics were taken, "
+                  "on white where smaller, pixels in [0, 1]",
+        "style_of": "(results,) int64: the row of `styles` each result was painted in",
+        "random_filters": "(results,) bool: true where the style term used the random multi-scale filters instead "
+                          "of the model's layers",
+        "style_weights": "(results,) float64: the style weight of each result",
+        "style_loss": "(results, 2) float64: the Gram (style) loss at the start and at the end",
+        "content_loss": "(results, 2) float64: the content loss at the start and at the end (the figure's 'content' "
+                        "number is the end)",
+    }
 
     def reads_model_layers(self, params: StyleTransferParams) -> bool:
         return params.style_layers is None or params.content_layer is None
@@ -237,7 +251,13 @@ class StyleTransfer(Technique):
                 "size": [int(h), int(w)], "painter": painter, "metrics": metrics}
         return Artifact({"results": np.stack(images).astype(np.float32),
                          "content": content.cpu().numpy().astype(np.float32),
-                         "styles": np.stack(shown).astype(np.float32)}, meta)
+                         "styles": np.stack(shown).astype(np.float32),
+                         "style_of": np.array([style_ids.index(r["style"]) for r in results], dtype=np.int64),
+                         "random_filters": np.array([r["network"] == "random" for r in results], dtype=bool),
+                         "style_weights": np.array([r["weight"] for r in results], dtype=np.float64),
+                         "style_loss": np.array([[r["style_start"], r["style_end"]] for r in results], np.float64),
+                         "content_loss": np.array([[r["content_start"], r["content_end"]] for r in results],
+                                                  np.float64)}, meta)
 
     def draw(self, art, job, env, path: Path) -> dict[str, Path]:
         m = art.meta

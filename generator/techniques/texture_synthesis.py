@@ -144,7 +144,19 @@ class TextureSynthesis(Technique):
                "random multi-scale filters")
     Params = TextureSynthesisParams
     scope = "image"
-    version = 1
+    version = 2
+    arrays = {
+        "results": "(runs, C, size, size) float32: the synthesized textures, pixels in [0, 1]; runs: the model's "
+                   "first 1, 2, … layers, then (random_filters) the random multi-scale filter network",
+        "start": "(C, size, size) float32: the noise every run starts from",
+        "noise": "(C, size, size) float32: the reference noise the histogram and Gram distances are compared with",
+        "source": "(C, size, size) float32: the centre of the source at the results' pixel scale, pixels in [0, 1]",
+        "gram_start": "(runs,) float64: each run's Gram-matrix loss at the start",
+        "gram_end": "(runs,) float64: its Gram-matrix loss at the end (the figure's 'Gram loss −x %' is "
+                    "1 − end / start)",
+        "histogram_distance": "(runs,) float64: total-variation distance between each result's joint colour "
+                              "histogram and the source's (0: the same colours, 1: none in common)",
+    }
 
     def reads_model_layers(self, params: TextureSynthesisParams) -> bool:
         return params.layers is None
@@ -231,7 +243,10 @@ class TextureSynthesis(Technique):
         meta = {"runs": runs, "metrics": metrics, "size": p.size, "source_size": p.source_size,
                 "scales": list(p.scales)}
         return Artifact({"results": np.stack(images).astype(np.float32), "start": start[0].cpu().numpy(),
-                         "noise": noise[0].cpu().numpy(), "source": shown.astype(np.float32)}, meta)
+                         "noise": noise[0].cpu().numpy(), "source": shown.astype(np.float32),
+                         "gram_start": np.array([r["gram_start"] for r in runs], dtype=np.float64),
+                         "gram_end": np.array([r["gram_end"] for r in runs], dtype=np.float64),
+                         "histogram_distance": np.array([r["hist_result"] for r in runs], dtype=np.float64)}, meta)
 
     def draw(self, art, job, env, path: Path) -> bool:
         runs = art.meta["runs"]

@@ -72,6 +72,10 @@ class TextureSynthesisNonparametric(Technique):
     summary = "a texture grown pixel by pixel by copying from the source where the neighbourhood matches (no network)"
     Params = TextureSynthesisNonparametricParams
     scope = "image"
+    arrays = {"texture": "(size, size, 3) uint8: the synthesized texture, RGB",
+              "provenance": "(size, size) int32: flat index (y · source width + x) of the source pixel each "
+                            "texture pixel copies",
+              "source": "(source_size, source_size, 3) uint8: the source square the texture grew from, RGB"}
 
     def image_sets(self, params: TextureSynthesisNonparametricParams) -> list[str] | None:
         return list(params.images) if params.images is not None else None

@@ -44,6 +44,16 @@ class UnitVisualization(Technique):
     Params = UnitVisualizationParams
     scope = "layer"
     follows_dataset = True
+    version = 2
+    arrays = {
+        "images": "(channels, C, S, S) float32: the image that maximizes each chosen channel's mean activation, "
+                  "pixels in [0, 1]",
+        "channels": "(channels,) int64: the chosen channels, the rows of the other arrays",
+        "before": "(channels,) float32: each channel's spatial mean activation on its starting image",
+        "after": "(channels,) float32: the same on its result (the figure's captions)",
+        "dataset_mean": "(channels,) float32: with a data set, each channel's spatial mean activation averaged over "
+                        "the data set",
+    }
 
     def channels(self, ctx, layer: str, params: UnitVisualizationParams, count: int) -> list[int]:
         if params.channels is not None:
@@ -89,7 +99,11 @@ class UnitVisualization(Technique):
                 "metrics": {"channels": len(chosen), "mean_after": float(np.mean(end))}}
         if setup.note is not None:  # only then, so that results of larger models stay as they were
             meta.update(model_size=model.input.size, note=setup.note)
-        return Artifact({"images": result.images.astype(np.float32)}, meta)
+        arrays = {"images": result.images.astype(np.float32), "channels": np.asarray(chosen, dtype=np.int64),
+                  "before": np.asarray(start, dtype=np.float32), "after": np.asarray(end, dtype=np.float32)}
+        if average is not None:
+            arrays["dataset_mean"] = np.asarray(average, dtype=np.float32)
+        return Artifact(arrays, meta)
 
     @staticmethod
     def output_channels(ctx, layer: str) -> int:

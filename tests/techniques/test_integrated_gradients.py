@@ -83,7 +83,8 @@ def test_completeness_reported_and_shrinks_with_steps():
         assert t["completeness_gap"] == pytest.approx(abs(t["attribution_sum"] - t["score_difference"]), abs=1e-5)
         assert f.metrics["completeness_gap"] < c.metrics["completeness_gap"]
         assert f.metrics["relative_completeness_gap"] < 0.01
-        assert "completeness" not in f.arrays
+        assert f.arrays["completeness"][0].tolist() == pytest.approx(  # the same numbers, published as an array
+            [t["score_difference"], t["attribution_sum"], t["completeness_gap"]])
         for art in (c, f):
             assert ("note" in art.meta) == (art.metrics["relative_completeness_gap"] > 0.1)
 
