@@ -25,7 +25,7 @@ from generator.errors import ConvscopeError, SpecErrors, did_you_mean
 from generator.features import FeatureStore
 from generator.layers import default_layers
 from generator.models import LoadedModel, ModelLoader
-from generator.pipeline import Result, execute, plan
+from generator.pipeline import Result, execute, inapplicable, plan
 from generator.render import Renderer
 from generator.report import ModelPages, write_json, write_outputs, write_pages
 from generator.spec import Spec
@@ -184,6 +184,7 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
     draws: dict[str, DrawContext] = {}
     jobs = []
     selected: dict[str, list[str]] = {}
+    skipped: dict[str, dict[str, str]] = {}  # model → technique → why it does not apply
     for model in prepared.models:
         ms = spec.models[model.spec_index]
         own = [r.id for s in spec.image_sets_of(ms) for r in prepared.images[s]]
@@ -191,6 +192,8 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
         dataset = prepared.datasets.get(model.dataset) if model.dataset else None
         params = ms.technique_params()
         selected[model.name] = list(params)
+        skipped[model.name] = inapplicable(model, params)
+        params = {k: p for k, p in params.items() if k not in skipped[model.name]}
         sets = {s: [r.id for r in prepared.images[s]] for s in sets_used_by(spec, ms)}
         model_jobs = plan(model, params, own, {k: r.digest for k, r in records.items()}, quick=options.quick,
                           dataset_digest=dataset.digest if dataset else None, sets=sets)
@@ -232,7 +235,7 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
         results = [r for pages in by_model.values() for r in pages.results]
         summary = summarize(results)
         errors = [f"{r.job.label}: {r.error}" for r in results if r.status == "failed"]
-        write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors)
+        write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors, skipped)
         write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest})
         write_json(staging / "build.json", {
             "spec": str(spec.path), "device": str(device), "quick": options.quick, "force": options.force,

@@ -27,6 +27,12 @@ class Result:
     error: str | None = None
 
 
+def inapplicable(model: LoadedModel, params_by_kind: dict) -> dict[str, str]:
+    """kind → why that technique does not apply to the model (its page says so instead of showing figures)."""
+    reasons = {kind: registry.get(kind).inapplicable(model, params) for kind, params in params_by_kind.items()}
+    return {kind: reason for kind, reason in reasons.items() if reason is not None}
+
+
 def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_digests: dict[str, str],
          quick: bool = False, dataset_digest: str | None = None, sets: dict[str, list[str]] | None = None) -> list[Job]:
     """Every job of one model: the core techniques, then the chosen ones, expanded over layers and images.
@@ -37,7 +43,7 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
     set_digest = cache_key(images=sorted(image_digests.get(i) for i in image_ids))
     for kind, params in wanted.items():
         technique = registry.get(kind)
-        if not technique.applies(model):
+        if technique.inapplicable(model, params) is not None:
             continue
         if quick:
             params = params.quick()

@@ -156,7 +156,7 @@ def _sections(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"layer": layer, "rows": items} for layer, items in groups.items()]
 
 
-def model_page_context(pages: ModelPages, selected: list[str]) -> dict[str, Any]:
+def model_page_context(pages: ModelPages, selected: list[str], skipped: dict[str, str] | None = None) -> dict[str, Any]:
     m = pages.model
     by_kind: dict[str, list[Result]] = defaultdict(list)
     for r in pages.results:
@@ -166,7 +166,8 @@ def model_page_context(pages: ModelPages, selected: list[str]) -> dict[str, Any]
         {"kind": k, "title": registry.get(k).title, "summary": registry.get(k).summary,
          "failed": sum(r.status == "failed" for r in by_kind[k]), "jobs": len(by_kind[k])}
         for k in selected if by_kind.get(k)
-    ]
+    ] + [{"kind": k, "title": registry.get(k).title, "summary": registry.get(k).summary, "failed": 0, "jobs": 0,
+          "inapplicable": reason} for k, reason in (skipped or {}).items()]
     return {
         "model": {
             "name": m.name, "source": m.source, "digest": m.digest, "parameters": m.num_params, "layers": m.layers,
@@ -313,12 +314,15 @@ def comparison_context(folder: Path, pages: ModelPages, kinds: list[str]) -> dic
 
 
 def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[ModelPages],
-                selected: dict[str, list[str]], summary: list[dict[str, Any]], errors: list[str]) -> None:
+                selected: dict[str, list[str]], summary: list[dict[str, Any]], errors: list[str],
+                skipped: dict[str, dict[str, str]] | None = None) -> None:
+    """Every page. `skipped`: model → technique → why it does not apply; such a technique gets a page saying so."""
     models = []
     for pages in all_pages:
         name = pages.model.name
         kinds = [k for k in selected[name] if any(r.job.kind == k for r in pages.results)]
-        ctx = model_page_context(pages, kinds)
+        reasons = (skipped or {}).get(name, {})
+        ctx = model_page_context(pages, kinds, reasons)
         comparison = comparison_context(folder, pages, kinds)
         ctx["comparison"] = "comparison.md" if comparison else None
         (folder / name).mkdir(parents=True, exist_ok=True)
@@ -336,6 +340,11 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
                     text = renderer.page("pages/units.md.j2", model=tctx["model"], layer=row["layer"], row=row,
                                          dataset=tctx["dataset"], visuals=visuals.get(row["layer"], {}))
                     (folder / name / unit_page(row["layer"])).write_text(text, encoding="utf-8")
+        for kind, reason in reasons.items():
+            t = registry.get(kind)
+            text = renderer.page("pages/inapplicable.md.j2", model={"name": name, "source": pages.model.source},
+                                 technique={"kind": kind, "title": t.title, "summary": t.summary}, reason=reason)
+            (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")
         models.append({"name": name, "source": pages.model.source, "techniques": ctx["techniques"],
                        "failed": sum(r.status == "failed" for r in pages.results)})
     text = renderer.page("pages/index.md.j2", title=title, models=models, summary=summary, errors=errors)

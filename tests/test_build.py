@@ -174,3 +174,35 @@ def test_a_technique_runs_over_the_image_set_it_names(project, capsys):
     assert cli("build", write_spec(project, spec)) == 2
     assert ("models[0].techniques.texture_synthesis_nonparametric.images: no image set 'texture'; "
             "did you mean 'tex'?") in capsys.readouterr().err
+
+
+TANHMOD = '''
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 8, 3, padding=1), nn.Tanh(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+'''
+
+
+def test_a_technique_that_does_not_apply_says_why_on_its_page(project):
+    """No rectifier: guided backprop would be the plain gradient under another name. It runs no job and fails none;
+    its page gives the reason, and the model page lists it. (A data-set view named in a spec without a data set is
+    the spec's error instead: asked for by name, it is a mistake, not a fact about the model.)"""
+    (project / "tanhmod.py").write_text(TANHMOD, encoding="utf-8")
+    spec = tiny_spec(factory="tanhmod:build", layers=["1", "3"],
+                     techniques={"saliency": {"faithfulness": False, "sanity": False},
+                                 "guided_backprop": {}, "guided_gradcam": {}})
+    assert cli("build", write_spec(project, spec)) == 0
+    jobs = jobs_of(project)
+    assert {j["technique"] for j in jobs} == {"input", "architecture", "saliency"}
+    assert all(j["status"] == "ran" for j in jobs)
+    out = project / "out" / "tiny"
+    for kind in ("guided_backprop", "guided_gradcam"):
+        text = (out / f"{kind}.md").read_text()
+        assert "Does not apply to tiny" in text and "calls no rectifier" in text, kind
+    overview = (out / "index.md").read_text()
+    assert overview.count("does not apply:") == 2 and "(saliency.md)" in overview

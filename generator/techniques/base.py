@@ -110,7 +110,7 @@ class Technique:
         """Why this technique cannot say anything about this model, in one sentence for its page (it then runs no
         job and its page says so), or None when it applies."""
         if self.uses_dataset and model.dataset is None:
-            return ("it looks across a data set, and this model names none: give it `dataset:` in the spec "
+            return ("it looks across a data set, and this model names none: give it a dataset: key in the spec "
                     "(a folder of images, a torchvision data set on local files, or crops of sample photos)")
         return None
 

@@ -36,7 +36,7 @@ class Filters(Technique):
                         "draws max_filters of them)"}
 
     def inapplicable(self, model, params: FiltersParams) -> str | None:
-        return None if convs(model) else "the model has no `Conv2d` layer, so it has no filters to draw"
+        return None if convs(model) else "the model has no Conv2d layer, so it has no filters to draw"
 
     def layers(self, model, params: FiltersParams) -> list[str]:
         if params.layers is not None:

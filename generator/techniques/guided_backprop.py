@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from generator import figures
 from generator.errors import ConvscopeError
-from generator.guided import SMOOTH_RECTIFIERS, guided_relus, rectifiers
+from generator.guided import SMOOTH_RECTIFIERS, guided_relus, no_rectifier, rectifiers
 from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.techniques.base import Artifact, Job
 from generator.techniques.saliency import CLIP_PERCENTILE, channel_max_abs, class_gradients, display_maps, target_labels
@@ -121,6 +121,9 @@ class GuidedBackprop(AttributionTechnique):
                             "spatial mean, by `at`)",
               "position": "(1, 2) int64: with `layer` and at: max, the (row, column) of the unit in the layer's "
                           "map"}
+
+    def inapplicable(self, model, params: GuidedBackpropParams) -> str | None:
+        return no_rectifier(model)
 
     def check(self, model, params: GuidedBackpropParams) -> list[str]:
         problems = super().check(model, params)
