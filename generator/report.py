@@ -135,6 +135,12 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
+def unmet(r: Result) -> bool:
+    """Whether a result did not reach its technique's goal (a unit that did not move, an image not fooled): the
+    technique says so in `meta['unmet']`, and the pages count and list it."""
+    return bool(r.artifact is not None and r.artifact.meta.get("unmet"))
+
+
 def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
     meta = r.artifact.meta if r.artifact else {}
     rel = lambda p: p.split("/", 1)[1] if p else None  # noqa: E731  (pages live in the model's folder)
@@ -145,6 +151,7 @@ def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
         "figure": rel(meta.get("_figure")), "data": rel(meta.get("_data")), "arrays": meta.get("_arrays") or [],
         "figures": {k: rel(v) for k, v in (meta.get("_figures") or {}).items()},
         "meta": meta, "metrics": meta.get("metrics", {}),
+        "unmet": list(meta.get("unmet") or []),  # goals this result did not reach, one line each
     }
 
 
@@ -164,10 +171,11 @@ def model_page_context(pages: ModelPages, selected: list[str], skipped: dict[str
     arch = next(iter(by_kind.get("architecture", [])), None)
     techniques = [
         {"kind": k, "title": registry.get(k).title, "summary": registry.get(k).summary,
-         "failed": sum(r.status == "failed" for r in by_kind[k]), "jobs": len(by_kind[k])}
+         "failed": sum(r.status == "failed" for r in by_kind[k]), "jobs": len(by_kind[k]),
+         "unmet": sum(unmet(r) for r in by_kind[k])}
         for k in selected if by_kind.get(k)
     ] + [{"kind": k, "title": registry.get(k).title, "summary": registry.get(k).summary, "failed": 0, "jobs": 0,
-          "inapplicable": reason} for k, reason in (skipped or {}).items()]
+          "unmet": 0, "inapplicable": reason} for k, reason in (skipped or {}).items()]
     return {
         "model": {
             "name": m.name, "source": m.source, "digest": m.digest, "parameters": m.num_params, "layers": m.layers,
@@ -189,6 +197,7 @@ def technique_page_context(pages: ModelPages, kind: str) -> dict[str, Any]:
         "params": results[0].job.params.model_dump(mode="json") if results else {},
         "sections": _sections(rows),
         "failed": [row for row in rows if row["status"] == "failed"],
+        "unmet": [row for row in rows if row["unmet"]],
         "dataset": dataset_context(pages.draw.dataset) if t.uses_dataset else None,
         "unit_pages": {row["layer"]: unit_page(row["layer"]) for row in rows if row["layer"]},
     }
@@ -346,7 +355,8 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
                                  technique={"kind": kind, "title": t.title, "summary": t.summary}, reason=reason)
             (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")
         models.append({"name": name, "source": pages.model.source, "techniques": ctx["techniques"],
-                       "failed": sum(r.status == "failed" for r in pages.results)})
+                       "failed": sum(r.status == "failed" for r in pages.results),
+                       "unmet": sum(unmet(r) for r in pages.results)})
     text = renderer.page("pages/index.md.j2", title=title, models=models, summary=summary, errors=errors)
     (folder / "index.md").write_text(text, encoding="utf-8")
 

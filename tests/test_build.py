@@ -206,3 +206,27 @@ def test_a_technique_that_does_not_apply_says_why_on_its_page(project):
         assert "Does not apply to tiny" in text and "calls no rectifier" in text, kind
     overview = (out / "index.md").read_text()
     assert overview.count("does not apply:") == 2 and "(saliency.md)" in overview
+
+
+def test_a_result_that_did_not_reach_its_goal_is_counted_and_listed(project, monkeypatch):
+    """A technique marks what it did not achieve in meta['unmet']: the page lists it under a warning, the model
+    page and the index count it."""
+    original = Predictions.run
+
+    def unmet_on_b(self, ctx, jobs):
+        arts = original(self, ctx, jobs)
+        for job, art in zip(jobs, arts):
+            if job.image == "pics/b":
+                art.meta["unmet"] = ["the top class stayed below 0.5"]
+        return arts
+
+    monkeypatch.setattr(Predictions, "run", unmet_on_b)
+    assert cli("build", write_spec(project, tiny_spec())) == 0
+    out = project / "out"
+    page = (out / "tiny" / "predictions.md").read_text()
+    assert '!!! warning "1 result(s) on this page did not reach their goal"' in page
+    assert "b · the top class stayed below 0.5" in page
+    assert "(**1 did not reach the goal**)" in (out / "tiny" / "index.md").read_text()
+    index = (out / "index.md").read_text()
+    assert "(**1 unmet**)" in index and "| 0 | 1 |" in index
+    assert "did not reach" not in (out / "tiny" / "filters.md").read_text()
