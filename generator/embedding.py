@@ -12,6 +12,10 @@ from sklearn.manifold import trustworthiness as _sk_trustworthiness
 from generator.neighbors import label_agreement, nearest
 
 PRE_PCA = 50  # t-SNE runs on this many principal components (van der Maaten's recommendation)
+# Below this many points openTSNE runs on one thread: each of its ~750 iterations is too little work to share, and
+# the threads' hand-offs dominate. Measured on the shared 2-core machine under load: 15 points 0.2–0.3 s on one
+# thread against 6.7–18.9 s on two; 200 points 1.0 s against 8.5–24.5 s; 1 000 points 8.7–9.1 s against 25–27 s.
+SMALL_TSNE = 2000
 TRUST_POINTS = 5000  # scikit-learn's trustworthiness holds an N × N distance matrix and its argsort
 
 
@@ -42,7 +46,7 @@ def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: i
     neighbours); fewer than 4 points get their PCA map. The 3 × perplexity neighbours are exact, found with
     generator.neighbors on `device`: openTSNE's own Annoy index (used from 1 000 points) builds different trees
     with different thread counts, so the same seed gave different maps on machines with different cores.
-    n_jobs: openTSNE's threads, by default every core this process may use.
+    n_jobs: openTSNE's threads, by default every core this process may use (one below SMALL_TSNE points).
 
     Why openTSNE rather than scikit-learn's TSNE, measured on this project's shared 2-core machine (bench/dataset.py,
     two runs under different load): 10 000 Fashion-MNIST test images, pixels PCA'd to 50, perplexity 30, PCA
@@ -65,7 +69,7 @@ def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: i
     if x.shape[1] > PRE_PCA:
         x = pca(x, PRE_PCA, seed)[0]
     perplexity = float(min(perplexity, (n - 1) / 3))
-    jobs = n_jobs or _jobs()
+    jobs = n_jobs or (1 if n < SMALL_TSNE else _jobs())
     index, dist = nearest(x, x, min(n - 1, int(3 * perplexity)), metric="l2", device=device,
                           exclude=np.arange(n))
     affinities = PerplexityBasedNN(perplexity=perplexity, n_jobs=jobs, knn_index=PrecomputedNeighbors(index, dist))

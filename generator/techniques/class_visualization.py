@@ -85,8 +85,9 @@ METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (
 
 
 class ClassVisualizationParams(Params):
-    classes: list[str | int] | None = Field(None, description="classes to draw (labels or indices; default: the "
-                                                              "top-1 classes of the model's images)")
+    classes: list[str | int] | None = Field(None, min_length=1, description="classes to draw, at least one (labels "
+                                                                            "or indices; default: the top-1 classes "
+                                                                            "of the model's images)")
     max_classes: int = Field(4, ge=1, le=32, description="classes drawn when 'classes' is not given")
     size: int | None = Field(None, ge=16, le=512, description="side of the Fourier image (default: the model's input "
                                                               "size, at most 224; under 64 px: 4× the input size, "

@@ -17,7 +17,8 @@ from generator.techniques.base import Artifact, Job, Params, Technique
 
 
 class DeepDreamParams(Params):
-    layers: list[str] | None = Field(None, description="layers to amplify (default: the model's chosen layers)")
+    layers: list[str] | None = Field(None, min_length=1, description="layers to amplify, at least one (default: "
+                                                                     "the model's chosen layers)")
     octaves: int = Field(4, ge=1, le=8, description="scales, each `octave_scale` times the previous")
     octave_scale: float = Field(1.4, gt=1, le=3)
     steps: int = Field(12, ge=1, le=500, description="steps per octave")

@@ -12,7 +12,9 @@ from generator.techniques.base import Artifact, Job, Params, Technique
 
 
 class FiltersParams(Params):
-    layers: list[str] | None = Field(None, description="conv modules (default: the first conv and the conv feeding each chosen layer)")
+    layers: list[str] | None = Field(None, min_length=1, description="conv modules, at least one (default: the "
+                                                                     "first conv and the conv feeding each chosen "
+                                                                     "layer)")
     max_filters: int = Field(64, ge=1, le=1024, description="output filters shown per layer")
     max_inputs: int = Field(16, ge=1, le=512, description="input channels shown per filter (grayscale tiles)")
     drawing_only = frozenset({"max_filters", "max_inputs"})

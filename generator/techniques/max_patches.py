@@ -17,7 +17,8 @@ from generator.techniques.base import Artifact, Job, Params, Technique
 
 
 class MaxPatchesParams(Params):
-    channels: list[int] | None = Field(None, description="channels to show in every layer (default: a spread)")
+    channels: list[int] | None = Field(None, min_length=1, description="channels to show in every layer, at least "
+                                                                       "one (default: a spread)")
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
     top_k: int = Field(8, ge=1, le=64, description="patches per channel")
 

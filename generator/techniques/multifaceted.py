@@ -54,10 +54,12 @@ PREDICT_BATCH = 64  # data-set images per forward when the model's own predictio
 
 
 class MultifacetedParams(Params):
-    classes: list[str | int] | None = Field(None, description="classes to visualize (labels or indices; default: the "
-                                                              "`max_classes` classes with the most data-set images — "
-                                                              "or the most predicted, when the data set's classes are "
-                                                              "not the model's)")
+    classes: list[str | int] | None = Field(None, min_length=1, description="classes to visualize, at least one "
+                                                                            "(labels or indices; default: the "
+                                                                            "`max_classes` classes with the most "
+                                                                            "data-set images — or the most "
+                                                                            "predicted, when the data set's classes "
+                                                                            "are not the model's)")
     max_classes: int = Field(3, ge=1, le=32, description="classes visualized when 'classes' is not given")
     facets: int = Field(3, ge=1, le=16, description="k-means clusters (facets) per class; fewer when the class has "
                                                     "fewer images")
