@@ -18,6 +18,7 @@ from gradnets import Raises, act_net, assert_same_state, model_state  # noqa: E4
 from generator import images as imagelib  # noqa: E402
 from generator.hooks import hook_count  # noqa: E402
 from generator.optvis import matching  # noqa: E402
+from generator.optvis.matching import Features  # noqa: E402
 from generator.optvis.random_filters import random_filters  # noqa: E402
 
 SMALL = dict(kernel_sizes=(3, 5, 9, 15), filters=24)  # a cheap random net for tests (15 px runs at half size)
@@ -55,6 +56,66 @@ def test_relative_error_and_total_variation():
     x = torch.zeros(1, 1, 2, 2)
     x[0, 0, 0, 0] = 1.0  # two neighbour differences of 1 among 4 values
     assert float(matching.total_variation(x)) == pytest.approx(2 / 4)
+
+
+def paper_softmax3d(features: torch.Tensor) -> torch.Tensor:
+    """SWAG's transform as its authors wrote it (github.com/peiwang062/swag, resnet_swag.py `softmax3d`), for one
+    image: the whole (1, C, H, W) map flattened into one row, softmax, reshaped back."""
+    a, b, c, d = features.size()
+    return nn.Softmax(dim=1)(torch.reshape(features, (1, -1))).reshape(a, b, c, d)
+
+
+def test_smoothing_is_swags_softmax_over_all_of_a_layers_activations():
+    f = 3 * torch.randn(2, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    ours = matching.smooth_activations(f)
+    paper = torch.cat([paper_softmax3d(f[b:b + 1]) for b in range(2)])
+    # Ours is the paper's softmax scaled by the number of activations (so that sizes are comparable) ...
+    torch.testing.assert_close(ours, paper * f[0].numel())
+    torch.testing.assert_close(ours.flatten(1).mean(1), torch.ones(2))
+    # ... which the relative losses do not see: for maps of one size they are the paper transform's exactly.
+    g = 3 * torch.randn(2, 4, 5, 6, generator=torch.Generator().manual_seed(1))
+    theirs_g = torch.cat([paper_softmax3d(g[b:b + 1]) for b in range(2)])
+    torch.testing.assert_close(matching.relative_error(matching.gram(ours), matching.gram(matching.smooth_activations(g))),
+                               matching.relative_error(matching.gram(paper), matching.gram(theirs_g)))
+    torch.testing.assert_close(matching.relative_error(ours, matching.smooth_activations(g)),
+                               matching.relative_error(paper, theirs_g))
+    # Not a per-channel or per-position softmax: one activation's change moves every other one.
+    h = f.clone()
+    h[0, 0, 0, 0] += 1
+    moved = matching.smooth_activations(h)[0] != ours[0]
+    assert bool(moved.all())
+
+
+def test_smoothing_is_applied_to_the_gram_and_the_content_terms():
+    net = plain_net(act_net())
+    content = matching.resize(sample("chelsea", 32)[None, :, :, :32], (32, 32))
+    style = sample("hubble_deep_field", 40)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    layers = ["act1", "act2"]
+    with Features(net, layers) as feats:
+        gram_term = matching.GramTerm(net, layers, [style], 40, smooth=True)
+        gram_term.prepare(feats, 1.0)
+        content_term = matching.ContentTerm(net, "act2", content, smooth=True)
+        content_term.prepare(feats, 1.0, (32, 32))
+        outs, src, tgt = feats(image), feats(style[None]), feats(content)
+        swag = matching.smooth_activations
+        expected = torch.stack([matching.relative_error(matching.gram(swag(outs[k])), matching.gram(swag(src[k])))
+                                for k in layers]).mean(0)
+        torch.testing.assert_close(gram_term.loss(outs), expected)
+        torch.testing.assert_close(content_term.loss(outs), matching.relative_error(swag(outs["act2"]),
+                                                                                    swag(tgt["act2"])))
+        plain = matching.GramTerm(net, layers, [style], 40)
+        plain.prepare(feats, 1.0)
+        assert float((plain.loss(outs) - gram_term.loss(outs)).abs()) > 1e-3
+
+
+def test_style_loss_falls_under_smoothing_from_noise():
+    style = sample("hubble_deep_field", 64)
+    model = plain_net(act_net())
+    term = matching.GramTerm(model, ["act1", "act2"], [style], 64, smooth=True)
+    noise = matching.noise_start(1, 3, 48, 48, 0, mean=style.mean((1, 2)), sd=0.05)
+    r = matching.synthesize([term], noise, steps=30)
+    assert r.end["style"][0] < 0.5 * r.start["style"][0]
 
 
 def test_colour_histogram_distance():

@@ -101,6 +101,27 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(f, f.transpose(1, 2)) / f.shape[-1]
 
 
+def smooth_activations(features: torch.Tensor) -> torch.Tensor:
+    """SWAG's activation smoothing (Wang, Li & Vasconcelos, CVPR 2021, "Rethinking and Improving the Robustness of
+    Image Style Transfer", "Stylization With Activation smoothinG"): a softmax over ALL activations of a layer of
+    one image — channels and positions flattened together, temperature 1 — as the authors' `softmax3d` does
+    (github.com/peiwang062/swag, resnet_swag.py: reshape to one row, `nn.Softmax`, reshape back), applied before
+    the Gram matrix and before the content comparison. Residual networks' activations are peaky (low entropy: a few
+    large values carry most of the energy of F Fᵀ); the softmax raises their entropy.
+
+    (B, C, H, W) → the same shape: per image, exp(F) / Σ exp(F) times N = C·H·W — the softmax scaled to mean 1.
+    The factor N is ours: the paper resizes both images to one size, while here the source and the result differ
+    in size (and the coarse scale halves both), and a plain softmax shrinks as 1/N. For images of equal size it is a
+    constant, and the relative losses (‖G − A‖² / ‖A‖², ‖F − P‖² / ‖P‖²) are exactly the paper's transform's."""
+    b = features.shape[0]
+    f = features.reshape(b, -1).float()
+    return (torch.softmax(f, dim=1) * f.shape[1]).reshape(features.shape)
+
+
+def _transform(features: torch.Tensor, smooth: bool) -> torch.Tensor:
+    return smooth_activations(features) if smooth else features.float()
+
+
 def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """‖x − target‖² / ‖target‖² per batch element (target broadcast over the batch when it has one row)."""
     diff = (x - target).flatten(1).pow(2).sum(1)
@@ -250,6 +271,7 @@ class GramTerm:
     source_side: int
     weight: float = 1.0
     name: str = "style"
+    smooth: bool = False  # SWAG's activation smoothing (`smooth_activations`) before the Gram matrices
     targets: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def prepare(self, feats: Features, scale: float) -> None:
@@ -262,14 +284,15 @@ class GramTerm:
                     h, w = src.shape[-2:]
                     k = side / min(h, w)
                     out = feats(resize(src[None], (max(1, round(h * k)), max(1, round(w * k)))))
-                    done[id(src)] = {layer: gram(out[layer]) for layer in self.layers if layer in out}
+                    done[id(src)] = {layer: gram(_transform(out[layer], self.smooth)) for layer in self.layers
+                                     if layer in out}
                 for layer, g in done[id(src)].items():
                     per_layer[layer].append(g)
         self.targets = {layer: torch.cat(g) for layer, g in per_layer.items() if len(g) == len(self.sources)}
 
     def loss(self, outs: dict[str, torch.Tensor]) -> torch.Tensor:
-        errors = [relative_error(gram(outs[layer]), self.targets[layer]) for layer in self.layers
-                  if layer in self.targets and layer in outs]
+        errors = [relative_error(gram(_transform(outs[layer], self.smooth)), self.targets[layer])
+                  for layer in self.layers if layer in self.targets and layer in outs]
         if not errors:
             raise ValueError(f"none of the layers {self.layers} of {self.net.label} was reached")
         return torch.stack(errors).mean(0)
@@ -284,6 +307,7 @@ class ContentTerm:
     content: torch.Tensor
     weight: float = 1.0
     name: str = "content"
+    smooth: bool = False  # SWAG's activation smoothing (`smooth_activations`) before the comparison
     target: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -292,10 +316,10 @@ class ContentTerm:
 
     def prepare(self, feats: Features, scale: float, size: tuple[int, int]) -> None:
         with torch.no_grad():
-            self.target = feats(resize(self.content, size))[self.layer].float()
+            self.target = _transform(feats(resize(self.content, size))[self.layer], self.smooth)
 
     def loss(self, outs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return relative_error(outs[self.layer].float(), self.target)
+        return relative_error(_transform(outs[self.layer], self.smooth), self.target)
 
 
 Term = GramTerm | ContentTerm

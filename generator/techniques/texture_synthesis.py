@@ -30,6 +30,7 @@ from pydantic import Field
 from generator import figures
 from generator.techniques.base import Artifact, Job, Params, Technique
 
+PLAIN, SMOOTHED = "plain Gram", "activation smoothing (SWAG)"
 # The start: Gaussian noise of this sd around the source's mean colour (faint, so little of it is left over; the
 # reference that results are measured against is stronger noise, `matching.reference_noise`).
 NOISE_SD = 0.05
@@ -54,6 +55,10 @@ class TextureSynthesisParams(Params):
     optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="'lbfgs' (as Gatys et al.) or 'adam'")
     lr: float = Field(0.02, gt=0, le=1, description="Adam's learning rate (L-BFGS takes unit steps with a line "
                                                     "search)")
+    smoothing: bool = Field(True, description="also synthesize with all of the model's layers under activation "
+                                              "smoothing (SWAG: Wang, Li & Vasconcelos 2021): a softmax over all of "
+                                              "a layer's activations before the Gram matrices; shown beside the "
+                                              "plain Gram results")
     random_filters: bool = Field(True, description="also synthesize with random multi-scale filters "
                                                    "(Ustyuzhaninov et al. 2017) and measure each network's result "
                                                    "with the other")
@@ -144,10 +149,11 @@ class TextureSynthesis(Technique):
                "random multi-scale filters")
     Params = TextureSynthesisParams
     scope = "image"
-    version = 2
+    version = 3
     arrays = {
         "results": "(runs, C, size, size) float32: the synthesized textures, pixels in [0, 1]; runs: the model's "
-                   "first 1, 2, … layers, then (random_filters) the random multi-scale filter network",
+                   "first 1, 2, … layers (plain Gram), then (smoothing) all of its layers with activation smoothing "
+                   "(SWAG), then (random_filters) the random multi-scale filter network",
         "start": "(C, size, size) float32: the noise every run starts from",
         "noise": "(C, size, size) float32: the reference noise the histogram and Gram distances are compared with",
         "source": "(C, size, size) float32: the centre of the source at the results' pixel scale, pixels in [0, 1]",
@@ -196,17 +202,21 @@ class TextureSynthesis(Technique):
         options = dict(steps=p.steps, coarse_steps=p.coarse_steps, scales=p.scales, optimizer=p.optimizer, lr=p.lr)
         own = matching.model_network(model)
         nets = [(own, layers[:i + 1], "model") for i in range(len(layers))]
+        if p.smoothing:
+            nets.append((own, layers, "smoothed"))
         if p.random_filters:
             rnd = matching.random_network(channels, p.random_seed, device=device, kernel_sizes=p.random_kernel_sizes,
                                           filters=p.random_filter_count)
             nets.append((rnd, rnd.module.layers, "random"))
         images, runs = [], []
         for net, used, kind in nets:  # one optimization each: L-BFGS on a batch would couple them
-            r = matching.synthesize([matching.GramTerm(net, used, [source], p.source_size)], start.clone(),
-                                    **options)
+            smooth = kind == "smoothed"
+            r = matching.synthesize([matching.GramTerm(net, used, [source], p.source_size, smooth=smooth)],
+                                    start.clone(), **options)
             images.append(r.images[0])
             start_loss, end_loss = float(r.start["style"][0]), float(r.end["style"][0])
-            runs.append({"network": kind, "label": net.label, "layers": list(used), "gram_start": start_loss,
+            runs.append({"network": kind, "label": net.label, "layers": list(used), "smoothing": smooth,
+                         "gram": SMOOTHED if smooth else PLAIN, "gram_start": start_loss,
                          "gram_end": end_loss, "fall": 1 - end_loss / start_loss if start_loss > 0 else None,
                          "seconds": r.seconds})
         src_np = source.cpu().numpy()
@@ -217,22 +227,26 @@ class TextureSynthesis(Technique):
         n = len(layers)
         metrics = {"gram_fall_model": runs[n - 1]["fall"], "hist_model": runs[n - 1]["hist_result"],
                    "hist_noise": noise_hist}
+        m = n + 1 if p.smoothing else n  # the model's runs: its layer sets, then (smoothing) all layers smoothed
         if p.random_filters:
             # Each network measures the other's results, and the reference noise.
-            made = torch.from_numpy(np.stack(images[:n])).to(device)
-            by_random = matching.gram_distance(rnd, rnd.module.layers, torch.cat([made, noise]), [source] * (n + 1),
+            made = torch.from_numpy(np.stack(images[:m])).to(device)
+            by_random = matching.gram_distance(rnd, rnd.module.layers, torch.cat([made, noise]), [source] * (m + 1),
                                                p.source_size)
-            theirs = torch.from_numpy(images[n])[None].to(device)
+            theirs = torch.from_numpy(images[m])[None].to(device)
             by_model = matching.gram_distance(own, layers, torch.cat([theirs, noise]), [source] * 2, p.source_size)
-            for i in range(n):
-                runs[i].update(other=rnd.label, other_result=float(by_random[i]), other_noise=float(by_random[n]))
-            runs[n].update(other=model.name, other_result=float(by_model[0]), other_noise=float(by_model[1]))
+            for i in range(m):
+                runs[i].update(other=rnd.label, other_result=float(by_random[i]), other_noise=float(by_random[m]))
+            runs[m].update(other=model.name, other_result=float(by_model[0]), other_noise=float(by_model[1]))
             ratio = lambda a, b: float(a / b) if b > 0 else None  # noqa: E731
-            metrics.update(gram_fall_random=runs[n]["fall"], hist_random=runs[n]["hist_result"],
-                           model_by_random=ratio(by_random[n - 1], by_random[n]),
+            metrics.update(gram_fall_random=runs[m]["fall"], hist_random=runs[m]["hist_result"],
+                           model_by_random=ratio(by_random[n - 1], by_random[m]),
                            random_by_model=ratio(by_model[0], by_model[1]))
-            # The verdict: the model's layer set whose result the random filters find closest to the photograph.
-            ratios = [ratio(by_random[i], by_random[n]) for i in range(n)]
+            if p.smoothing:
+                metrics.update(smoothed_by_random=ratio(by_random[n], by_random[m]),
+                               gram_fall_smoothed=runs[n]["fall"], hist_smoothed=runs[n]["hist_result"])
+            # The verdict: the model's plain layer set whose result the random filters find closest to the photograph.
+            ratios = [ratio(by_random[i], by_random[m]) for i in range(n)]
             best = min(range(n), key=lambda i: ratios[i] if ratios[i] is not None else float("inf"))
             metrics.update(best_set=best + 1, best_layer=layers[best], best_ratio=ratios[best],
                            pinned=ratios[best] is not None and ratios[best] <= PINNED)
@@ -254,9 +268,10 @@ class TextureSynthesis(Technique):
         titles = [f"source ({art.meta['source_size']} px shorter side)"]
         for run in runs:
             fall = f"Gram loss −{run['fall']:.1%}" if run["fall"] is not None else ""
-            if run["network"] == "model":
+            if run["network"] in ("model", "smoothed"):
                 what = (f"{run['label']}: {run['layers'][0]}" if len(run["layers"]) == 1
                         else f"{run['label']}: {run['layers'][0]} … {run['layers'][-1]}")
+                what += f"\n{run.get('gram', PLAIN)}"
             else:
                 what = run["label"]
             titles.append(f"{what}\n{fall}")

@@ -43,18 +43,28 @@ def test_layer_sets_and_random_filters_on_a_tiny_net():
     (art,) = run(ctx, steps=30)
     assert_same_state(before, model_state(ctx.model.module))
     runs = art.meta["runs"]
-    assert [r["layers"] for r in runs[:2]] == [["act1"], ["act1", "act2"]]
-    assert runs[2]["label"] == "random multi-scale filters" and art.arrays["results"].shape == (3, 3, 40, 40)
+    # The layer sets with plain Gram matrices, all layers with activation smoothing (SWAG), the random filters.
+    assert [(r["network"], r["layers"], r["smoothing"]) for r in runs[:3]] == [
+        ("model", ["act1"], False), ("model", ["act1", "act2"], False), ("smoothed", ["act1", "act2"], True)]
+    assert runs[3]["label"] == "random multi-scale filters" and art.arrays["results"].shape == (4, 3, 40, 40)
     for r in runs:
-        assert r["fall"] >= 0.95, r  # from the noise start
+        assert r["fall"] >= (0.5 if r["smoothing"] else 0.95), r  # from the noise start
     m = art.metrics
+    assert not np.array_equal(art.arrays["results"][1], art.arrays["results"][2])
+    assert m["smoothed_by_random"] == pytest.approx(runs[2]["other_result"] / runs[2]["other_noise"])
     # The random filters' texture is closer to the photograph than noise of the photograph's mean and contrast, by
     # the model's statistics and by colour.
-    assert runs[2]["other_result"] < 0.3 * runs[2]["other_noise"]
+    assert runs[3]["other_result"] < 0.3 * runs[3]["other_noise"]
     assert m["hist_random"] < 0.75 * m["hist_noise"]
     assert isinstance(m["pinned"], bool) and 1 <= m["best_set"] <= 2
     again = run(texture_ctx(act_net(), layers=["act1", "act2"]), steps=30)[0]
     np.testing.assert_array_equal(again.arrays["results"], art.arrays["results"])
+
+
+def test_smoothing_off_leaves_the_plain_runs():
+    (art,) = run(texture_ctx(act_net(), layers=["act1", "act2"]), smoothing=False, random_filters=False, steps=4)
+    assert [r["network"] for r in art.meta["runs"]] == ["model", "model"]
+    assert "smoothed_by_random" not in art.metrics
 
 
 def test_a_torchvision_vgg_works():
@@ -90,4 +100,5 @@ def test_page(tmp_path):
     text = render_page("texture_synthesis", ctx, tmp_path, **{**SMALL, "steps": 3})
     assert "## brick" in text and "figures/texture_synthesis/t--brick.png" in text
     assert "random multi-scale filters" in text and "pin down" in text
+    assert "| plain Gram |" in text and "| activation smoothing \\(SWAG\\) |" in text
     assert (tmp_path / "tiny/figures/texture_synthesis/t--brick.png").is_file()
