@@ -4,10 +4,22 @@
 Deletion and insertion (Petsiuk et al. 2018, "RISE", section 4.1). Pixels are taken in order of decreasing
 attribution (the signed value: for signed maps the most positive first; ties in raster order) and, in `steps`
 equal chunks, either *deleted* from the image (replaced by the deletion baseline) or *inserted* into the insertion
-baseline; after each chunk the target's softmax probability is recorded, giving `steps + 1` points from 0 % to
-100 % of the pixels. The area under each curve (the trapezoid mean over the fraction axis [0, 1]) summarizes it: a
-faithful map makes the probability fall fast when its top pixels go (low deletion AUC) and rise fast when they
-come back (high insertion AUC).
+baseline; after each chunk the target's score is recorded, giving `steps + 1` points from 0 % to 100 % of the
+pixels. The area under each curve (the trapezoid mean over the fraction axis [0, 1]) summarizes it: a faithful map
+makes the score fall fast when its top pixels go (low deletion AUC) and rise fast when they come back (high
+insertion AUC).
+
+The score (our choice, `SCORE`): the class's **log-odds**, log p / (1 − p) = z_c − log Σ_{j≠c} exp z_j, from the
+logits z, in nats. Petsiuk record the softmax probability, which saturates: on a model that is sure of itself
+(Fashion-MNIST, p = 1.00 on every test image) the probability stays at 1.0 through most of an insertion curve and
+every method gets the same AUC. The log-probability saturates the same way (log p → 0 as p → 1; in float32 it is
+exactly 0 once p rounds to 1), and the raw logit moves with every class's logit at once (adding a constant to all
+logits changes no prediction but every curve). The log-odds is 0 at p = ½, grows by one nat per nat that the class's
+logit gains over its rivals, and is computed from the logits without rounding p, so curves still separate maps on
+saturated outputs. AUCs are then in nats, unbounded, comparable between the methods on one image and class.
+
+A constant map (an all-zero Grad-CAM, say) orders no pixel before another: `constant_maps` finds them, and the
+attribution techniques leave them unscored rather than rank raster order.
 
 Baselines (our choice): deletion replaces pixels by **zero in the normalized input space**, i.e. the per-channel
 mean colour of the model's normalization (grey for EfficientNet-Lite), rather than Petsiuk's black, which is further
@@ -38,6 +50,9 @@ SANITY_THRESHOLD = 0.5
 Adebayo et al. report correlations near 0 to 0.3 for methods that pass after a few top blocks are randomized and
 above 0.6 to 0.9 for guided backprop / guided Grad-CAM, which keep looking like the image: 0.5 separates the two."""
 
+SCORE = ("the class's log-odds, log p/(1 − p) = z_c − log Σ_{j≠c} exp z_j, in nats (from the logits; unlike the "
+         "probability it does not saturate at p = 1)")
+SCORE_SHORT = "log-odds of the class (nats)"
 DELETION_BASELINE = "zero in the normalized input space (the per-channel mean colour)"
 INSERTION_BASELINE = "a Gaussian blur of the image (σ = 5 px at 224 × 224)"
 
@@ -62,6 +77,28 @@ def blur(x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+def log_odds(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, classes) logits, (N,) targets → (N,) log p/(1 − p) of each row's target, z_t − logsumexp_{j≠t} z_j, in
+    float32 without forming p (exact where p rounds to 1). A one-class model's score is its logit."""
+    z = logits.float()
+    t = targets.view(-1, 1).to(z.device)
+    own = z.gather(1, t)[:, 0]
+    if z.shape[1] == 1:
+        return own
+    rivals = z.scatter(1, t, float("-inf"))
+    return own - torch.logsumexp(rivals, 1)
+
+
+def constant_maps(maps, rtol: float = 1e-6) -> np.ndarray:
+    """(N, H, W) → (N,) bool: which maps are constant (all zeros included), up to `rtol` of their largest |value|;
+    a map that is not finite everywhere counts as constant too (it ranks nothing)."""
+    m = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    finite = np.isfinite(m).all(1)
+    safe = np.where(np.isfinite(m), m, 0.0)
+    spread = safe.max(1) - safe.min(1)
+    return ~finite | (spread <= rtol * np.abs(safe).max(1))
+
+
 def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
     """(N, H, W) → (N, H·W) rank of each pixel, 0 = highest attribution; ties keep raster order."""
     flat = maps.reshape(len(maps), -1)
@@ -81,9 +118,9 @@ def deletion_insertion(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torc
                        steps: int = 32, batch: int = 64, baseline_del: torch.Tensor | None = None,
                        baseline_ins: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion curves of N maps: x (N, C, H, W) inputs, maps (N, H, W), targets (N,) class indices
-    → two (N, steps + 1) float arrays of the target's softmax probability. Every step image of every map goes
-    through `model_fn` (inputs → logits) in batches of `batch`. Baselines default to zeros (deletion) and `blur(x)`
-    (insertion); either may be given as a tensor shaped like x."""
+    → two (N, steps + 1) float arrays of the target's score, its log-odds (`log_odds`, `SCORE`). Every step image of
+    every map goes through `model_fn` (inputs → logits) in batches of `batch`. Baselines default to zeros (deletion)
+    and `blur(x)` (insertion); either may be given as a tensor shaped like x."""
     n, _, h, w = x.shape
     maps = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps).to(x.device).float()
     if maps.shape != (n, h, w):
@@ -97,7 +134,7 @@ def deletion_insertion(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torc
     which = torch.arange(n, device=x.device).repeat_interleave(2 * (steps + 1))
     kind = torch.arange(2, device=x.device).repeat_interleave(steps + 1).repeat(n)
     step = torch.arange(steps + 1, device=x.device).repeat(2 * n)
-    probs = torch.empty(len(which), device=x.device)
+    scores = torch.empty(len(which), device=x.device)
     forward = _channels_last(model_fn) if x.device.type == "cpu" else model_fn
     for start in range(0, len(which), batch):
         i, k, s = which[start:start + batch], kind[start:start + batch], step[start:start + batch]
@@ -105,9 +142,8 @@ def deletion_insertion(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torc
         deleted = torch.where(changed, base_del[i], x[i])
         inserted = torch.where(changed, x[i], base_ins[i])
         images = torch.where((k == 0).view(-1, 1, 1, 1), deleted, inserted)
-        p = forward(images).float().softmax(1)
-        probs[start:start + batch] = p.gather(1, targets[i][:, None])[:, 0]
-    curves = probs.view(n, 2, steps + 1).cpu().numpy().astype(np.float32)
+        scores[start:start + batch] = log_odds(forward(images), targets[i])
+    curves = scores.view(n, 2, steps + 1).cpu().numpy().astype(np.float32)
     return curves[:, 0], curves[:, 1]
 
 

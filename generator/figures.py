@@ -49,7 +49,8 @@ def prediction_bars(picture: np.ndarray, labels: list[str], probs: list[float], 
 
 
 def _short(text: str, n: int = 28) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+    """Each line of `text` cut to `n` characters (a label's second line, a warning, survives)."""
+    return "\n".join(line if len(line) <= n else line[: n - 1] + "…" for line in text.split("\n"))
 
 
 def normalize_filters(weight: np.ndarray) -> np.ndarray:
@@ -250,9 +251,8 @@ def attribution_comparison(picture: np.ndarray, maps: list[np.ndarray], titles: 
                 label = _short(title, 26) + (f" ({area:.3f})" if area is not None else "")
                 ax.plot(np.linspace(0, 1, len(curve)), curve, color=colour, lw=1.3, label=label)
             ax.set_xlim(0, 1)
-            ax.set_ylim(0, None)
             ax.set_xlabel(f"fraction of pixels {what}, most attributed first", fontsize=8)
-            ax.set_ylabel("probability of the class", fontsize=8)
+            ax.set_ylabel("log-odds of the class (nats)", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.spines[["top", "right"]].set_visible(False)
             ax.legend(fontsize=6.5, frameon=False, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))

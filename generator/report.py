@@ -268,6 +268,7 @@ def comparison_context(folder: Path, pages: ModelPages, kinds: list[str]) -> dic
                 "kind": k, "title": registry.get(k).title, "target": first["label"],
                 "probability": first["probability"], "deletion_auc": first.get("deletion_auc"),
                 "insertion_auc": first.get("insertion_auc"), "correlations": corr,
+                "constant": first.get("constant_map"),  # 'all zeros', say: such a map is shown but never scored
                 "flag": first.get("sanity_flag", None if not corr or corr[-1] is None or threshold is None
                                   else bool(corr[-1] > threshold)),
                 "signed": registry.get(k).signed, "result": r,
@@ -283,11 +284,13 @@ def comparison_context(folder: Path, pages: ModelPages, kinds: list[str]) -> dic
             figure = f"{pages.model.name}/figures/comparison/{_slug(image)}.png"
             arrays = [row.pop("result").artifact.arrays for row in rows]
             try:
+                scored = [row["deletion_auc"] is not None for row in rows]
                 figures.attribution_comparison(
-                    pages.draw.picture(image), [a["map"][0] for a in arrays], [row["title"] for row in rows],
+                    pages.draw.picture(image), [a["map"][0] for a in arrays],
+                    [row["title"] + (f" ({row['constant']}: not scored)" if row["constant"] else "") for row in rows],
                     folder / figure, signed=[row["signed"] for row in rows],
-                    deletion=[a["deletion"][0] if "deletion" in a else None for a in arrays],
-                    insertion=[a["insertion"][0] if "insertion" in a else None for a in arrays],
+                    deletion=[a["deletion"][0] if "deletion" in a and ok else None for a, ok in zip(arrays, scored)],
+                    insertion=[a["insertion"][0] if "insertion" in a and ok else None for a, ok in zip(arrays, scored)],
                     deletion_auc=[row["deletion_auc"] for row in rows],
                     insertion_auc=[row["insertion_auc"] for row in rows],
                     target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")

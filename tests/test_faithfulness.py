@@ -76,7 +76,7 @@ def test_perfect_map_deletes_fastest_and_inserts_fastest():
     d, i = faith.auc(dele), faith.auc(ins)
     assert d[0] < d[1] < d[2], d
     assert i[0] > i[1] > i[2], i
-    p_full, p_empty = torch.sigmoid(torch.tensor(4.0)).item(), torch.sigmoid(torch.tensor(-4.0)).item()
+    p_full, p_empty = 4.0, -4.0  # the log-odds of class 0 against class 1: its logit 8 s − 4 against 0
     assert np.allclose(dele[:, 0], p_full, atol=1e-6) and np.allclose(ins[:, -1], p_full, atol=1e-6)
     assert np.allclose(dele[:, -1], p_empty, atol=1e-6) and np.allclose(ins[:, 0], p_empty, atol=1e-6)
     # The perfect map has removed the whole region after a quarter of the pixels: 4 of 16 steps.
@@ -95,7 +95,8 @@ def one_at_a_time(net, x, maps, targets, steps, base_del, base_ins):
             m = torch.from_numpy(mask.reshape(1, h, w))
             for kind, image in enumerate((torch.where(m, base_del[r], x[r]), torch.where(m, x[r], base_ins[r]))):
                 with torch.no_grad():
-                    out[kind, r, k] = net(image[None]).softmax(1)[0, targets[r]].item()
+                    p = net(image[None]).double().softmax(1)[0]
+                    out[kind, r, k] = torch.log(p[targets[r]] / (1 - p[targets[r]])).item()
     return out
 
 
@@ -109,6 +110,50 @@ def test_batched_curves_equal_one_image_at_a_time():
     expected = one_at_a_time(net, x, maps, targets, 7, torch.zeros_like(x), faith.blur(x))
     assert np.allclose(dele, expected[0], atol=1e-5)
     assert np.allclose(ins, expected[1], atol=1e-5)
+
+
+class Saturated(nn.Module):
+    """A model sure of itself: class 0's logit is 40 + 4 × (mean of channel 0 over the top-left 8 × 8 region), the
+    other class's 0. p(class 0) is 1.0 in float32 whatever the pixels, but the log-odds follows the region."""
+
+    def forward(self, x):
+        s = x[:, 0, :8, :8].mean((1, 2))
+        return torch.stack([40 + 4 * s, torch.zeros_like(s)], 1)
+
+
+def test_saturated_model_still_ranks_a_good_map_above_a_random_one():
+    """Issue 12: on saturated outputs the probability curves are flat at 1.0 for every map; the log-odds curves
+    rank the map that points at the evidence above a random one."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    x[:, 0, :8, :8] = 2.0
+    region = torch.zeros(16, 16)
+    region[:8, :8] = 1.0
+    maps = torch.stack([region + 0.01 * torch.rand(16, 16), torch.rand(16, 16)])  # good, random
+    xs, targets = x.repeat(2, 1, 1, 1), torch.zeros(2, dtype=torch.long)
+    # The probability really is saturated: every step image of either map scores exactly 1.0.
+    zeros = torch.zeros_like(xs)
+    with torch.no_grad():
+        assert (Saturated()(torch.cat([xs, zeros])).softmax(1)[:, 0] == 1.0).all()
+    dele, ins = faith.deletion_insertion(Saturated(), xs, maps, targets, steps=8, batch=6, baseline_del=zeros,
+                                         baseline_ins=zeros)
+    d, i = faith.auc(dele), faith.auc(ins)
+    assert d[0] < d[1] - 0.5 and i[0] > i[1] + 0.5, (d, i)
+    assert dele[0, 0] == pytest.approx(48.0, abs=1e-3)  # 40 + 4 × 2: the log-odds, not p = 1
+
+
+def test_log_odds_is_exact_where_the_probability_rounds_to_one():
+    logits = torch.tensor([[30.0, 0.0, -5.0], [0.0, 0.0, 0.0], [2.0, 1.0, 0.0]])
+    odds = faith.log_odds(logits, torch.tensor([0, 1, 2]))
+    assert odds[0].item() == pytest.approx(30 - np.log1p(np.exp(-5)), abs=1e-4)  # p = 1 in float32: log p = 0
+    assert odds[1].item() == pytest.approx(np.log(0.5), abs=1e-6)  # 1/3 against 2/3
+    p = torch.tensor([2.0, 1.0, 0.0]).double().softmax(0)[2].item()
+    assert odds[2].item() == pytest.approx(np.log(p / (1 - p)), abs=1e-5)
+
+
+def test_constant_maps_are_found():
+    maps = np.stack([np.zeros((4, 4)), np.full((4, 4), 0.3), np.eye(4), np.eye(4) * 1e-9])
+    assert faith.constant_maps(maps).tolist() == [True, True, False, False]
 
 
 def test_blur_keeps_constants_and_smooths_noise():

@@ -1,7 +1,12 @@
 """What every attribution technique shares: which classes to explain, one job per image with all its targets
 batched, a (targets, H, W) map at input resolution, and the image | map | overlay figure.
 
-A technique subclasses `AttributionTechnique` and implements `attribute` (numbers only)."""
+A technique subclasses `AttributionTechnique` and implements `attribute` (numbers only).
+
+Honesty rules every method shares (`run`): a map that is constant (all zeros included: a Grad-CAM whose weighted sum
+is negative everywhere) ranks no pixel before another, so it is labelled on its figure, listed in `meta["unmet"]`,
+and never scored (no deletion/insertion curve or AUC: NaN in the arrays, absent from the comparison's ranking).
+Deletion and insertion record the class's log-odds, not its probability (generator/faithfulness.py says why)."""
 from __future__ import annotations
 
 import dataclasses
@@ -67,17 +72,45 @@ def target_problems(model, targets: list | None, key: str) -> list[str]:
 ATTRIBUTION_ARRAYS = {
     "targets": "(targets,) int64: the class index each row explains",
     "probabilities": "(targets,) float32: the model's softmax probability of each row's class on the image",
-    "deletion": "(targets, faithfulness_steps + 1) float32: the class probability as the map's top pixels are "
-                "replaced by the deletion baseline, 0 % to 100 % of the pixels in equal chunks (Petsiuk 2018)",
-    "insertion": "(targets, faithfulness_steps + 1) float32: the class probability as the map's top pixels are put "
-                 "back into a blurred image, 0 % to 100 % in equal chunks (Petsiuk 2018)",
-    "deletion_auc": "(targets,) float32: area under each deletion curve over the fraction axis [0, 1] (lower: "
-                    "more faithful)",
-    "insertion_auc": "(targets,) float32: area under each insertion curve (higher: more faithful)",
+    "deletion": "(targets, faithfulness_steps + 1) float32: the class's log-odds log p/(1 − p) = z_c − log Σ_{j≠c} "
+                "exp z_j (nats, from the logits) as the map's top pixels are replaced by the deletion baseline, 0 % "
+                "to 100 % of the pixels in equal chunks (Petsiuk 2018); NaN rows for constant maps (not scored)",
+    "insertion": "(targets, faithfulness_steps + 1) float32: the class's log-odds (nats) as the map's top pixels are "
+                 "put back into a blurred image, 0 % to 100 % in equal chunks (Petsiuk 2018); NaN for constant maps",
+    "deletion_auc": "(targets,) float32: area under each deletion log-odds curve over the fraction axis [0, 1], in "
+                    "nats (lower: more faithful); NaN for a constant map",
+    "insertion_auc": "(targets,) float32: area under each insertion log-odds curve, in nats (higher: more faithful); "
+                     "NaN for a constant map",
     "sanity_correlations": "(targets, stages) float32: Spearman rank correlation of |map| with the map recomputed "
                            "after randomizing the top 1, 2, … stages of the model (Adebayo 2018); NaN where "
                            "undefined (a constant map)",
 }
+
+
+def target_labels(art: Artifact) -> list[str]:
+    """Each target's figure label: 'class (p=0.93)', and on a second line what is wrong with its map (the short
+    `warnings` a technique put on the target: a constant map, a completeness gap)."""
+    labels = []
+    for t in art.meta["targets"]:
+        label = t["label"] if t.get("probability") is None else f"{t['label']} (p={t['probability']:.2f})"
+        if t.get("warnings"):
+            label += "\n" + "; ".join(f"⚠ {w}" for w in t["warnings"])
+        labels.append(label)
+    return labels
+
+
+def flag(art: Artifact, target: dict, short: str, line: str) -> None:
+    """Mark one target's map as not reaching its goal: `short` on its figure label, `line` in meta['unmet']."""
+    target.setdefault("warnings", []).append(short)
+    art.meta.setdefault("unmet", []).append(line)
+
+
+def constant_description(m: np.ndarray) -> str:
+    """'all zeros' or 'constant (0.25 everywhere)' for a map `faithfulness.constant_maps` calls constant."""
+    if not np.isfinite(m).all():
+        return "not finite"
+    value = float(m.flat[0]) if m.size else 0.0
+    return "all zeros" if value == 0 else f"constant ({value:.3g} everywhere)"
 
 
 class AttributionTechnique(Technique):
@@ -116,7 +149,8 @@ class AttributionTechnique(Technique):
         arrays = {name: a.detach().float().cpu().numpy()
                   for name, a in self.compute(ctx, x[rows], classes, jobs[0].params).items()}
         maps = arrays["map"]
-        checks = self.evaluate(ctx, x[rows], classes, maps, jobs[0].params)
+        constant = faith.constant_maps(maps)
+        checks = self.evaluate(ctx, x[rows], classes, maps, jobs[0].params, constant)
         out = []
         for i, job in enumerate(jobs):
             mine = [k for k, p in enumerate(pairs) if p[0] == i]
@@ -129,21 +163,36 @@ class AttributionTechnique(Technique):
             art.arrays["probabilities"] = np.array([t["probability"] for t in targets], dtype=np.float32)
             out.append(art)
             self.add_checks(out[-1], mine, checks)
+            for t, k in zip(targets, mine):
+                if constant[k]:
+                    what = constant_description(maps[k])
+                    t["constant_map"] = what
+                    flag(art, t, f"{what}: not scored",
+                         f"{t['label']}: the map is {what}: it ranks no pixel above another, so it is not scored")
         return out
 
-    def evaluate(self, ctx, x: torch.Tensor, classes: torch.Tensor, maps: np.ndarray, params) -> dict:
+    def evaluate(self, ctx, x: torch.Tensor, classes: torch.Tensor, maps: np.ndarray, params,
+                 constant: np.ndarray | None = None) -> dict:
         """Faithfulness numbers of all maps at once (one row per (image, target) pair): deletion/insertion curves
-        and the randomization cascade's rank correlations (generator/faithfulness.py says how and why)."""
+        and the randomization cascade's rank correlations (generator/faithfulness.py says how and why). Rows that
+        are `constant` maps get no curves (NaN): a constant map orders no pixel."""
         checks: dict = {}
         start = time.perf_counter()
         if params.faithfulness:
             steps = params.faithfulness_steps
-            checks["deletion"], checks["insertion"] = faith.deletion_insertion(
-                ctx.model.logits, x, maps, classes, steps=steps,
-                batch=images_per_forward(ctx.model, x[:1], 2 * (steps + 1) * len(maps)))
-            checks["faithfulness"] = {"steps": steps, "deletion_baseline": faith.DELETION_BASELINE,
+            scored = np.flatnonzero(~constant) if constant is not None else np.arange(len(maps))
+            checks["deletion"] = np.full((len(maps), steps + 1), np.nan, dtype=np.float32)
+            checks["insertion"] = np.full((len(maps), steps + 1), np.nan, dtype=np.float32)
+            if len(scored):
+                pick = torch.as_tensor(scored, device=x.device)
+                dele, ins = faith.deletion_insertion(
+                    ctx.model.logits, x[pick], maps[scored], classes[pick], steps=steps,
+                    batch=images_per_forward(ctx.model, x[:1], 2 * (steps + 1) * len(scored)))
+                checks["deletion"][scored], checks["insertion"][scored] = dele, ins
+            checks["faithfulness"] = {"steps": steps, "score": faith.SCORE, "score_short": faith.SCORE_SHORT,
+                                      "deletion_baseline": faith.DELETION_BASELINE,
                                       "insertion_baseline": faith.INSERTION_BASELINE,
-                                      "seconds_per_map": (time.perf_counter() - start) / len(maps)}
+                                      "seconds_per_map": (time.perf_counter() - start) / max(1, len(scored))}
             start = time.perf_counter()
         if params.sanity:
             from generator.models import weights_digest
@@ -178,11 +227,11 @@ class AttributionTechnique(Technique):
             for name in ("deletion", "insertion"):
                 curves = checks[name][mine]
                 art.arrays[name] = curves.astype(np.float32)
-                areas = faith.auc(curves)
+                areas = np.atleast_1d(faith.auc(curves))  # NaN for an unscored (constant) map
                 for t, a in zip(art.meta["targets"], areas):
-                    t[f"{name}_auc"] = float(a)
+                    t[f"{name}_auc"] = number(a)
                 art.arrays[f"{name}_auc"] = np.asarray(areas, dtype=np.float32)
-                metrics[f"{name}_auc"] = float(np.mean(areas))
+                metrics[f"{name}_auc"] = float(np.nanmean(areas)) if np.isfinite(areas).any() else None
             art.meta["faithfulness"] = checks["faithfulness"]
         if "correlations" in checks:
             corr = checks["correlations"][mine]
@@ -198,9 +247,8 @@ class AttributionTechnique(Technique):
             art.meta["sanity"] = checks["sanity"]
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        labels = [f"{t['label']} (p={t['probability']:.2f})" for t in art.meta["targets"]]
-        figures.attribution_rows(env.picture(job.image), art.main, labels, path, self.title, self.colour_map_meaning,
-                                 signed=self.signed)
+        figures.attribution_rows(env.picture(job.image), art.main, target_labels(art), path, self.title,
+                                 self.colour_map_meaning, signed=self.signed)
         return True
 
     signed = False  # True for maps whose sign matters (integrated gradients): drawn on a diverging scale

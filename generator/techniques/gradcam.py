@@ -6,10 +6,16 @@ upsampled bilinearly (half-pixel centres, `align_corners=False`) to the input si
 saved are in the layer's units, comparable between the images and classes of one layer (figures scale each map to
 its own maximum).
 
-The default layer is the last module, in the order the forward finishes them, whose output is a 4-D (N, C, h, w)
-volume with more than one position and that is not an adaptive (global) pooling: the last convolutional stage's
-output, the layer Selvaraju et al. use (`layer4` in a ResNet, `features` in VGG and AlexNet, `_act_head` in
-EfficientNet-Lite). A module that runs several times in one forward (a ReLU module a ResNet block calls twice)
+The default layer (`default_layer`) is the last layer with spatial extent before global pooling, at least
+`MIN_SIDE` = 7 positions on its shorter side where the network has such a layer. Candidates are the modules whose
+output is a 4-D (N, C, h, w) volume with more than one position and that are not an adaptive (global) pooling, in
+the order the forward finishes them; the default is the last candidate with min(h, w) ≥ 7, or, when no candidate is
+that large (a small input), the last candidate. So a network whose last stage is pooled down to a few positions
+gets its last convolutional stage *before* that pool: on the Fashion-MNIST network (28 px input) that is the 7 × 7
+ReLU `features.13`, not the 3 × 3 output of the max-pool after it (`features`), where a map has nine cells, the
+class often has none (an all-zero map) and the upsampled corners light up the background. On 224-px ImageNet
+models the last stage is 7 × 7 anyway: `layer4` in a ResNet, `features` in VGG, `_act_head` in EfficientNet-Lite,
+as Selvaraju et al. A module that runs several times in one forward (a ReLU module a ResNet block calls twice)
 gives the map of its last call.
 
 How: one forward of the whole batch with a forward hook on the layer that swaps the layer's output for a detached
@@ -38,16 +44,23 @@ from torch import nn
 from generator import figures
 from generator.errors import did_you_mean
 from generator.guided import no_rectifier
-from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.techniques.attribution import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
+                                              target_labels)
 from generator.techniques.base import Artifact, Job
 
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+MIN_SIDE = 7
+"""The default layer's map is at least this many positions on its shorter side where the network has such a layer:
+the 7 × 7 of an ImageNet model's last stage, and no coarser (a 3 × 3 map is a blob or nothing)."""
+DEFAULT_RULE = (f"the last layer with spatial extent before global pooling, at least {MIN_SIDE} × {MIN_SIDE} where "
+                "the network has such a layer (so a last stage pooled to fewer positions is passed over for the "
+                "convolutional stage before it)")
 
 
 class GradCAMParams(AttributionParams):
     layer: str | None = Field(
-        None, description="module whose output is explained, a (C, h, w) volume (default: the last convolutional "
-                          "stage before global pooling)")
+        None, description="module whose output is explained, a (C, h, w) volume (default: the last layer with "
+                          "spatial extent before global pooling, at least 7 × 7 where the network has one)")
 
 
 def _dry_run(model) -> tuple[list[str], dict[str, tuple | None]]:
@@ -84,13 +97,16 @@ def _spatial(shape: tuple | None) -> bool:
 
 
 def default_layer(model) -> str:
+    """`DEFAULT_RULE`: the last module (in the order forwards finish) with a spatial (C, h, w) output that is not a
+    global pooling and whose shorter side has at least `MIN_SIDE` positions; the last spatial one if none has."""
     order, shapes = _dry_run(model)
     modules = dict(model.module.named_modules())
     found = [n for n in order if _spatial(shapes[n]) and not isinstance(modules[n], _GLOBAL_POOLS)]
     if not found:
         raise ValueError(f"{model.name} has no module with a spatial (C, h, w) output; Grad-CAM needs a "
                          "convolutional layer")
-    return found[-1]
+    large = [n for n in found if min(shapes[n][1:]) >= MIN_SIDE]
+    return (large or found)[-1]
 
 
 def layer_problem(model, layer: str) -> str | None:
@@ -151,7 +167,7 @@ class GradCAM(AttributionTechnique):
     kind = "gradcam"
     title = "Grad-CAM"
     summary = "class-discriminative map of a convolutional layer: its channels weighted by their mean gradient"
-    version = 2
+    version = 3  # 3: default layer ≥ 7 × 7; log-odds faithfulness; constant maps unscored
     Params = GradCAMParams
     colour_map_meaning = "ReLU(Σ_k w_k A_k): how strongly each place supports the class (bright = more)"
     arrays = {"map": "(targets, H, W) float32: Grad-CAM, ReLU(Σ_k w_k A_k) of the layer (w_k: the mean gradient of "
@@ -185,14 +201,17 @@ class GradCAM(AttributionTechnique):
         layer = self.layer_of(ctx.model, jobs[0].params)
         named = [dataclasses.replace(j, params=j.params.model_copy(update={"layer": layer})) for j in jobs]
         arts = super().run(ctx, named)
+        shape = _dry_run(ctx.model)[1].get(layer)
         for art in arts:
             art.meta["layer"] = layer
+            art.meta["layer_shape"] = list(shape) if shape else None
+            art.meta["layer_rule"] = None if jobs[0].params.layer else DEFAULT_RULE
         return arts
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        labels = [f"{t['label']} (p={t['probability']:.2f})" for t in art.meta["targets"]]
         method = f"{self.title} at {art.meta.get('layer', '?')}"
-        figures.attribution_rows(env.picture(job.image), art.main, labels, path, method, self.colour_map_meaning)
+        figures.attribution_rows(env.picture(job.image), art.main, target_labels(art), path, method,
+                                 self.colour_map_meaning)
         return True
 
 
@@ -200,7 +219,7 @@ class GuidedGradCAM(GradCAM):
     kind = "guided_gradcam"
     title = "Guided Grad-CAM"
     summary = "Grad-CAM times guided backpropagation: high-resolution and class-discriminative"
-    version = 3
+    version = 4
     colour_map_meaning = "max over colour channels of |Grad-CAM × guided gradient| (bright = more)"
     arrays = {"map": "(targets, H, W) float32: max over colour channels of |Grad-CAM × guided gradient| (the "
                      "figure's third panel, unclipped); one map per target",
@@ -222,7 +241,7 @@ class GuidedGradCAM(GradCAM):
         return self.compute(ctx, x, targets, params)["map"]
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        from generator.techniques.saliency import CLIP_PERCENTILE, display_maps, target_labels
+        from generator.techniques.saliency import CLIP_PERCENTILE, display_maps
 
         figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
                             target_labels(art), path, f"{self.title} at {art.meta.get('layer', '?')}",

@@ -108,7 +108,7 @@ class GuidedBackprop(AttributionTechnique):
     kind = "guided_backprop"
     title = "Guided backpropagation"
     summary = "input gradient with only positive signals passed back through ReLUs: sharp edges that excite a class"
-    version = 3
+    version = 4  # 4: log-odds faithfulness; constant maps unscored
     Params = GuidedBackpropParams
     colour_map_meaning = "|guided gradient|, max over channels"
     arrays = {"map": "(targets, H, W) float32: max over colour channels of |guided gradient| (the figure's third "

@@ -14,7 +14,7 @@ import torch
 
 from generator import figures
 from generator.guided import guided_relus
-from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique, target_labels
 from generator.techniques.base import Artifact, Job
 
 CLIP_PERCENTILE = 99.0  # gradient maps are heavy-tailed: a few pixels would take the whole colour scale
@@ -54,11 +54,6 @@ def display_maps(maps: np.ndarray, signed: bool, percentile: float = CLIP_PERCEN
     return out
 
 
-def target_labels(art: Artifact) -> list[str]:
-    return [t["label"] if t.get("probability") is None else f"{t['label']} (p={t['probability']:.2f})"
-            for t in art.meta["targets"]]
-
-
 class GradientDrawing:
     """The image | map | overlay figure with the map clipped at the 99th percentile for display."""
 
@@ -82,7 +77,7 @@ class Saliency(GradientDrawing, AttributionTechnique):
     kind = "saliency"
     title = "Saliency (gradient)"
     summary = "gradient of the class score w.r.t. the input pixels: max |∂score/∂x| over colour channels"
-    version = 2
+    version = 3  # 3: log-odds faithfulness; constant maps unscored
     Params = SaliencyParams
     colour_map_meaning = "|∂score/∂x|, max over channels"
     arrays = {"map": "(targets, H, W) float32: saliency, max over colour channels of |∂ class logit / ∂ input "

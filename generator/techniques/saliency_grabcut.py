@@ -1,15 +1,31 @@
-"""Saliency + GrabCut: the gradient saliency map seeds OpenCV's GrabCut, which grows it into an object mask.
+"""Saliency + GrabCut: the class's saliency seeds OpenCV's GrabCut, which grows it into an object mask.
 
 Simonyan et al. (2014, section 3.1) segment the object a class network sees by using its saliency map as GrabCut's
-(Rother et al. 2004) colour-model seeds; this is that recipe. The saliency map is max over colour channels of
-|∂ class logit / ∂ pixel| (generator/techniques/saliency.py), smoothed with a Gaussian of `smooth` pixels (a single
-pixel's gradient is noisy; the seeds should be regions). Pixels are ranked by smoothed saliency, ties in raster
-order, and GrabCut's mask is initialized from the ranks:
+(Rother et al. 2004) colour-model seeds; this is that recipe, with seeds that find the object on photos. The plain
+gradient |∂ class logit / ∂ pixel| is speckled over the whole image (on the sample photos its top 5 % fell on the sky
+of the rocket and the palace and on the leaves behind the flower, and GrabCut then segmented the background), so:
+
+  - the saliency is SmoothGrad's (`samples` noisy copies, noise `noise` × the input's range; generator/techniques/
+    smoothgrad.py): the mean |gradient| over the copies, max over colour channels, which keeps the evidence and
+    drops the speckle (`samples: 1` gives the plain gradient);
+  - it is gated by Grad-CAM (`gate`, at Grad-CAM's default layer, upsampled, each scaled to its maximum): a pixel
+    seeds the object only where both the input gradient and the class's evidence in the last spatial layer are
+    strong, which keeps seeds off high-contrast background edges (the rocket's towers);
+  - the image border (`border`, a fraction of the shorter side) is definite background, as a GrabCut rectangle
+    would make it, except where it is definite foreground.
+
+The seed map (gated, then smoothed with a Gaussian of `smooth` pixels) ranks the pixels, ties in raster order, and
+GrabCut's mask is initialized from the ranks:
 
   top `foreground` fraction                       → definite foreground (GC_FGD)
   next, up to the top `probable_foreground`       → probable foreground  (GC_PR_FGD)
-  bottom `background` fraction                    → definite background (GC_BGD)
+  bottom `background` fraction, and the border    → definite background (GC_BGD)
   the rest                                        → probable background  (GC_PR_BGD)
+
+Measured on the sample report's six photos with EfficientNet-Lite0 (top-1 class each): the old seeds (plain
+gradient, top 5 % / 30 %, no border) gave masks on the sky (rocket, palace) and the leaves (flower); these give the
+rocket's body without the sky, the palace without the sky, the whole flower, the espresso cup, the space helmet
+(the astronaut photo's top-1 is "football helmet") and the tabby's nose and eye (a face that fills the frame).
 
 GrabCut then fits a colour model (two Gaussian mixtures) to the foreground and background seeds and re-labels the
 probable pixels by a graph cut over colour and edges, `iterations` times; definite labels never change. The mask is
@@ -32,20 +48,28 @@ import torch
 from pydantic import Field, model_validator
 
 from generator import figures
-from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.techniques.attribution import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
+                                              target_labels)
 from generator.techniques.base import Artifact, Job
 
 
 class SaliencyGrabCutParams(AttributionParams):
     foreground: float = Field(
-        0.05, gt=0, lt=1, description="most salient fraction of pixels seeded as definite foreground")
+        0.02, gt=0, lt=1, description="most salient fraction of pixels seeded as definite foreground")
     probable_foreground: float = Field(
-        0.30, gt=0, lt=1,
+        0.20, gt=0, lt=1,
         description="most salient fraction seeded as foreground at least probably (includes the definite)")
     background: float = Field(
         0.30, gt=0, lt=1, description="least salient fraction of pixels seeded as definite background")
     smooth: float = Field(
         3.0, ge=0, le=64, description="σ in input pixels of the Gaussian smoothing the saliency (0: none)")
+    samples: int = Field(16, ge=1, le=1024, description="SmoothGrad's noisy copies behind the saliency (1: the plain "
+                                                        "gradient, no noise)")
+    noise: float = Field(0.15, gt=0, le=1, description="SmoothGrad's noise σ as a fraction of the input's range")
+    gate: bool = Field(True, description="multiply the saliency by the class's Grad-CAM map (at Grad-CAM's default "
+                                         "layer) before ranking; off where the model has no spatial layer")
+    border: float = Field(0.04, ge=0, lt=0.5, description="width of the image border seeded as definite "
+                                                          "background, as a fraction of the shorter side (0: none)")
     iterations: int = Field(5, ge=1, le=50, description="GrabCut iterations")
     sanity: bool = Field(False, description="model randomization check (off by default: the mask is a segmentation, "
                                             "and the saliency technique's own page already checks its map)")
@@ -61,7 +85,8 @@ class SaliencyGrabCutParams(AttributionParams):
         return self
 
     def quick(self) -> "SaliencyGrabCutParams":
-        return super().quick().model_copy(update={"iterations": min(self.iterations, 2)})
+        return super().quick().model_copy(update={"iterations": min(self.iterations, 2),
+                                                  "samples": min(self.samples, 4)})
 
 
 def plain_saliency(model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -69,6 +94,37 @@ def plain_saliency(model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     from generator.techniques.saliency import channel_max_abs, class_gradients
 
     return channel_max_abs(class_gradients(model, x, targets))
+
+
+def seed_saliency(ctx, x: torch.Tensor, targets: torch.Tensor, params: SaliencyGrabCutParams
+                  ) -> tuple[torch.Tensor, str | None]:
+    """The map the seeds are ranked by, (N, H, W) >= 0, and the Grad-CAM layer that gated it (None: not gated):
+    SmoothGrad's mean |gradient| (max over channels) times the class's Grad-CAM map, each scaled to its maximum
+    per row, then smoothed by `params.smooth`."""
+    from generator.batching import images_per_gradient
+    from generator.techniques.gradcam import default_layer, grad_cam, upsample
+    from generator.techniques.smoothgrad import smooth_gradients
+
+    if params.samples > 1:
+        batch = images_per_gradient(ctx.model, x[:1], len(x) * params.samples)
+        sal = smooth_gradients(ctx.model, x, targets, params.noise, params.samples, False, batch, ctx.seed)[0]
+        sal = sal.amax(1).float()
+    else:
+        sal = plain_saliency(ctx.model, x, targets).float()
+    layer = None
+    if params.gate:
+        try:
+            layer = default_layer(ctx.model)
+        except ValueError:  # no spatial layer: the saliency alone
+            layer = None
+    if layer is not None:
+        cam = upsample(grad_cam(ctx.model, x, targets, layer), tuple(x.shape[-2:])).float()
+        scale = lambda m: m / m.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)  # noqa: E731
+        gated = scale(sal) * scale(cam)
+        # A class with no positive Grad-CAM anywhere leaves the saliency to rank the pixels alone.
+        empty = cam.flatten(1).amax(1) <= 0
+        sal = torch.where(empty.view(-1, 1, 1), scale(sal), gated)
+    return smooth_maps(sal, params.smooth), layer
 
 
 def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -79,8 +135,19 @@ def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return blur(maps[:, None], sigma)[:, 0]
 
 
+def border_mask(shape: tuple[int, int], fraction: float) -> np.ndarray:
+    """(H, W) bool: the frame `fraction` of the shorter side wide (at least one pixel when fraction > 0)."""
+    frame = np.zeros(shape, dtype=bool)
+    if fraction <= 0:
+        return frame
+    b = max(1, round(fraction * min(shape)))
+    frame[:b], frame[-b:], frame[:, :b], frame[:, -b:] = True, True, True, True
+    return frame
+
+
 def seed_mask(saliency: np.ndarray, params: SaliencyGrabCutParams) -> np.ndarray:
-    """GrabCut's initial labels (H, W) uint8 from a saliency map, by rank (ties in raster order)."""
+    """GrabCut's initial labels (H, W) uint8 from a seed map, by rank (ties in raster order); the border is
+    definite background where it is not definite foreground."""
     flat = saliency.reshape(-1)
     n = flat.size
     order = np.argsort(-flat, kind="stable")  # most salient first
@@ -91,7 +158,9 @@ def seed_mask(saliency: np.ndarray, params: SaliencyGrabCutParams) -> np.ndarray
     seeds[order[:n_pr]] = cv2.GC_PR_FGD
     seeds[order[:n_fg]] = cv2.GC_FGD
     seeds[order[n - n_bg:]] = cv2.GC_BGD
-    return seeds.reshape(saliency.shape)
+    seeds = seeds.reshape(saliency.shape)
+    seeds[border_mask(saliency.shape, params.border) & (seeds != cv2.GC_FGD)] = cv2.GC_BGD
+    return seeds
 
 
 def grabcut(picture: np.ndarray, seeds: np.ndarray, iterations: int, seed: int) -> np.ndarray:
@@ -106,23 +175,25 @@ def grabcut(picture: np.ndarray, seeds: np.ndarray, iterations: int, seed: int) 
 class SaliencyGrabCut(AttributionTechnique):
     kind = "saliency_grabcut"
     title = "Saliency + GrabCut"
-    summary = "the saliency map seeds OpenCV's GrabCut: an object mask for the class"
-    version = 2
+    summary = "the class's saliency seeds OpenCV's GrabCut: an object mask for the class"
+    version = 3  # 3: SmoothGrad × Grad-CAM seeds, border as background; log-odds faithfulness
     Params = SaliencyGrabCutParams
     arrays = {"map": "(targets, H, W) float32: GrabCut's foreground mask, 1 = foreground, 0 = background; one per "
                      "target",
-              "saliency": "(targets, H, W) float32: the saliency map that seeded it, max over colour channels of "
-                          "|∂ class logit / ∂ pixel|, Gaussian-smoothed by `smooth`",
-              "seeds": "(targets, H, W) float32: GrabCut's initial labels from the saliency ranks: 0 background, "
-                       "1 foreground, 2 probable background, 3 probable foreground (OpenCV's GC_* values)",
+              "saliency": "(targets, H, W) float32: the seed map the pixels were ranked by: SmoothGrad's mean "
+                          "|∂ class logit / ∂ pixel| (max over colour channels) times the class's Grad-CAM map "
+                          "(gate), each scaled to its maximum, Gaussian-smoothed by `smooth`",
+              "seeds": "(targets, H, W) float32: GrabCut's initial labels from the seed map's ranks and the border: "
+                       "0 background, 1 foreground, 2 probable background, 3 probable foreground (OpenCV's GC_* "
+                       "values)",
               **ATTRIBUTION_ARRAYS}
     colour_map_meaning = "GrabCut foreground (1) / background (0)"
-    saliency_meaning = "|∂ class score / ∂ pixel|, max over channels, smoothed"
+    saliency_meaning = "seed map: SmoothGrad × Grad-CAM, smoothed"
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
         from generator import images as imagelib  # (a module-level import would be circular)
 
-        sal = smooth_maps(plain_saliency(ctx.model, x, targets).float(), params.smooth)
+        sal, _layer = seed_saliency(ctx, x, targets, params)
         sal_np = sal.cpu().numpy()
         masks, seeds = [], []
         for row in range(len(x)):
@@ -137,8 +208,17 @@ class SaliencyGrabCut(AttributionTechnique):
         return self.compute(ctx, x, targets, params)["map"]
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
+        from generator.techniques.gradcam import default_layer
+
         arts = super().run(ctx, jobs)
+        gate = None
+        if jobs[0].params.gate:
+            try:
+                gate = default_layer(ctx.model)
+            except ValueError:
+                gate = None
         for art in arts:
+            art.meta["gate_layer"] = gate
             masks, sal = art.arrays["map"], art.arrays["saliency"]
             for t, m, s in zip(art.meta["targets"], masks, sal):
                 t["area_fraction"] = float(m.mean())
@@ -152,7 +232,6 @@ class SaliencyGrabCut(AttributionTechnique):
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
         from generator.techniques.saliency import display_maps
 
-        labels = [f"{t['label']} (p={t['probability']:.2f})" for t in art.meta["targets"]]
-        figures.grabcut_rows(env.picture(job.image), display_maps(art.arrays["saliency"], False), art.main, labels,
-                             path, self.saliency_meaning)
+        figures.grabcut_rows(env.picture(job.image), display_maps(art.arrays["saliency"], False), art.main,
+                             target_labels(art), path, self.saliency_meaning)
         return True

@@ -75,7 +75,7 @@ class SmoothGrad(GradientDrawing, AttributionTechnique):
     kind = "smoothgrad"
     title = "SmoothGrad"
     summary = "a gradient map averaged over noisy copies of the image: less speckle, the same evidence"
-    version = 3
+    version = 4  # 4: log-odds faithfulness; constant maps unscored
     Params = SmoothGradParams
     arrays = {"map": "(targets, H, W) float32: the mean over noisy copies of |class-logit gradient| (plain or guided, "
                      "by `of`), max over colour channels; one map per target",

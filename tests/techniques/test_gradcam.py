@@ -65,7 +65,7 @@ def test_matches_pytorch_grad_cam(layer):
 
 def test_resnet18_matches_pytorch_grad_cam_at_its_default_layer():
     net = torchvision_net("resnet18")
-    ctx = make_ctx(net, images=2, size=64)
+    ctx = make_ctx(net, images=2, size=224)  # layer4 is 7 × 7 at 224 px (2 × 2 at 64 px: then layer2, 8 × 8)
     assert default_layer(ctx.model) == "layer4"
     x, targets = batch(ctx)
     ours = registry.get("gradcam").attribute(ctx, x, targets, params("gradcam")).numpy()
@@ -97,9 +97,92 @@ def test_run_names_the_layer_and_explains_each_target():
 
 def test_default_layer_is_the_last_spatial_one_before_pooling():
     assert default_layer(make_ctx(act_net()).model) == "act2"  # gap is AdaptiveAvgPool2d(4): not a layer to explain
-    for arch, size, expected in (("resnet18", 64, "layer4"), ("vgg11", 64, "features"), ("alexnet", 224, "features"),
-                                 ("alexnet", 64, "features.11")):  # at 64 px AlexNet's last max-pool leaves 1 × 1
+    # The last one at least 7 × 7 where there is one: ResNet's and VGG's last stage at 224 px; AlexNet's last conv
+    # (13 × 13) rather than its 6 × 6 max-pool; at 64 px the last stage of each is 2 × 2 or less, so an earlier one.
+    for arch, size, expected in (("resnet18", 224, "layer4"), ("vgg11", 224, "features"),
+                                 ("alexnet", 224, "features.11"), ("resnet18", 64, "layer2"),
+                                 ("vgg11", 64, "features.14"), ("alexnet", 64, "features.4")):
         assert default_layer(make_ctx(torchvision_net(arch), size=size).model) == expected
+    # act_net at 12 px: act2 is 6 × 6, act1 12 × 12; at 6 px no layer is 7 × 7: the last spatial one all the same.
+    assert default_layer(make_ctx(act_net(), size=12).model) == "act1"
+    strided = nn.Sequential(OrderedDict([("conv", nn.Conv2d(3, 4, 3, stride=2, padding=1)), ("act", nn.ReLU()),
+                                         ("flat", nn.Flatten()), ("fc", nn.Linear(4 * 4 * 4, 4))])).eval()
+    assert default_layer(make_ctx(strided, size=8).model) == "act"  # 4 × 4
+
+
+def fashion_like_net() -> nn.Sequential:
+    """The Fashion-MNIST network's shape at 28 px: conv stages at 28, 14 and 7 px, then a max-pool to 3 × 3 that
+    the classifier flattens (no global pooling anywhere)."""
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(3, 4, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(4, 6, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("conv3", nn.Conv2d(6, 8, 3, padding=1)), ("relu3", nn.ReLU()), ("pool3", nn.MaxPool2d(2)),
+        ("flat", nn.Flatten()), ("fc", nn.Linear(8 * 3 * 3, 4)),
+    ])).eval()
+
+
+def test_default_layer_is_the_last_stage_of_7_px_not_the_3_px_pool_after_it():
+    """Issue 12: on the Fashion-MNIST network Grad-CAM ran at the 3 × 3 max-pool output (blank or corner maps); the
+    default is now the last conv stage of at least 7 × 7 beside it."""
+    ctx = make_ctx(fashion_like_net(), images=1, size=28)
+    assert default_layer(ctx.model) == "relu3"  # 8 × 7 × 7; pool3 (3 × 3) used to be the default
+    (art,) = run("gradcam", ctx)
+    assert art.meta["layer"] == "relu3" and art.meta["layer_shape"] == [8, 7, 7]
+    assert art.meta["layer_rule"] and "7 × 7" in art.meta["layer_rule"]
+    assert run("gradcam", ctx, layer="pool3")[0].meta["layer_rule"] is None  # a named layer is no default
+
+
+class Negative(nn.Module):
+    """Class 0's logit is minus the sum of a ReLU feature map: every Grad-CAM weight is negative, every activation
+    non-negative, so class 0's Grad-CAM is all zeros; class 1's is not."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        s = self.act(self.conv(x)).mean((1, 2, 3))
+        return torch.stack([-s, s, 0 * s, 0 * s], 1)
+
+
+def test_an_all_zero_map_is_labelled_and_never_scored(tmp_path):
+    from generator.context import DrawContext
+    from generator.pipeline import Result
+    from generator.render import Renderer
+    from generator.report import ModelPages, comparison_context, technique_page_context, write_outputs
+    from generator.techniques.base import Job
+
+    ctx = make_ctx(Negative(), images=1)
+    jobs = {k: [Job("tiny", k, params(k, targets=["cat", "dog"], faithfulness=True, faithfulness_steps=4), image=i)
+                for i in ctx.images] for k in ("gradcam", "saliency")}
+    arts = {k: registry.get(k).run(ctx, js) for k, js in jobs.items()}
+    (cam,) = arts["gradcam"]
+    zero, live = cam.meta["targets"]
+    assert not cam.main[0].any() and cam.main[1].any()
+    assert zero["constant_map"] == "all zeros" and "constant_map" not in live
+    assert zero["deletion_auc"] is None and zero["insertion_auc"] is None  # not scored ...
+    assert np.isnan(cam.arrays["deletion_auc"][0]) and np.isnan(cam.arrays["deletion"][0]).all()
+    assert live["deletion_auc"] is not None and np.isfinite(cam.arrays["insertion"][1]).all()  # ... the other is
+    assert cam.meta["unmet"] == ["cat: the map is all zeros: it ranks no pixel above another, so it is not scored"]
+    from generator.techniques.attribution import target_labels
+    assert "⚠ all zeros: not scored" in target_labels(cam)[0] and "⚠" not in target_labels(cam)[1]
+    # The page lists it under the warning; the comparison page shows it but ranks only the scored maps.
+    results = [Result(j, "ran", 0.1, a) for k in jobs for j, a in zip(jobs[k], arts[k])]
+    pages = ModelPages(ctx.model, DrawContext(ctx.model, ctx.images), results)
+    write_outputs(tmp_path, pages, lambda n: None)
+    text = Renderer().page("pages/gradcam.md.j2", **technique_page_context(pages, "gradcam"))
+    assert "did not reach their goal" in text and "all zeros" in text
+    # Explaining "cat" first: Grad-CAM's map is blank, saliency's is not.
+    page = comparison_context(tmp_path, pages, ["gradcam", "saliency"])
+    rows = {row["kind"]: row for row in page["images"][0]["rows"]}
+    assert rows["gradcam"]["deletion_rank"] is None and rows["gradcam"]["insertion_rank"] is None
+    assert rows["saliency"]["deletion_rank"] == 1
+    overall = {row["kind"]: row for row in page["overall"]}
+    assert overall["gradcam"]["deletion_auc"] is None
+    comparison = Renderer().page("pages/comparison.md.j2", **page)
+    assert "not scored" in comparison
 
 
 def test_non_convolutional_layer_is_a_check_error():

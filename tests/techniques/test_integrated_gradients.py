@@ -140,3 +140,25 @@ def test_page_shows_completeness(tmp_path):
     text = render_page("integrated_gradients", ctx, tmp_path, steps=8)
     assert "completeness gap" in text and "F(x) − F(x′)" in text and "a black picture" in text
     assert (tmp_path / "tiny" / "figures" / "integrated_gradients" / "s--p0.png").stat().st_size > 5000
+
+
+def test_completeness_gap_above_ten_percent_is_flagged(tmp_path):
+    """Issue 12: a 47 % gap (flower) was shown without a flag. Above 10 % the target is marked on its figure and
+    the result is listed in meta['unmet'] (the page's warning, the index's count); below, nothing."""
+    from generator.techniques.attribution import target_labels
+
+    ctx = make_ctx(act_net(scale=1.0), images=2)
+    coarse = run("integrated_gradients", ctx, steps=2)
+    gaps = [a.meta["targets"][0]["relative_gap"] for a in coarse]
+    assert max(gaps) > 0.1  # the premise: two points do not integrate a ReLU network
+    for art, gap in zip(coarse, gaps):
+        if gap > 0.1:
+            (line,) = art.meta["unmet"]
+            assert "more than 10%" in line and f"{gap:.0%}" in line
+            assert f"⚠ completeness gap {gap:.0%}" in target_labels(art)[0]
+        else:
+            assert "unmet" not in art.meta
+    for art in run("integrated_gradients", make_ctx(smooth_net(), images=2), steps=64):
+        assert "unmet" not in art.meta and "⚠" not in target_labels(art)[0]
+    text = render_page("integrated_gradients", ctx, tmp_path, steps=2)
+    assert "did not reach their goal" in text and "more than 10%" in text

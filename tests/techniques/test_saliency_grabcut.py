@@ -67,13 +67,19 @@ def test_mask_is_the_salient_square():
 
 def test_seeds_follow_the_fractions():
     ramp = np.arange(100, dtype=np.float32).reshape(10, 10)  # 99 is the most salient
-    p = params("saliency_grabcut", foreground=0.05, probable_foreground=0.3, background=0.3)
+    p = params("saliency_grabcut", foreground=0.05, probable_foreground=0.3, background=0.3, border=0)
     seeds = seed_mask(ramp, p).reshape(-1)
     order = np.argsort(-ramp.reshape(-1))
     assert (seeds[order[:5]] == cv2.GC_FGD).all()
     assert (seeds[order[5:30]] == cv2.GC_PR_FGD).all()
     assert (seeds[order[30:70]] == cv2.GC_PR_BGD).all()
     assert (seeds[order[70:]] == cv2.GC_BGD).all()
+    # With a border, the frame is definite background except where it is definite foreground (the top rows).
+    framed = seed_mask(ramp, p.model_copy(update={"border": 0.1}))
+    frame = np.zeros((10, 10), bool)
+    frame[0], frame[-1], frame[:, 0], frame[:, -1] = True, True, True, True
+    assert (framed[frame & (framed != cv2.GC_FGD)] == cv2.GC_BGD).all()
+    assert (framed[~frame] == seed_mask(ramp, p)[~frame]).all() and (framed[9, 9] == cv2.GC_FGD)
 
 
 def test_fractions_that_overlap_are_rejected():
@@ -118,3 +124,52 @@ def test_in_place_relu_models(arch):
     (art,) = run("saliency_grabcut", ctx)
     assert_same_state(before, model_state(net))
     assert art.main.shape == (1, 64, 64) and 0 < art.metrics["area_fraction"] < 1
+
+
+SIDE2, OBJ = 48, (14, 34)  # a 20 × 20 red square at rows and columns 14..33 of a 48-px picture
+
+
+def object_on_texture(seed: int = 0) -> Image.Image:
+    """A flat red square on a busy grey texture (random 2 × 2 blocks of dark and light)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.choice([40.0, 210.0], size=(SIDE2 // 2, SIDE2 // 2))
+    a = np.repeat(np.repeat(blocks, 2, 0), 2, 1)[..., None].repeat(3, 2) + rng.normal(0, 3, (SIDE2, SIDE2, 3))
+    lo, hi = OBJ
+    a[lo:hi, lo:hi] = np.array([220.0, 40.0, 40.0]) + rng.normal(0, 3, (hi - lo, hi - lo, 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+
+
+def red_not_texture() -> nn.Sequential:
+    """Class 0 = red places − 30 × textured places. Channel 0 fires on red, channel 1 on grey-level edges (a
+    Laplacian of the channel sum). The texture counts *against* the class, so the plain gradient's magnitude is
+    largest on the background, while the class's evidence (Grad-CAM: ReLU of the weighted channels) is the square."""
+    net = nn.Sequential(OrderedDict([
+        ("conv", nn.Conv2d(3, 2, 3, padding=1)), ("act", nn.ReLU()), ("gap", nn.AdaptiveAvgPool2d(1)),
+        ("flat", nn.Flatten()), ("fc", nn.Linear(2, 2)),
+    ]))
+    lap = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+    with torch.no_grad():
+        net.conv.weight.zero_()
+        net.conv.weight[0, :, 1, 1] = torch.tensor([1.0, -1.0, -1.0])  # R − G − B: red only
+        net.conv.weight[1] = lap / 3
+        net.conv.bias.copy_(torch.tensor([-1.0, -1.0]))  # channel 1: strong edges only, not the pixel noise
+        net.fc.weight.copy_(torch.tensor([[1.0, -30.0], [0.0, 0.0]]))
+        net.fc.bias.zero_()
+    return net.eval()
+
+
+def test_mask_finds_the_object_not_the_textured_background():
+    """Issue 12: seeded by the plain gradient (the old defaults), GrabCut segmented the background of the sample
+    photos; SmoothGrad × Grad-CAM seeds with the border as background find the object."""
+    im = object_on_texture()
+    record = imagelib.ImageRecord("s/obj", "s", "obj", "obj", im, imagelib.digest(im))
+    ctx = RunContext(make_model(red_not_texture(), size=SIDE2, labels=["red", "other"]), {"s/obj": record})
+    square = np.zeros((SIDE2, SIDE2), bool)
+    square[OBJ[0]:OBJ[1], OBJ[0]:OBJ[1]] = True
+    old = run("saliency_grabcut", ctx, targets=["red"], samples=1, gate=False, border=0, foreground=0.05,
+              probable_foreground=0.3)[0].main[0] > 0.5
+    assert old[square].mean() < 0.1 and old[~square].sum() > 0.5 * square.sum()  # the old seeds: the background
+    (art,) = run("saliency_grabcut", ctx, targets=["red"])
+    mask = art.main[0] > 0.5
+    assert mask[square].mean() > 0.9 and mask[~square].mean() < 0.05, (mask[square].mean(), mask[~square].mean())
+    assert art.meta["gate_layer"] == "act"
