@@ -370,3 +370,28 @@ def test_yosinski_regularizers_clip_small_pixels_to_the_mean_colour():
     assert (at_mean.mean(axis=(1, 2)) >= 0.45).all()
     plain = render(net, class_logit(2), pixel_image(2, 32, sd=0.2, seed=0), mean=mean, std=std, steps=4, lr=0.05)
     assert np.all(np.abs(plain.images - np.array(mean).reshape(1, 3, 1, 1)) < 1e-6, axis=1).mean() < 0.01
+
+
+def test_redirected_rectifiers_change_only_blocked_gradients():
+    """Lucid's redirected ReLU/ReLU6 gradient: an element whose rectifier passes some gradient gets exactly the
+    ordinary one; an element it blocks entirely gets the part that opens it (up below 0, down above 6); hooks go."""
+    from generator.hooks import hook_count
+    from generator.optvis.redirect import redirected_rectifiers
+
+    net = torch.nn.Sequential(torch.nn.ReLU6())
+    x = torch.tensor([[[-1.0, 2.0, -3.0, 1.0]], [[-1.0, -2.0, 7.0, -3.0]]], requires_grad=True)  # row 1: closed
+    w = torch.tensor([[[1.0, 1.0, -1.0, -1.0]]])
+
+    def grad():
+        (g,) = torch.autograd.grad((net(x) * w).sum().neg(), x)  # a loss: maximize Σ w·y
+        return g
+
+    plain = grad()
+    with redirected_rectifiers(net) as state:
+        assert state.modules == 1
+        redirected = grad()
+    assert hook_count(net) == 0
+    torch.testing.assert_close(redirected[0], plain[0])  # row 0 passes gradient at x = 2: unchanged
+    assert plain[1].abs().sum() == 0
+    # row 1: −1 and −2 would rise (w > 0): passed; 7 above 6 with w < 0 would fall: passed; −3 with w < 0: not
+    torch.testing.assert_close(redirected[1], torch.tensor([[-1.0, -1.0, 1.0, 0.0]]))

@@ -7,7 +7,10 @@ Each step: image = param() in [0, 1] → x = (image − mean)/std → transforms
 `torch.Generator` seeded with `seed`) → model forward, recording exactly the layers the objective names
 (`generator.hooks.record_outputs`) → loss (B,) → the gradient of loss.sum() w.r.t. the parameterization only
 (`torch.autograd.grad`, so nothing accumulates in the model's `.grad`) → Adam step → `param.project()` → the
-Yosinski et al. 2015 regularizers, if any, edit the image and re-encode it (`param.assign`).
+Yosinski et al. 2015 regularizers, if any, edit the image and re-encode it (`param.assign`). During the first
+`redirect_steps` steps (0: none) the model's ReLU/ReLU6 modules pass Lucid's redirected gradient to batch elements
+whose gradient they block entirely (`generator/optvis/redirect.py`): a unit silent on the start still gets an image
+that moves.
 
 The model is left as it was: its parameters' `requires_grad` flags are switched off during the loop and restored, it
 runs in eval mode (so BatchNorm statistics and dropout are frozen) and every module's train/eval flag is restored,
@@ -80,6 +83,7 @@ step, 15–30 s for the 256 steps.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -92,6 +96,7 @@ from generator.hooks import record_outputs
 from generator.models import select_logits
 from generator.optvis.objectives import Activations, BaseObjective
 from generator.optvis.param import ImageParam
+from generator.optvis.redirect import redirected_rectifiers
 from generator.optvis.transforms import Transform, blur_image
 
 
@@ -217,6 +222,7 @@ def render(
     regularizers: Regularizers | None = None,
     logits_key: int | str | None = None,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    redirect_steps: int = 0,
 ) -> RenderResult:
     """Optimize `param` so that `objective` (a loss per batch element) falls; see the module docstring."""
     device = torch.device(device) if device is not None else _module_device(model)
@@ -249,8 +255,11 @@ def render(
         if 0 in snapshot_steps:
             with torch.no_grad():
                 shots[0] = param().detach().float().cpu().numpy()
-        with record_outputs(model, layers, detach=False) as outputs:
+        redirect = redirected_rectifiers(model) if redirect_steps > 0 else nullcontext(None)
+        with redirect as redirection, record_outputs(model, layers, detach=False) as outputs:
             for step in range(steps):
+                if redirection is not None:
+                    redirection.active = step < redirect_steps
                 outputs.clear()
                 image = param()
                 x = (image - mean_t) / std_t

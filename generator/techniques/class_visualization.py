@@ -12,7 +12,12 @@ All classes are optimized together, one batch per method, so the device is fille
 looking at EfficientNet-Lite0's results (`generator/optvis/render.py`, CLASS_, SIMONYAN_ and YOSINSKI_DEFAULTS).
 Models with small inputs (under `SMALL_INPUT` = 64 px a side, e.g. the 28-px fashion-mnist-net) get the Fourier
 image at 4× their size, shown to the model blurred and resized, with the adjustments of SMALL_INPUT_DEFAULTS
-(`fourier_setup`); the pixel methods stay at the model's own size."""
+(`fourier_setup`); the pixel methods stay at the model's own size.
+
+All three run with Lucid's redirected rectifier gradient (`generator/optvis/redirect.py`): where every ReLU of a layer
+is closed for a class's image the ascent still gets the gradient that opens them (otherwise the exact gradient, so
+results that moved are unchanged). A class whose probability did not rise under a method — and was not already
+above `SATURATED` — is marked "did not rise" in its cell and listed in `meta["unmet"]`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,6 +87,12 @@ def fourier_setup(model, batch: int, seed: int, *, size: int | None, default_siz
 METHODS = ("plain", "regularized", "fourier")
 METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (Yosinski 2015)",
                  "fourier": "Fourier + transforms (Lucid)"}
+SATURATED = 0.99  # a class probability at or above this on the start has nothing left to rise
+
+
+def rose(before: float, after: float) -> bool:
+    """Whether a class probability rose (or was already saturated and stayed so)."""
+    return after > before or min(before, after) >= SATURATED
 
 
 class ClassVisualizationParams(Params):
@@ -102,7 +113,9 @@ class ClassVisualizationParams(Params):
     plain_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the plain ascent")
     regularized_lr: float = Field(0.03, gt=0, le=1, description="Adam learning rate of the regularized ascent")
     l2: float = Field(1e-3, ge=0, description="L2 penalty weight of the plain ascent (Simonyan's λ)")
-    snapshots: list[int] = Field([0, 16, 64, 128, 256], description="steps shown in the progress strip")
+    snapshots: list[int] = Field([0, 16, 64, 128, 256], description="steps shown in the progress strip (steps "
+                                                                   "outside 0..steps are left out; none left: no "
+                                                                   "strip)")
 
     def quick(self) -> "ClassVisualizationParams":
         return self.model_copy(update={"steps": min(self.steps, 24), "pixel_steps": min(self.pixel_steps, 12),
@@ -115,7 +128,7 @@ class ClassVisualization(Technique):
     summary = "images optimized to maximize a class score: plain, regularized and Fourier-parameterized side by side"
     Params = ClassVisualizationParams
     scope = "model"
-    version = 2
+    version = 3
     arrays = {
         "fourier": "(classes, C, S, S) float32: the Fourier-parameterized (Lucid-style) image of each class, pixels in "
                    "[0, 1] (S: the Fourier size, 4× the input for inputs under 64 px)",
@@ -183,12 +196,13 @@ class ClassVisualization(Technique):
         for name, (param, options) in runs.items():
             view = fourier.model_view if name == "fourier" else (lambda x: x)
             start = ctx.probabilities(view(param().detach()), classes)
-            result = optvis.render(model.module, param=param, **options, **common)
+            result = optvis.render(model.module, param=param, **options, **common, redirect_steps=options["steps"])
             end = ctx.probabilities(view(torch.from_numpy(result.images)), classes)
             arrays[name] = result.images.astype(np.float32)
             if name == "fourier":
                 steps = sorted(result.snapshots)
-                arrays["progress"] = np.stack([result.snapshots[s] for s in steps]).astype(np.float32)
+                arrays["progress"] = (np.stack([result.snapshots[s] for s in steps]) if steps else  # no strip
+                                      np.zeros((0, *result.images.shape))).astype(np.float32)
                 progress_steps = steps
             methods[name] = {"steps": options["steps"], "seconds": result.seconds,
                              "before": [float(v) for v in start], "after": [float(v) for v in end]}
@@ -199,6 +213,12 @@ class ClassVisualization(Technique):
                             "plain_probability": float(np.mean(methods["plain"]["after"]))}}
         if fourier.note is not None:  # only then, so that results of larger models stay as they were
             meta.update(fourier_size=fourier.size, fourier_note=fourier.note)
+        unmet = [f"'{label}', {METHOD_TITLES[name]}: p did not rise ({methods[name]['before'][i]:.3f} → "
+                 f"{methods[name]['after'][i]:.3f} after {methods[name]['steps']} steps)"
+                 for i, label in enumerate(labels) for name in METHODS
+                 if not rose(methods[name]["before"][i], methods[name]["after"][i])]
+        if unmet:
+            meta["unmet"] = unmet
         numbers = {"classes": np.asarray(classes, dtype=np.int64),
                    "progress_steps": np.asarray(progress_steps, dtype=np.int64)}
         for name in METHODS:
@@ -212,8 +232,12 @@ class ClassVisualization(Technique):
         classes = [c["label"] for c in m["classes"]]
         grid = [[to_picture(art.arrays[name][i]) for name in METHODS] for i in range(len(classes))]
         cells = [[f"p = {m['methods'][name]['after'][i]:.2f} after {m['methods'][name]['steps']} steps"
+                  + ("" if rose(m["methods"][name]["before"][i], m["methods"][name]["after"][i]) else
+                     " — did not rise")
                   for name in METHODS] for i in range(len(classes))]
         figures.picture_grid(grid, cells, classes, [METHOD_TITLES[n] for n in METHODS], path)
+        if not m["progress_steps"]:  # `snapshots` empty, or none within the steps: no strip
+            return {"main": path}
         progress = path.with_name(f"{path.stem}--progress.png")
         strip = [[to_picture(im) for im in art.arrays["progress"][:, i]] for i in range(len(classes))]
         figures.picture_grid(strip, [[""] * len(m["progress_steps"]) for _ in classes], classes,

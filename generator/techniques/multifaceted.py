@@ -33,7 +33,11 @@ the padding is left out of the transforms: padded to 32 px and resampled back to
 facets came out blockier, and one shirt facet stopped at p = 0.86 instead of 1.00.
 
 Differences from the paper: it reduced the fc7 features to 2-D with t-SNE before k-means and used k = 10 clusters of
-ImageNet training images; here k-means runs on the penultimate features themselves, over the report's data set."""
+ImageNet training images; here k-means runs on the penultimate features themselves, over the report's data set.
+
+The ascent runs with Lucid's redirected rectifier gradient, as class visualization's (`generator/optvis/redirect.py`),
+and a facet whose class probability did not rise from its mean image (and was not already saturated, p ≥ 0.99) is
+marked "did not rise" on the figure and listed in `meta["unmet"]`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,6 +53,7 @@ from generator import images as imagelib
 from generator.features import penultimate
 from generator.techniques.attribution import resolve_target, target_problems
 from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.techniques.class_visualization import rose
 
 PREDICT_BATCH = 64  # data-set images per forward when the model's own predictions pick the members
 
@@ -97,7 +102,7 @@ class Multifaceted(Technique):
     Params = MultifacetedParams
     scope = "model"
     uses_dataset = True
-    version = 2
+    version = 3
     arrays = {
         "facets": "(facets, C, S, S) float32: each facet's class visualization, pixels in [0, 1]",
         "means": "(facets, C, S, S) float32: each facet's start, the mean of its cluster's preprocessed crops in "
@@ -217,7 +222,8 @@ class Multifaceted(Technique):
         before = ctx.probabilities(start, facet_class)
         result = optvis.render(model.module, objective, param, mean=model.input.mean, std=model.input.std,
                                steps=p.steps, lr=p.lr, seed=ctx.seed, device=ctx.device, logits_key=model.logits_key,
-                               transforms=self.transforms(size, p.transform_strength, fixed))
+                               transforms=self.transforms(size, p.transform_strength, fixed),
+                               redirect_steps=p.steps)
         facets = result.images.astype(np.float32)
         after = ctx.probabilities(torch.from_numpy(facets), facet_class)
         facet_meta = [{"class": c, "label": l, "size": s, "before": float(b), "after": float(a), "tv_weight": w,
@@ -234,6 +240,11 @@ class Multifaceted(Technique):
                         "min_probability_after": float(np.min(after)),
                         "risen": int(np.sum(after > before)), "steps": p.steps, "seconds": result.seconds},
         }
+        unmet = [f"facet {f + 1} of '{facet['label']}': p did not rise ({facet['before']:.3f} → {facet['after']:.3f} "
+                 f"after {p.steps} steps)" for f, facet in enumerate(facet_meta)
+                 if not rose(facet["before"], facet["after"])]
+        if unmet:
+            meta["unmet"] = unmet
         return Artifact({"facets": facets, "means": start.numpy().astype(np.float32),
                          "members": np.stack(members).astype(np.int64),
                          "classes": np.asarray(facet_class, dtype=np.int64), "assignment": assignment,
@@ -291,7 +302,8 @@ class Multifaceted(Technique):
             pics = [as_picture(env.dataset_picture(i), art.arrays["means"][f]) for i in shown]
             blank = [np.full_like(pics[0], 255)] * (t - len(shown)) if pics else []
             grid.append(pics + blank + [to_picture(art.arrays["means"][f]), to_picture(art.arrays["facets"][f])])
-            cells.append([""] * t + [f"p = {facet['before']:.2f}", f"p = {facet['after']:.2f}"])
+            cells.append([""] * t + [f"p = {facet['before']:.2f}", f"p = {facet['after']:.2f}"
+                                     + ("" if rose(facet["before"], facet["after"]) else " — did not rise")])
             rows.append(f"{facet['label']}\n{facet['size']} images")
         columns = [f"member {i + 1}" for i in range(t)] + ["mean image (start)", f"after {m['steps']} steps"]
         figures.picture_grid(grid, cells, rows, columns, path, cell=1.8)

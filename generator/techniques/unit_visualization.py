@@ -3,7 +3,15 @@ layer, the image that maximizes the channel's mean activation, in Lucid's decorr
 random transforms. Deeper layers show larger, more object-like structures. With a data set the channels are those
 of the top-patches view (so each unit page shows both), and each result is compared with the channel's average
 over the data set. All channels of a layer are optimized as one batch. Models with small inputs (under 64 px a side)
-get the image at 4× their size with the adjustments of `class_visualization.fourier_setup`."""
+get the image at 4× their size with the adjustments of `class_visualization.fourier_setup`.
+
+A channel silent on its starting image (its ReLU/ReLU6 closed everywhere) passes no gradient, and plain ascent left
+its image at the start: EfficientNet-Lite0's `_act_head` channels 365, 914, 1096 and 1279 stayed at 0.000, as did
+Fashion-MNIST's `features.6` channel 17, though they fire on many data-set images. The ascent therefore runs with
+Lucid's redirected rectifier gradient (`generator/optvis/redirect.py`) for the whole optimization: an element whose
+gradient a rectifier blocks entirely gets the part that opens it, and an element whose unit fires follows the exact
+gradient (unchanged results for those). Every channel's activation before and after is kept (`before`, `after`); a
+channel whose activation still did not rise is marked on its tile ("did not move") and listed in `meta["unmet"]`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +27,16 @@ from generator.techniques.class_visualization import fourier_setup, to_picture
 from generator.techniques.max_patches import spread
 
 
+def moved(before: float, after: float) -> bool:
+    """Whether a channel's mean activation rose on its image (beyond float noise)."""
+    return after - before > 1e-6 * max(1.0, abs(before))
+
+
 class UnitVisualizationParams(Params):
-    channels: list[int] | None = Field(None, description="channels to draw in every layer (default: those of "
-                                                         "max_patches with a data set, else evenly spaced)")
+    channels: list[int] | None = Field(None, min_length=1, description="channels to draw in every layer, at least "
+                                                                       "one (default: those of "
+                                                                       "max_patches with a data set, else evenly "
+                                                                       "spaced)")
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
     size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most "
                                                               "128; under 64 px: 4× the input size, shown to the "
@@ -44,7 +59,7 @@ class UnitVisualization(Technique):
     Params = UnitVisualizationParams
     scope = "layer"
     follows_dataset = True
-    version = 2
+    version = 3
     arrays = {
         "images": "(channels, C, S, S) float32: the image that maximizes each chosen channel's mean activation, "
                   "pixels in [0, 1]",
@@ -87,18 +102,24 @@ class UnitVisualization(Technique):
         start = self.activation(ctx, layer, setup.model_view(setup.param().detach()), chosen)
         result = optvis.render(model.module, optvis.channel(layer, chosen), setup.param, mean=model.input.mean,
                                std=model.input.std, steps=p.steps, lr=setup.lr, seed=ctx.seed, device=ctx.device,
-                               transforms=setup.transforms, regularizers=setup.regularizers)
+                               transforms=setup.transforms, regularizers=setup.regularizers,
+                               redirect_steps=p.steps)
         end = self.activation(ctx, layer, setup.model_view(torch.from_numpy(result.images)), chosen)
         average = None
         if ctx.features is not None:  # the spatial mean per channel, averaged over the data set
             average = np.asarray(ctx.features.layer(layer).vectors)[:, chosen].mean(0).tolist()
         units = [{"channel": int(c), "before": float(start[i]), "after": float(end[i]),
+                  "moved": moved(float(start[i]), float(end[i])),
                   "dataset_mean": None if average is None else float(average[i])} for i, c in enumerate(chosen)]
         meta = {"channels": [int(c) for c in chosen], "units": units, "steps": p.steps, "size": size,
                 "seconds": result.seconds, "captions": result.captions,
                 "metrics": {"channels": len(chosen), "mean_after": float(np.mean(end))}}
         if setup.note is not None:  # only then, so that results of larger models stay as they were
             meta.update(model_size=model.input.size, note=setup.note)
+        still = [u for u in units if not u["moved"]]
+        if still:
+            meta["unmet"] = [f"channel {u['channel']} did not move: mean activation {u['before']:.3f} at the start, "
+                             f"{u['after']:.3f} after {p.steps} steps" for u in still]
         arrays = {"images": result.images.astype(np.float32), "channels": np.asarray(chosen, dtype=np.int64),
                   "before": np.asarray(start, dtype=np.float32), "after": np.asarray(end, dtype=np.float32)}
         if average is not None:
@@ -129,9 +150,10 @@ class UnitVisualization(Technique):
     def draw(self, art, job, env, path: Path) -> dict[str, Path]:
         m = art.meta
         pictures = [to_picture(im) for im in art.main]
-        cols = min(6, len(pictures))
+        cols = figures.grid_columns(len(pictures))  # 8 units: two rows of 4
         rows = [pictures[i:i + cols] for i in range(0, len(pictures), cols)]
-        titles = [[f"channel {u['channel']}: {u['after']:.2f}" for u in m["units"][i:i + cols]]
+        titles = [[f"channel {u['channel']}: {u['after']:.2f}" + ("" if u.get("moved", True) else " — did not move")
+                   for u in m["units"][i:i + cols]]
                   for i in range(0, len(pictures), cols)]
         figures.picture_grid(rows, titles, [""] * len(rows), [""] * cols, path)
         out = {"main": path}

@@ -89,3 +89,42 @@ def test_unknown_class_is_an_error_with_a_suggestion():
     technique = registry.get("class_visualization")
     assert technique.check(ctx.model, technique.Params(classes=["cat", "dgo"])) == [
         "classes[1]: no class 'dgo' in tiny; did you mean 'dog'?"]
+
+
+def silent_class_net(bias: float):
+    """conv(3→2) → ReLU → mean → fc: every ReLU closed on a near-grey start (bias `bias`, weights 0.1, so a bright
+    image opens them when bias > −2.7·max input); class 0's logit is the units' mean, class 1's its negative."""
+    from collections import OrderedDict
+
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.fill_(0.1)
+        conv.bias.fill_(bias)
+    net = torch.nn.Sequential(OrderedDict([("conv", conv), ("relu", torch.nn.ReLU()),
+                                           ("gap", torch.nn.AdaptiveAvgPool2d(1)), ("flat", torch.nn.Flatten()),
+                                           ("fc", torch.nn.Linear(2, 2))]))
+    with torch.no_grad():
+        net.fc.weight.copy_(torch.tensor([[5.0, 5.0], [-5.0, -5.0]]))
+        net.fc.bias.zero_()
+    return net.eval()
+
+
+def test_a_class_behind_closed_rectifiers_still_rises(monkeypatch, tmp_path):
+    """Every ReLU is closed on the start, so the class score had no gradient and p stayed at 0.5 under all three
+    methods; with the redirected gradient it rises. A class that cannot rise is labelled and listed in 'unmet'."""
+    from generator.techniques import class_visualization
+
+    ctx = make_ctx(silent_class_net(-1.0), images=0, labels=["up", "down"])
+    art = visualize(ctx, classes=["up"], size=32, steps=60, pixel_steps=60, snapshots=[0])
+    for name in ("plain", "regularized", "fourier"):
+        m = art.meta["methods"][name]
+        assert abs(m["before"][0] - 0.5) < 1e-6 and m["after"][0] > 0.51, (name, m)
+    assert "unmet" not in art.meta
+
+    ctx = make_ctx(silent_class_net(-10.0), images=0, labels=["up", "down"])  # can never open: p stays 0.5
+    art = visualize(ctx, classes=["up"], size=32, steps=5, pixel_steps=5, snapshots=[0])
+    assert len(art.meta["unmet"]) == 3 and all("p did not rise (0.500 → 0.500" in u for u in art.meta["unmet"])
+    cells = []
+    monkeypatch.setattr(class_visualization.figures, "picture_grid", lambda grid, c, *a, **k: cells.append(c))
+    registry.get("class_visualization").draw(art, None, None, tmp_path / "c.png")
+    assert all(c.endswith("did not rise") for c in cells[0][0])

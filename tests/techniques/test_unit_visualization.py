@@ -72,3 +72,43 @@ def test_large_inputs_keep_their_cache_keys():
     assert UnitVisualizationParams().cache_fields() == {  # as before small inputs got their own setting
         "channels": None, "per_layer": 12, "size": None, "steps": 128, "lr": 0.02, "decay_power": 1.5,
         "transform_strength": 1.0}
+
+
+def silent_net(bias: float) -> torch.nn.Sequential:
+    """conv(3→2, 3×3, weights 0.1) → ReLU: channel 0 has bias −1 (closed on a near-grey start, open on a bright
+    image), channel 1 the given bias (−10: closed on every image in the valid range)."""
+    from collections import OrderedDict
+
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.fill_(0.1)
+        conv.bias.copy_(torch.tensor([-1.0, bias]))
+    net = torch.nn.Sequential(OrderedDict([("conv", conv), ("relu", torch.nn.ReLU()),
+                                           ("gap", torch.nn.AdaptiveAvgPool2d(1)), ("flat", torch.nn.Flatten()),
+                                           ("fc", torch.nn.Linear(2, 2))]))
+    with torch.no_grad():
+        net.fc.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        net.fc.bias.zero_()
+    return net.eval()
+
+
+def test_a_unit_silent_at_the_start_still_moves(monkeypatch, tmp_path: Path):
+    """Channel 0 is closed (0.000) on the start: plain ascent got no gradient and returned the start; with the
+    redirected ReLU gradient its activation rises. Channel 1 (bias −10) can never fire: it is labelled on its tile
+    and listed in meta['unmet']."""
+    from gradnets import make_ctx
+    from generator.techniques import unit_visualization
+
+    ctx = make_ctx(silent_net(-10.0), images=0)
+    params = UnitVisualizationParams(channels=[0, 1], size=32, steps=40)
+    art = UnitVisualization().run(ctx, [job("unit_visualization", params, "relu")])[0]
+    first, second = art.meta["units"]
+    assert first["before"] == 0.0 and first["after"] > 1e-3 and first["moved"]
+    assert second["after"] == 0.0 and not second["moved"]
+    np.testing.assert_array_equal(art.arrays["before"], [u["before"] for u in art.meta["units"]])
+    np.testing.assert_array_equal(art.arrays["after"], [u["after"] for u in art.meta["units"]])
+    assert art.meta["unmet"] == ["channel 1 did not move: mean activation 0.000 at the start, 0.000 after 40 steps"]
+    titles = []
+    monkeypatch.setattr(unit_visualization.figures, "picture_grid", lambda grid, cells, *a, **k: titles.extend(cells))
+    UnitVisualization().draw(art, job("unit_visualization", params, "relu"), None, tmp_path / "u.png")
+    assert titles == [[f"channel 0: {first['after']:.2f}", "channel 1: 0.00 — did not move"]]
