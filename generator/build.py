@@ -57,7 +57,9 @@ class Prepared:
 def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True,
             skip: list[str] | None = None) -> Prepared:
     """Load images, data sets and models and check every reference in the spec; all problems are raised together.
-    Models named in `skip` are left out entirely (with their data sets, unless another model uses them)."""
+    Models named in `skip` are left out entirely (with their data sets, unless another model uses them); a data set
+    named in `skip` is not loaded, and the models that look across it get pages saying their data-set views do not
+    apply."""
     try:
         device = resolve_device(device_name or spec.device)
     except ConvscopeError as exc:
@@ -67,7 +69,7 @@ def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True,
     problems = [p for ms in spec.models for p in named_set_problems(spec, ms)]
     used_sets = [s for s in spec.images if not skip or any(s in sets_used_by(spec, ms) for ms in wanted)]
     datasets = {}
-    sources = [ms.dataset for ms in wanted if ms.dataset]
+    sources = [ms.dataset for ms in wanted if ms.dataset and ms.dataset not in (skip or [])]
     sources += imagelib.dataset_names({k: v for k, v in spec.images.items() if k in used_sets})
     for name in dict.fromkeys(sources):
         if name not in spec.datasets:
@@ -88,6 +90,8 @@ def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True,
         except ConvscopeError as exc:
             problems.append(str(exc))
             continue
+        if model.dataset in (skip or []):
+            model.dataset = None  # its data set left out: the data-set views say they do not apply
         problems += check_model(spec, model)
         models.append(model)
     if problems:
@@ -147,7 +151,7 @@ def check_model(spec: Spec, model: LoadedModel) -> list[str]:
         return problems
     model.layers = list(ms.layers) or default_layers(model.module, shape, model.device)
     for kind, params in ms.technique_params().items():
-        if registry.get(kind).uses_dataset and ms.techniques is not None and model.dataset is None:
+        if registry.get(kind).uses_dataset and ms.techniques is not None and model.dataset is None and not ms.dataset:
             problems.append(f"models[{i}].techniques.{kind}: looks across a data set, but the model names none; "
                             f"add 'dataset: NAME' to models[{i}]" + (f" (one of {', '.join(spec.datasets)})" if spec.datasets else ""))
             continue
@@ -170,10 +174,11 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
             raise ConvscopeError("--only", f"no technique '{unknown[0]}'; {did_you_mean(unknown[0], known, 'techniques')}")
 
     if options.skip:
-        unknown = [n for n in options.skip if n not in [m.name for m in spec.models]]
+        names = [m.name for m in spec.models] + list(spec.datasets)
+        unknown = [n for n in options.skip if n not in names]
         if unknown:
-            raise ConvscopeError("--skip", f"no model '{unknown[0]}' in {spec_path}; {did_you_mean(unknown[0], [m.name for m in spec.models], 'models')}")
-        console.print(f"leaving out model(s) {', '.join(options.skip)} (--skip)")
+            raise ConvscopeError("--skip", f"no model or data set '{unknown[0]}' in {spec_path}; {did_you_mean(unknown[0], names, 'names')}")
+        console.print(f"leaving out {', '.join(options.skip)} (--skip)")
     with console.status("loading images, data sets and models, checking the spec"):
         prepared = prepare(spec, options.device, skip=options.skip)
     for name, data in prepared.datasets.items():
@@ -193,6 +198,9 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
         params = ms.technique_params()
         selected[model.name] = list(params)
         skipped[model.name] = inapplicable(model, params)
+        if ms.dataset and model.dataset is None:  # its data set was left out with --skip
+            skipped[model.name].update({k: f"its data set '{ms.dataset}' was left out of this build (--skip)"
+                                        for k in skipped[model.name] if registry.get(k).uses_dataset})
         params = {k: p for k, p in params.items() if k not in skipped[model.name]}
         sets = {s: [r.id for r in prepared.images[s]] for s in sets_used_by(spec, ms)}
         model_jobs = plan(model, params, own, {k: r.digest for k, r in records.items()}, quick=options.quick,

@@ -27,7 +27,8 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("spec", nargs="?", default="reports.yml", type=Path)
         cmd.add_argument("--only", type=_csv, help="techniques to run, comma-separated (others come from the cache)")
         cmd.add_argument("--models", type=_csv, help="models to run, comma-separated (others come from the cache)")
-        cmd.add_argument("--skip", type=_csv, help="models to leave out of this build entirely, comma-separated")
+        cmd.add_argument("--skip", type=_csv, help="models to leave out of this build entirely, or data sets to leave out "
+                                                    "(their models' data-set views then say they do not apply), comma-separated")
         cmd.add_argument("--device", help="override the spec's device: auto, cpu, cuda, cuda:N, mps")
         cmd.add_argument("--force", action="store_true", help="ignore the cache and recompute")
         cmd.add_argument("--quick", action="store_true", help="smaller sizes and fewer steps, for previews and tests")

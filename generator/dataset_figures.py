@@ -15,7 +15,11 @@ import numpy as np
 from matplotlib.ticker import LogLocator, MaxNLocator
 from PIL import Image
 
-from generator.figures import DPI, _save, _short, save_picture
+from generator.figures import COLUMN, DISPLAY_PPI, DPI, MIN_FONT, _save, _short, save_picture
+
+DENSITY = DPI // DISPLAY_PPI  # mosaics are composed at 2×: one canvas pixel per PNG pixel, shown at half
+COLUMN_PX = int(COLUMN * DISPLAY_PPI)  # the column's width in CSS pixels
+CHAR_PX = 0.5 * MIN_FONT * DISPLAY_PPI / 72  # CSS pixels per character of a caption
 
 MATCH = np.array([40, 160, 40], np.uint8)  # neighbour frame: same label as the query
 MISMATCH = np.array([210, 40, 40], np.uint8)  # different label
@@ -77,7 +81,7 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str]
     style = _class_style(len(classes))
     present = [int(c) for c in np.unique(labels[labels >= 0])]
     legend = len(present) <= max_legend
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    fig, ax = plt.subplots(figsize=(COLUMN, 5.0), layout="constrained")
     unknown = labels < 0
     if unknown.any():
         ax.scatter(points[unknown, 0], points[unknown, 1], s=size, c=UNLABELLED, marker="o", linewidths=0,
@@ -89,9 +93,9 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str]
         ax.scatter(points[mask, 0], points[mask, 1], s=size, color=colour, marker=marker, linewidths=0,
                    alpha=0.85 if n > 500 else 1.0, label=f"{name} ({int(mask.sum())})", rasterized=n > 2000)
     if axis_labels:
-        ax.set_xlabel(axis_labels[0], fontsize=8)
-        ax.set_ylabel(axis_labels[1], fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_xlabel(axis_labels[0], fontsize=MIN_FONT + 1)
+        ax.set_ylabel(axis_labels[1], fontsize=MIN_FONT + 1)
+        ax.tick_params(labelsize=MIN_FONT)
     else:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -99,27 +103,29 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str]
     ax.spines[["top", "right"]].set_visible(False)
     shown = len(present) + bool(unknown.any())
     if legend and shown:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=MIN_FONT, frameon=False,
                   markerscale=max(1, 20 / size) ** 0.5, ncol=max(1, math.ceil(shown / 25)), handletextpad=0.2,
                   borderaxespad=0)
     note = "" if legend else f" ({len(present)} classes, too many for a legend)"
-    ax.set_title(title + note, fontsize=9)
+    ax.set_title(_short(title + note, 90), fontsize=MIN_FONT + 1)
     _save(fig, path)
 
 
 def thumbnail_grid(pictures: list[np.ndarray], assignment: np.ndarray, path: Path, cell: int = 48) -> None:
     """The cnnembed grid: cell (r, c) shows pictures[assignment[r, c]], centre-cropped to a square and resized to
-    cell × cell; cells holding -1 stay white. A plain PNG, one pixel per pixel."""
+    cell × cell CSS pixels (drawn at 2×, so sharp on a 2× screen); cells holding -1 stay white."""
     rows, cols = assignment.shape
+    cell = max(8, min(cell, COLUMN_PX // cols)) * DENSITY
     canvas = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
     for (r, c), i in np.ndenumerate(assignment):
         if i >= 0:
             canvas[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = _fit(pictures[i], cell, crop=True)
-    save_picture(canvas, path)
+    save_picture(canvas, path, density=DENSITY)
 
 
 def _mosaic_figure(canvas: np.ndarray) -> tuple[plt.Figure, plt.Axes]:
-    """A figure showing `canvas` at about one screen pixel per canvas pixel, for captions drawn in canvas pixels."""
+    """A figure showing `canvas` at one PNG pixel per canvas pixel (a canvas composed at DENSITY × its size on the
+    page), for captions drawn in canvas pixels."""
     h, w = canvas.shape[:2]
     fig = plt.figure(figsize=(w / DPI, h / DPI))
     ax = fig.add_axes((0, 0, 1, 1))
@@ -139,14 +145,18 @@ def neighbor_rows(queries: list[np.ndarray], feature_neighbors: list[list[np.nda
                   pixel_neighbors: list[list[np.ndarray]], path: Path, query_titles: list[str],
                   feature_titles: list[list[str]], pixel_titles: list[list[str]],
                   feature_match: list[list[bool]] | None = None, pixel_match: list[list[bool]] | None = None,
-                  space_title: str = "feature space", cell: int = 72) -> None:
+                  space_title: str = "feature space", cell: int = 96) -> None:
     """Nearest neighbours, one block per query: the query on the left, its neighbours in feature space on the
     block's first row and in pixel space on the second (omitted when no query has pixel neighbours). A green frame:
     the neighbour's label equals the query's; red: it does not; none when the match is not given. Captions under
-    every picture (label, distance)."""
+    every picture (label, distance). Sizes are CSS pixels on the page: `cell` shrinks so that the query and its k
+    neighbours fit the column; the canvas is composed at DENSITY ×."""
     rows_per = 2 if any(len(p) for p in pixel_neighbors) else 1
     k = max([len(f) for f in feature_neighbors] + [len(p) for p in pixel_neighbors] + [1])
-    frame, pad, caption, gutter = 3, 8, 24, 22  # pixels: frame, space around tiles, caption lines, row-label column
+    frame, pad, caption, gutter = 2, 6, 26, 16  # CSS pixels: frame, space around tiles, caption lines, row labels
+    cell = max(40, min(cell, (COLUMN_PX - 2 * pad - gutter - k * (2 * frame + pad)) // (k + 1)))
+    css_cell = cell
+    frame, pad, caption, gutter, cell = (v * DENSITY for v in (frame, pad, caption, gutter, cell))
     step = cell + 2 * frame + pad + caption  # one row of tiles with its captions
     block = rows_per * step + pad  # one query
     left = pad + cell + gutter + pad  # the query column and the gutter holding the row labels
@@ -174,38 +184,51 @@ def neighbor_rows(queries: list[np.ndarray], feature_neighbors: list[list[np.nda
             canvas[top - pad // 2, pad:width - pad] = 210
     fig, ax = _mosaic_figure(canvas)
     for x, y, text, kw in texts:
-        ax.text(x, y, _wrap(text, cell), ha="center", va="top" if "rotation" not in kw else "center", fontsize=6,
-                linespacing=1.0, **kw)
+        room = css_cell if "rotation" not in kw else step // DENSITY
+        ax.text(x, y, _wrap(text, room), ha="center", va="top" if "rotation" not in kw else "center",
+                fontsize=MIN_FONT, linespacing=1.0, **kw)
     _save(fig, path)
 
 
-def _wrap(text: str, width_px: int) -> str:
-    """At most two lines (the caption space holds two), each cut to about the tile's width (6-point text is about 5
-    pixels a character)."""
-    n = max(6, width_px // 5)
-    return "\n".join(_short(line, n) for line in text.splitlines()[:2])
+def _wrap(text: str, width_px: float) -> str:
+    """At most two lines (the caption space holds two), each cut to about the tile's width in CSS pixels; a caption
+    "label · number" too long for one line is split at the dot."""
+    import textwrap
+
+    n = max(6, int(width_px / CHAR_PX))
+    lines = text.splitlines()
+    if len(lines) == 1 and len(text) > n:
+        lines = text.rsplit(" · ", 1) if " · " in text else textwrap.wrap(text, n) or [text]
+        if len(lines) > 2:
+            lines = [lines[0], " ".join(lines[1:])]
+    return "\n".join(_short(line, n) for line in lines[:2])
 
 
 def patch_grid(patches: list[list[np.ndarray]], channel_titles: list[str], patch_titles: list[list[str]], path: Path,
-               cell: int = 64) -> None:
+               cell: int = 72) -> None:
     """One row per channel: its top patches (image regions that activate it most), each enlarged or shrunk to the
     same cell size, whole (a patch cut short by the image border stays narrow, letterboxed on white); the channel's
-    title on the left, a caption (its activation) under each patch."""
+    title on the left, a caption (its activation) under each patch, on two lines when it does not fit one. `cell`
+    in CSS pixels, shrunk so that a row fits the column; the canvas is composed at DENSITY ×."""
     k = max([len(p) for p in patches] + [1])
-    pad, caption = 4, 12
+    pad, caption, left = 4, 26, 80  # CSS pixels; `left` is kept for the channel titles
+    cell = max(32, min(cell, (COLUMN_PX - left - pad - k * pad) // k))
+    css_cell = cell
+    pad, caption, cell = (v * DENSITY for v in (pad, caption, cell))
     step = cell + caption + pad
     canvas = np.full((len(patches) * step + pad, pad + k * (cell + pad), 3), 255, np.uint8)
     fig_texts = []
     for r, row in enumerate(patches):
         y = pad + r * step
-        fig_texts.append((-4, y + cell / 2, channel_titles[r], "right", "center"))
+        fig_texts.append((-pad, y + cell / 2, channel_titles[r], "right", "center"))
         for j, patch in enumerate(row):
             x = pad + j * (cell + pad)
             canvas[y:y + cell, x:x + cell] = _fit(patch, cell, crop=False)
             fig_texts.append((x + cell / 2, y + cell + 1, patch_titles[r][j], "center", "top"))
     fig, ax = _mosaic_figure(canvas)
     for x, y, text, ha, va in fig_texts:
-        ax.text(x, y, text, ha=ha, va=va, fontsize=6 if va == "top" else 7)
+        ax.text(x, y, _wrap(text, css_cell) if va == "top" else text, ha=ha, va=va, fontsize=MIN_FONT,
+                linespacing=1.0)
     _save(fig, path)
 
 
@@ -216,9 +239,9 @@ def activation_histograms(values: list[np.ndarray], titles: list[str], path: Pat
     one bin dwarfs the typical one (a channel silent on most images), so the tail stays visible. Drawn as one
     filled outline per panel, few ticks, no layout engine."""
     n = len(values)
-    cols = min(n, 6) or 1
+    cols = min(n, 4) or 1
     rows = max(1, math.ceil(n / cols))
-    width, height = 1.9 * cols + 0.3, 1.45 * rows + 0.45
+    width, height = (COLUMN if cols > 1 else 2.8), 1.6 * rows + 0.5
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
     fig.subplots_adjust(left=0.65 / width, right=1 - 0.1 / width, bottom=0.55 / height, top=1 - 0.25 / height,
                         wspace=0.4, hspace=0.55)
@@ -242,9 +265,9 @@ def activation_histograms(values: list[np.ndarray], titles: list[str], path: Pat
         if marks is not None and marks[i] is not None and len(np.ravel(marks[i])):
             ax.vlines(np.ravel(marks[i]).astype(float), 0, 1, transform=ax.get_xaxis_transform(), color="#c00",
                       lw=0.7, alpha=0.8)
-        ax.set_title(_short(titles[i], 30), fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.set_title(_short(titles[i], 30), fontsize=MIN_FONT)
+        ax.tick_params(labelsize=MIN_FONT)
         ax.spines[["top", "right"]].set_visible(False)
-    fig.supxlabel("maximum activation over the image (per image)", fontsize=7)
-    fig.supylabel("images", fontsize=7)
+    fig.supxlabel("maximum activation over the image (per image)", fontsize=MIN_FONT)
+    fig.supylabel("images", fontsize=MIN_FONT)
     _save(fig, path)

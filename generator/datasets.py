@@ -38,6 +38,7 @@ class Dataset:
     skipped: list[dict] = field(default_factory=list)  # {"name", "reason"} of files that could not be read
     notes: list[str] = field(default_factory=list)  # things the reader should know (limit above the size, ...)
     total: int = 0  # images before `limit`
+    about: str = ""  # what the data set is and why (the spec's `about`), for the pages
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -82,6 +83,7 @@ def load(spec: Spec, name: str) -> Dataset:
     except ConvscopeError as exc:
         raise ConvscopeError(exc.where or where, exc.message) from None
     data.name = name
+    data.about = ds.about or ""
     if ds.classes is not None:
         found = int(data.labels.max()) + 1 if len(data.labels) and data.labels.max() >= 0 else 0
         if found > len(ds.classes):
@@ -105,7 +107,7 @@ def _subset(data: Dataset, keep: np.ndarray) -> Dataset:
     get = data.get
     mapping = keep.copy()
     return Dataset(data.name, data.description, data.classes, data.labels[keep], [data.names[i] for i in keep],
-                   data.digest, lambda i: get(int(mapping[i])), data.skipped, data.notes, data.total)
+                   data.digest, lambda i: get(int(mapping[i])), data.skipped, data.notes, data.total, data.about)
 
 
 def _readable(path: Path) -> str | None:

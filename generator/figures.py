@@ -1,4 +1,11 @@
-"""Arrays → PNG files. Figures draw and never compute: every number shown arrives in the arguments."""
+"""Arrays → PNG files. Figures draw and never compute: every number shown arrives in the arguments.
+
+Every figure is drawn for the column it is shown in: MkDocs Material's content column is about 690 CSS pixels wide
+at its default layout, and a figure inch is laid out as DISPLAY_PPI CSS pixels, so a figure COLUMN inches wide fills
+it. Saved at DPI (2 × DISPLAY_PPI) the PNG is twice the column's width: sharp on a 2× screen; the PNG records its
+DPI, and the site shows each figure at its pixel width × DISPLAY_PPI / DPI (generator/mkdocs_hooks.py), so a narrow
+figure keeps the same scale as a wide one. Text is never below MIN_FONT points: 7 pt is about 10 CSS pixels.
+"""
 from __future__ import annotations
 
 import math
@@ -11,39 +18,74 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-DPI = 110
+DISPLAY_PPI = 100  # CSS pixels per figure inch on the page
+DPI = 2 * DISPLAY_PPI  # PNG pixels per figure inch: 2× density
+COLUMN = 6.9  # inches: the content column's width (690 CSS pixels)
+MIN_FONT = 7.0  # points: about 10 CSS pixels at the displayed width
+FONT = 8.0  # titles and labels
 SEQUENTIAL = "magma"  # perceptually uniform; dark = low
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
+ROW = 2.15  # inches: one row of three panels across the column
 
 
-def save_picture(picture: np.ndarray, path: Path, min_side: int = 0) -> None:
-    """A uint8 picture as PNG, enlarged with nearest-neighbour so small grids stay crisp."""
+def save_picture(picture: np.ndarray, path: Path, min_side: int = 0, density: int = 1) -> None:
+    """A uint8 picture as PNG, enlarged with nearest-neighbour so small grids stay crisp. density 2: the picture is
+    drawn at twice the size it is shown at (its PNG says so, and the site halves its width)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(picture)
     if min_side and min(im.size) < min_side:
         k = math.ceil(min_side / min(im.size))
         im = im.resize((im.width * k, im.height * k), Image.NEAREST)
-    im.save(path, optimize=True)
+    im.save(path, optimize=True, **({"dpi": (DISPLAY_PPI * density,) * 2} if density > 1 else {}))
+
+
+def grid_columns(n: int, most: int = 4) -> int:
+    """Columns of a grid of n tiles: all in one row up to `most`, else `most` (8 tiles: two rows of 4, never 6 + 2)."""
+    return max(1, min(n, most))
+
+
+def _wrapped(text: str, inches: float, points: float = MIN_FONT) -> str:
+    """Text broken into lines that fit `inches` at `points` (about 0.5 em a character)."""
+    import textwrap
+
+    width = max(12, int(inches * 72 / (0.5 * points)))
+    return "\n".join(part for line in text.splitlines() for part in (textwrap.wrap(line, width) or [""])) if text else text
+
+
+def _colour_bar(fig: plt.Figure, mappable, axes, label: str = "") -> None:
+    """A compact colour bar: thin, beside `axes`, ticks at MIN_FONT, a short label (or none: the meaning goes in the
+    figure's footnote)."""
+    bar = fig.colorbar(mappable, ax=axes, fraction=0.05, shrink=0.85, aspect=15, pad=0.02)
+    bar.ax.tick_params(labelsize=MIN_FONT, length=2, pad=1)
+    if label:
+        bar.set_label(label, fontsize=MIN_FONT)
+
+
+def _footnote(fig: plt.Figure, text: str) -> None:
+    """One line (wrapped to the figure's width) under a constrained-layout figure, e.g. what its colours mean."""
+    if text:
+        fig.supxlabel(_wrapped(text, fig.get_figwidth() - 0.2), fontsize=MIN_FONT, color="#333")
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.04, facecolor="white")
     plt.close(fig)
 
 
 def prediction_bars(picture: np.ndarray, labels: list[str], probs: list[float], path: Path) -> None:
-    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(7.5, 2.6), gridspec_kw={"width_ratios": [1, 1.6]},
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(COLUMN, 2.3), gridspec_kw={"width_ratios": [1, 1.8]},
                                          layout="constrained")
-    ax_img.imshow(picture)
+    ax_img.imshow(picture, interpolation=_interpolation(picture))
     ax_img.set_axis_off()
     y = np.arange(len(labels))[::-1]
     ax_bar.barh(y, probs, color="#4c72b0")
-    ax_bar.set_yticks(y, [_short(s) for s in labels])
+    ax_bar.set_yticks(y, [_short(s) for s in labels], fontsize=FONT)
     ax_bar.set_xlim(0, 1)
-    ax_bar.set_xlabel("probability (softmax)")
+    ax_bar.set_xlabel("probability (softmax)", fontsize=FONT)
+    ax_bar.tick_params(axis="x", labelsize=MIN_FONT)
     for yi, p in zip(y, probs):
-        ax_bar.text(min(p + 0.02, 0.8), yi, f"{p:.3f}", va="center", fontsize=8)
+        ax_bar.text(min(p + 0.02, 0.8), yi, f"{p:.3f}", va="center", fontsize=MIN_FONT)
     ax_bar.spines[["top", "right"]].set_visible(False)
     _save(fig, path)
 
@@ -51,6 +93,11 @@ def prediction_bars(picture: np.ndarray, labels: list[str], probs: list[float], 
 def _short(text: str, n: int = 28) -> str:
     """Each line of `text` cut to `n` characters (a label's second line, a warning, survives)."""
     return "\n".join(line if len(line) <= n else line[: n - 1] + "…" for line in text.split("\n"))
+
+
+def _interpolation(picture: np.ndarray) -> str:
+    """Small inputs (a 28-pixel digit) are enlarged with crisp pixels; photos are resampled smoothly."""
+    return "nearest" if max(picture.shape[:2]) < 100 else "antialiased"
 
 
 def normalize_filters(weight: np.ndarray) -> np.ndarray:
@@ -109,15 +156,16 @@ def pointwise_usage(weights: np.ndarray, path: Path, layer: str) -> None:
     w = weights.astype(np.float64)
     by_input = np.sort(np.linalg.norm(w, axis=0))[::-1]
     by_output = np.sort(np.linalg.norm(w, axis=1))[::-1]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 2.6))
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN, 2.4), layout="constrained")
     for ax, values, what in ((axes[0], by_input, "input channels"), (axes[1], by_output, "output filters")):
         ax.fill_between(np.arange(len(values)), values, color="#4c72b0", step="mid")
         ax.set_xlim(0, len(values) - 1)
         ax.set_ylim(0, None)
-        ax.set_xlabel(f"{what}, sorted ({len(values)})")
-        ax.set_ylabel("weight L2 norm")
+        ax.set_xlabel(f"{what}, sorted ({len(values)})", fontsize=FONT)
+        ax.set_ylabel("weight L2 norm", fontsize=FONT)
+        ax.tick_params(labelsize=MIN_FONT)
         ax.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(f"{layer}: 1×1 convolution, {w.shape[0]} outputs × {w.shape[1]} inputs", fontsize=9)
+    fig.suptitle(f"{layer}: 1×1 convolution, {w.shape[0]} outputs × {w.shape[1]} inputs", fontsize=FONT + 1)
     _save(fig, path)
 
 
@@ -125,49 +173,64 @@ def _colour_scale(values: np.ndarray) -> tuple[str, float, float, str]:
     lo, hi = float(values.min()), float(values.max())
     if lo < 0 < hi:
         v = max(-lo, hi)
-        return DIVERGING, -v, v, "activation (red +, blue −, shared scale)"
-    return SEQUENTIAL, lo, hi if hi > lo else lo + 1, "activation (shared scale)"
+        return DIVERGING, -v, v, "activation (red +, blue −)"
+    return SEQUENTIAL, lo, hi if hi > lo else lo + 1, "activation"
 
 
 def channel_grid(maps: np.ndarray, channels: list[int], dead: np.ndarray, path: Path, title: str) -> None:
     """Activation maps (K, H, W) on one shared colour scale, as one mosaic; dead channels framed and crossed in red.
-    Drawn as a single image (not a subplot per channel) so a 48-channel grid takes a fraction of a second."""
+    Drawn as a single image (not a subplot per channel) so a 48-channel grid takes a fraction of a second. Columns of
+    4 (8 beyond 16 maps), the mosaic as wide as the column less a thin colour bar, each channel's number above its
+    tile at MIN_FONT."""
     k, h, w = maps.shape
     cmap_name, vmin, vmax, bar = _colour_scale(maps)
     cmap = plt.get_cmap(cmap_name)
-    scale = max(1, round(84 / max(h, w)))  # small maps (7×7) are enlarged with crisp pixels
+    cols = grid_columns(k) if k <= 16 else 8
+    width = COLUMN - 0.75  # inches of mosaic: the rest holds the colour bar and its ticks
+    cell = width * DPI / cols  # PNG pixels per tile with its gap
+    scale = max(1, math.ceil(0.9 * cell / max(h, w)))  # small maps (7×7) are enlarged with crisp pixels
     tiles = (cmap(np.clip((maps - vmin) / (vmax - vmin), 0, 1))[..., :3] * 255).astype(np.uint8)
     tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
     th, tw = h * scale, w * scale
     red = np.array([200, 0, 0], dtype=np.uint8)
+    edge = max(2, tw // 40)
     for i in np.flatnonzero(dead):
         t = tiles[i]
-        t[[0, 1, -2, -1], :] = red
-        t[:, [0, 1, -2, -1]] = red
+        t[:edge, :] = red
+        t[-edge:, :] = red
+        t[:, :edge] = red
+        t[:, -edge:] = red
         d = np.arange(min(th, tw))
         t[d * th // min(th, tw), d * tw // min(th, tw)] = red
         t[d * th // min(th, tw), (tw - 1) - d * tw // min(th, tw)] = red
-    cols = min(8, k) if k <= 16 else min(12, math.ceil(math.sqrt(k * 1.5)))
-    pad = max(2, th // 8)
-    label = max(10, th // 5)  # room above each tile for its channel number
+    pad = max(2, tw // 12)
+    mosaic_w = cols * (tw + pad) + pad
+    per_px = width * DPI / mosaic_w  # PNG pixels per mosaic pixel
+    label = math.ceil(1.45 * MIN_FONT / 72 * DPI / per_px)  # room above each tile for its channel number
     rows = math.ceil(k / cols)
-    grid = np.full((rows * (th + pad + label) + pad, cols * (tw + pad) + pad, 3), 255, dtype=np.uint8)
+    grid = np.full((rows * (th + pad + label) + pad, mosaic_w, 3), 255, dtype=np.uint8)
     spots = []
     for i in range(k):
         r, c = divmod(i, cols)
         y, x = pad + label + r * (th + pad + label), pad + c * (tw + pad)
         grid[y:y + th, x:x + tw] = tiles[i]
-        spots.append((x + tw / 2, y - 1))
-    inches = min(max(grid.shape[1] / DPI, 4), 14)  # about one screen pixel per mosaic pixel
-    fig, ax = plt.subplots(figsize=(inches + 1.2, inches * grid.shape[0] / grid.shape[1] + 0.5))
-    ax.imshow(grid, interpolation="nearest")
+        spots.append((x + tw / 2, y - pad / 2))
+    height = width * grid.shape[0] / grid.shape[1]
+    top = 0.32
+    fig = plt.figure(figsize=(COLUMN, height + top))
+    ax = fig.add_axes((0, 0, width / COLUMN, height / (height + top)))
+    ax.imshow(grid, interpolation="antialiased")
     ax.set_axis_off()
-    font = 6 if cols >= 10 else 7
     for i, (x, y) in enumerate(spots):
-        ax.text(x, y, str(channels[i]), ha="center", va="bottom", fontsize=font, color="#c00" if dead[i] else "black")
-    ax.set_title(title, fontsize=9)
+        ax.text(x, y, str(channels[i]), ha="center", va="bottom", fontsize=MIN_FONT,
+                color="#c00" if dead[i] else "black")
+    fig.suptitle(_short(title, 90), fontsize=FONT, x=0.5 * width / COLUMN, y=1 - 0.04 / (height + top), va="top")
+    cax = fig.add_axes((width / COLUMN + 0.02, 0.1 * height / (height + top), 0.12 / COLUMN,
+                        0.8 * height / (height + top)))
     mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(vmin, vmax), cmap=cmap)
-    fig.colorbar(mappable, ax=ax, fraction=0.03, pad=0.02, label=bar)
+    colour_bar = fig.colorbar(mappable, cax=cax)
+    colour_bar.ax.tick_params(labelsize=MIN_FONT, length=2, pad=1)
+    colour_bar.set_label(bar, fontsize=MIN_FONT)
     _save(fig, path)
 
 
@@ -175,7 +238,7 @@ def attribution_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], p
                      meaning: str, signed: bool = False) -> None:
     """One row per target: the image, the map (own colour scale with a bar), the map over the image."""
     t = len(maps)
-    fig, axes = plt.subplots(t, 3, figsize=(9, 3 * t), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(t, 3, figsize=(COLUMN, ROW * t + 0.35), squeeze=False, layout="constrained")
     for row, (m, label) in enumerate(zip(maps, labels)):
         if signed:
             v = float(np.abs(m).max()) or 1.0
@@ -183,17 +246,23 @@ def attribution_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], p
         else:
             cmap, vmin, vmax = SEQUENTIAL, 0.0, float(m.max()) or 1.0
         ax_img, ax_map, ax_over = axes[row]
-        ax_img.imshow(picture)
-        ax_img.set_title(label, fontsize=9)
+        ax_img.imshow(picture, interpolation=_interpolation(picture))
+        ax_img.set_title(_short(label, 34), fontsize=FONT)
         im = ax_map.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
-        ax_map.set_title(method, fontsize=9)
-        ax_over.imshow(picture)
+        ax_map.set_title(_short(method, 34), fontsize=FONT)
+        ax_over.imshow(picture, interpolation=_interpolation(picture))
         ax_over.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
-        ax_over.set_title("overlay", fontsize=9)
+        ax_over.set_title("overlay", fontsize=FONT)
         for ax in axes[row]:
             ax.set_axis_off()
-        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=meaning)
+        _colour_bar(fig, im, axes[row].tolist())
+    _footnote(fig, f"Colour: {meaning}; each row on its own scale.")
     _save(fig, path)
+
+
+def heat_overlay(picture: np.ndarray, m: np.ndarray, signed: bool, percentile: float) -> np.ndarray:
+    """(H, W, 3) floats in [0, 1]: a map over a dimmed grey copy of the picture (see _heat_overlay)."""
+    return _heat_overlay(picture, m, signed, percentile)
 
 
 def _heat_overlay(picture: np.ndarray, m: np.ndarray, signed: bool, percentile: float) -> np.ndarray:
@@ -228,16 +297,16 @@ def attribution_comparison(picture: np.ndarray, maps: list[np.ndarray], titles: 
     cols = min(m + 1, max_cols)
     rows = math.ceil((m + 1) / cols)
     curves = deletion is not None and insertion is not None and any(c is not None for c in deletion)
-    tile = 2.1
-    low = 2.5 + 0.16 * math.ceil(m / 2)  # the curves and, under each, its legend in two columns
-    fig = plt.figure(figsize=(tile * cols, tile * rows + (low if curves else 0) + 0.2), layout="constrained")
+    tile = COLUMN / cols
+    low = 2.3 + 0.16 * m  # the curves and, under each, its legend (a method a line)
+    fig = plt.figure(figsize=(COLUMN, (tile + 0.2) * rows + (low if curves else 0) + 0.2), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[tile * rows, low]) if curves else (fig, None)
     panels = top.subplots(rows, cols, squeeze=False).ravel()
-    panels[0].imshow(picture)
-    panels[0].set_title(_short(target or "image", 26), fontsize=8)
+    panels[0].imshow(picture, interpolation=_interpolation(picture))
+    panels[0].set_title(_short(target or "image", 24), fontsize=MIN_FONT)
     for ax, mp, title, sgn, colour in zip(panels[1:], maps, titles, signed, colours):
-        ax.imshow(_heat_overlay(picture, mp, sgn, percentile))
-        ax.set_title(_short(title, 26), fontsize=8, color=colour, fontweight="bold")
+        ax.imshow(_heat_overlay(picture, mp, sgn, percentile), interpolation=_interpolation(picture))
+        ax.set_title(_short(title, 24), fontsize=MIN_FONT, color=colour, fontweight="bold")
     for ax in panels:
         ax.set_axis_off()
     if bottom is not None:
@@ -251,13 +320,13 @@ def attribution_comparison(picture: np.ndarray, maps: list[np.ndarray], titles: 
                 label = _short(title, 26) + (f" ({area:.3f})" if area is not None else "")
                 ax.plot(np.linspace(0, 1, len(curve)), curve, color=colour, lw=1.3, label=label)
             ax.set_xlim(0, 1)
-            ax.set_xlabel(f"fraction of pixels {what}, most attributed first", fontsize=8)
-            ax.set_ylabel("log-odds of the class (nats)", fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.set_xlabel(f"fraction of pixels {what}", fontsize=MIN_FONT)
+            ax.set_ylabel("log-odds of the class (nats)", fontsize=MIN_FONT)
+            ax.tick_params(labelsize=MIN_FONT)
             ax.spines[["top", "right"]].set_visible(False)
-            ax.legend(fontsize=6.5, frameon=False, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-        ax_del.set_title("deletion: area (in brackets) lower = more faithful", fontsize=8)
-        ax_ins.set_title("insertion: area (in brackets) higher = more faithful", fontsize=8)
+            ax.legend(fontsize=MIN_FONT, frameon=False, ncol=1, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+        ax_del.set_title("deletion (area: lower = more faithful)", fontsize=MIN_FONT + 0.5)
+        ax_ins.set_title("insertion (area: higher = more faithful)", fontsize=MIN_FONT + 0.5)
     _save(fig, path)
 
 
@@ -268,23 +337,24 @@ def occlusion_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], pat
     from matplotlib.patches import Rectangle
 
     t = len(maps)
-    fig, axes = plt.subplots(t, 3, figsize=(9, 3 * t), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(t, 3, figsize=(COLUMN, ROW * t + 0.35), squeeze=False, layout="constrained")
     for row, (m, label) in enumerate(zip(maps, labels)):
         v = float(np.abs(m).max()) or 1.0
         ax_img, ax_map, ax_over = axes[row]
-        ax_img.imshow(picture)
-        ax_img.set_title(_short(label, 40), fontsize=9)
+        ax_img.imshow(picture, interpolation=_interpolation(picture))
+        ax_img.set_title(_short(label, 34), fontsize=FONT)
         im = ax_map.imshow(m, cmap=DIVERGING, vmin=-v, vmax=v)
         h = m.shape[0]
         ax_map.add_patch(Rectangle((1, h - 1 - window), window, window, fill=False, edgecolor="black", lw=1.2))
-        ax_map.text(1 + window / 2, h - 3 - window, "window", ha="center", va="bottom", fontsize=7)
-        ax_map.set_title(_short(method, 48), fontsize=9)
-        ax_over.imshow(picture)
+        ax_map.text(1 + window / 2, h - 3 - window, "window", ha="center", va="bottom", fontsize=MIN_FONT)
+        ax_map.set_title(_short(method, 34), fontsize=FONT)
+        ax_over.imshow(picture, interpolation=_interpolation(picture))
         ax_over.imshow(m, cmap=DIVERGING, vmin=-v, vmax=v, alpha=0.6)
-        ax_over.set_title("overlay", fontsize=9)
+        ax_over.set_title("overlay", fontsize=FONT)
         for ax in axes[row]:
             ax.set_axis_off()
-        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=meaning)
+        _colour_bar(fig, im, axes[row].tolist())
+    _footnote(fig, f"Colour: {meaning}; each row on its own symmetric scale.")
     _save(fig, path)
 
 
@@ -294,13 +364,13 @@ def grabcut_rows(picture: np.ndarray, saliency: np.ndarray, masks: np.ndarray, l
     foreground mask over the image (foreground tinted green and outlined, background greyed out, area in the
     title)."""
     t = len(masks)
-    fig, axes = plt.subplots(t, 3, figsize=(9, 3 * t), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(t, 3, figsize=(COLUMN, ROW * t + 0.35), squeeze=False, layout="constrained")
     for row, (s, mask, label) in enumerate(zip(saliency, masks, labels)):
         ax_img, ax_sal, ax_mask = axes[row]
-        ax_img.imshow(picture)
-        ax_img.set_title(_short(label, 40), fontsize=9)
+        ax_img.imshow(picture, interpolation=_interpolation(picture))
+        ax_img.set_title(_short(label, 34), fontsize=FONT)
         im = ax_sal.imshow(s, cmap=SEQUENTIAL, vmin=0.0, vmax=float(s.max()) or 1.0)
-        ax_sal.set_title("saliency (GrabCut seeds)", fontsize=9)
+        ax_sal.set_title("saliency (GrabCut seeds)", fontsize=FONT)
         fg = mask > 0.5
         grey = picture.astype(np.float32).mean(-1, keepdims=True)
         tint = np.array([60.0, 255.0, 60.0], dtype=np.float32)
@@ -308,10 +378,11 @@ def grabcut_rows(picture: np.ndarray, saliency: np.ndarray, masks: np.ndarray, l
         ax_mask.imshow(np.clip(shown, 0, 255).astype(np.uint8))
         if fg.any() and not fg.all():
             ax_mask.contour(fg.astype(float), levels=[0.5], colors=["#3f3"], linewidths=1.2)
-        ax_mask.set_title(f"GrabCut foreground: {fg.mean():.0%} of the image", fontsize=9)
+        ax_mask.set_title(f"foreground: {fg.mean():.0%} of the image", fontsize=FONT)
         for ax in axes[row]:
             ax.set_axis_off()
-        fig.colorbar(im, ax=[ax_sal], shrink=0.8, label=saliency_meaning)
+        _colour_bar(fig, im, [ax_sal])
+    _footnote(fig, f"Saliency colour: {saliency_meaning}.")
     _save(fig, path)
 
 
@@ -321,7 +392,7 @@ def guided_rows(picture: np.ndarray, grads: np.ndarray, shown: np.ndarray, label
     display at `percentile`) | overlay. The colour image is 0.5 grey where the gradient is zero, ±(the percentile
     of |g|) mapped to the ends of each channel's range."""
     t = len(shown)
-    fig, axes = plt.subplots(t, 4, figsize=(12, 3 * t), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(t, 4, figsize=(COLUMN, 1.75 * t + 0.35), squeeze=False, layout="constrained")
     for row in range(t):
         g = grads[row].transpose(1, 2, 0)
         if g.shape[-1] == 1:
@@ -331,18 +402,20 @@ def guided_rows(picture: np.ndarray, grads: np.ndarray, shown: np.ndarray, label
         m = shown[row]
         vmax = float(m.max()) or 1.0
         ax_img, ax_rgb, ax_map, ax_over = axes[row]
-        ax_img.imshow(picture)
-        ax_img.set_title(labels[row], fontsize=9)
-        ax_rgb.imshow(colour)
-        ax_rgb.set_title(f"{title} (colour)", fontsize=9)
+        ax_img.imshow(picture, interpolation=_interpolation(picture))
+        ax_img.set_title(_short(labels[row], 24), fontsize=MIN_FONT)
+        ax_rgb.imshow(colour, interpolation=_interpolation(colour))
+        ax_rgb.set_title(_wrapped(f"{title} (colour)", 1.5), fontsize=MIN_FONT)
         im = ax_map.imshow(m, cmap=SEQUENTIAL, vmin=0, vmax=vmax)
-        ax_map.set_title(f"{map_title}\n(clipped at the {percentile:g}th percentile)", fontsize=9)
-        ax_over.imshow(picture)
+        ax_map.set_title(_wrapped(map_title, 1.5), fontsize=MIN_FONT)
+        ax_over.imshow(picture, interpolation=_interpolation(picture))
         ax_over.imshow(m, cmap=SEQUENTIAL, vmin=0, vmax=vmax, alpha=0.6)
-        ax_over.set_title("overlay", fontsize=9)
+        ax_over.set_title("overlay", fontsize=MIN_FONT)
         for ax in axes[row]:
             ax.set_axis_off()
-        fig.colorbar(im, ax=axes[row].tolist(), shrink=0.8, label=bar_label)
+        _colour_bar(fig, im, axes[row].tolist())
+    _footnote(fig, f"Colour of the map: {bar_label}, clipped at the {percentile:g}th percentile; grey in the colour "
+                   "image is a zero gradient.")
     _save(fig, path)
 
 
@@ -350,16 +423,20 @@ def picture_row(pictures: list[np.ndarray], titles: list[str], path: Path, supti
                 columns: int | None = None) -> None:
     """Pictures side by side at the same size, each titled (original, changed, difference ...); more than `columns`
     wrap onto further rows, so that a long row stays legible at the page's width."""
-    cols = min(len(pictures), columns or len(pictures))
+    cols = min(len(pictures), columns or grid_columns(len(pictures)))
     rows = -(-len(pictures) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.4 * rows), squeeze=False, layout="constrained")
+    cell = COLUMN / cols
+    lines = max(1, max(_wrapped(t, cell - 0.1).count("\n") + 1 for t in titles))
+    fig, axes = plt.subplots(rows, cols, figsize=(COLUMN, (cell + 0.16 * lines + 0.05) * rows + (0.3 if suptitle else 0)),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, picture, title in zip(axes.flat, pictures, titles):
-        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255, interpolation="lanczos")
-        ax.set_title(title, fontsize=9)
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255,
+                  interpolation="nearest" if max(picture.shape[:2]) < 100 else "lanczos")
+        ax.set_title(_wrapped(title, cell - 0.1), fontsize=MIN_FONT)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
+        fig.suptitle(_wrapped(suptitle, COLUMN - 0.2, FONT), fontsize=FONT)
     _save(fig, path)
 
 
@@ -368,7 +445,10 @@ def picture_grid(grid: list[list[np.ndarray]], cell_titles: list[list[str]], row
     """grid[r][c] pictures (uint8, RGB or grayscale) with a title per row (left), per column (top) and per cell
     (below it)."""
     rows, cols = len(grid), max(len(r) for r in grid)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.2, (cell + 0.35) * rows + 0.3), squeeze=False,
+    side = 1.0 if any(row_titles) else 0.1  # inches for the row titles
+    cell = min(cell, (COLUMN - side) / cols)
+    below = 0.3 if any(t for r in cell_titles for t in r) else 0.05
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + side, (cell + below) * rows + 0.3), squeeze=False,
                              layout="constrained")
     for r in range(rows):
         for c in range(cols):
@@ -381,11 +461,11 @@ def picture_grid(grid: list[list[np.ndarray]], cell_titles: list[list[str]], row
                 continue
             picture = grid[r][c]
             ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255,
-                      interpolation="nearest" if max(picture.shape[:2]) < 64 else "lanczos")
+                      interpolation="nearest" if max(picture.shape[:2]) < 100 else "lanczos")
             if cell_titles[r][c]:
-                ax.set_xlabel(cell_titles[r][c], fontsize=8)
-            if r == 0:
-                ax.set_title(column_titles[c], fontsize=9)
-            if c == 0:
-                ax.set_ylabel(row_titles[r], fontsize=9)
+                ax.set_xlabel(_wrapped(cell_titles[r][c], cell), fontsize=MIN_FONT)
+            if r == 0 and column_titles[c]:
+                ax.set_title(_wrapped(column_titles[c], cell), fontsize=MIN_FONT)
+            if c == 0 and row_titles[r]:
+                ax.set_ylabel(_wrapped(row_titles[r], 1.2), fontsize=MIN_FONT)
     _save(fig, path)

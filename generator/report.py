@@ -176,7 +176,11 @@ def model_page_context(pages: ModelPages, selected: list[str], skipped: dict[str
         for k in selected if by_kind.get(k)
     ] + [{"kind": k, "title": registry.get(k).title, "summary": registry.get(k).summary, "failed": 0, "jobs": 0,
           "unmet": 0, "inapplicable": reason} for k, reason in (skipped or {}).items()]
+    by_title = {t["kind"]: t for t in techniques}
     return {
+        "families": [{"title": title, "techniques": [by_title[k] for k in kinds],
+                      "attribution": title == registry.family("saliency")}
+                     for title, kinds in registry.by_family(list(by_title))],
         "model": {
             "name": m.name, "source": m.source, "digest": m.digest, "parameters": m.num_params, "layers": m.layers,
             "input": m.input.model_dump(), "classes": len(m.labels) if m.labels else None,
@@ -206,7 +210,8 @@ def technique_page_context(pages: ModelPages, kind: str) -> dict[str, Any]:
 def dataset_context(dataset) -> dict[str, Any] | None:
     if dataset is None:
         return None
-    return {"name": dataset.name, "description": dataset.description, "size": len(dataset), "total": dataset.total,
+    return {"name": dataset.name, "description": dataset.description, "about": getattr(dataset, "about", ""),
+            "size": len(dataset), "total": dataset.total,
             "classes": dataset.classes, "skipped": dataset.skipped, "notes": dataset.notes}
 
 
@@ -329,7 +334,7 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
                 selected: dict[str, list[str]], summary: list[dict[str, Any]], errors: list[str],
                 skipped: dict[str, dict[str, str]] | None = None) -> None:
     """Every page. `skipped`: model → technique → why it does not apply; such a technique gets a page saying so."""
-    models = []
+    models, navs = [], []
     for pages in all_pages:
         name = pages.model.name
         kinds = [k for k in selected[name] if any(r.job.kind == k for r in pages.results)]
@@ -357,11 +362,96 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
             text = renderer.page("pages/inapplicable.md.j2", model={"name": name, "source": pages.model.source},
                                  technique={"kind": kind, "title": t.title, "summary": t.summary}, reason=reason)
             (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")
+        units = sorted({unit_page(r.job.layer) for r in pages.results if r.job.kind == "max_patches" and r.job.layer
+                        and r.artifact is not None and r.status != "failed"})
+        navs.append(model_nav(name, [t["kind"] for t in ctx["techniques"]], bool(comparison), units))
         models.append({"name": name, "source": pages.model.source, "techniques": ctx["techniques"],
                        "failed": sum(r.status == "failed" for r in pages.results),
                        "unmet": sum(unmet(r) for r in pages.results)})
     text = renderer.page("pages/index.md.j2", title=title, models=models, summary=summary, errors=errors)
     (folder / "index.md").write_text(text, encoding="utf-8")
+    write_json(folder / ".nav.json", {"models": navs})
+    write_overview(folder / OVERVIEW, all_pages)
+
+
+OVERVIEW = "overview.png"  # the home page's figure (site_src/index.md shows reports/overview.png)
+# What the overview shows of each model, in this order: technique → how to take one picture from its artifact.
+_OVERVIEW_KINDS = ("gradcam", "class_visualization", "unit_visualization", "deepdream", "style_transfer",
+                   "texture_synthesis", "fooling")
+
+
+def _as_picture(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) pixels in [0, 1] → (H, W, 3) uint8."""
+    a = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    a = (a * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
+
+
+def overview_tiles(pages: ModelPages, most: int = 4) -> list[tuple[np.ndarray, str]]:
+    """Up to `most` pictures that show what the report holds for one model, each with a short caption: a Grad-CAM
+    overlay, a class and a unit visualization, a dream, a painted or grown image; the inputs when none of these ran."""
+    tiles: list[tuple[np.ndarray, str]] = []
+    done = [r for r in pages.results if r.artifact is not None and r.status != "failed"]
+    for kind in _OVERVIEW_KINDS:
+        r = next((r for r in done if r.job.kind == kind), None)
+        if r is None or len(tiles) >= most:
+            continue
+        a, meta = r.artifact.arrays, r.artifact.meta
+        try:
+            if kind == "gradcam":
+                picture = pages.draw.picture(r.job.image)
+                target = (meta.get("targets") or [{}])[0].get("label", "")
+                tiles.append(((figures.heat_overlay(picture, a["map"][0], False, 99.0) * 255).astype(np.uint8),
+                              f"Grad-CAM: {target}"))
+            elif kind == "class_visualization":
+                label = (meta.get("classes") or [{}])[0].get("label", "")
+                tiles.append((_as_picture(a["regularized"][0]), f"class: {label}"))
+            elif kind == "unit_visualization":
+                unit = (meta.get("units") or [{}])[0].get("channel", 0)
+                tiles.append((_as_picture(a[next(iter(a))][0]), f"unit {r.job.layer} #{unit}"))
+            elif kind == "deepdream":
+                tiles.append((_as_picture(a["dream"]), f"DeepDream at {r.job.layer}"))
+            elif kind in ("style_transfer", "texture_synthesis"):
+                what = "style transfer" if kind == "style_transfer" else "texture (Gram)"
+                tiles.append((_as_picture(a["results"][-1]), what))
+            elif kind == "fooling":
+                tiles.append((_as_picture(a["fooled"]), f"fooling: {meta.get('target', '')}"))
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue  # an artifact of another shape: leave it out of the overview
+    if not tiles:
+        for r in (r for r in done if r.job.kind == "input"):
+            if len(tiles) < most:
+                tiles.append((pages.draw.picture(r.job.image), pages.draw.image_name(r.job.image)))
+    return tiles
+
+
+def write_overview(path: Path, all_pages: list[ModelPages]) -> None:
+    """The home page's figure: a row of four pictures per model (at most three models), captioned."""
+    rows = [(pages.model.name, overview_tiles(pages)) for pages in all_pages[:3]]
+    rows = [(name, tiles) for name, tiles in rows if tiles]
+    if not rows:
+        return
+    cols = max(len(tiles) for _, tiles in rows)
+    blank = np.full((8, 8, 3), 255, np.uint8)
+    grid = [[t[0] for t in tiles] + [blank] * (cols - len(tiles)) for _, tiles in rows]
+    cells = [[t[1] for t in tiles] + [""] * (cols - len(tiles)) for _, tiles in rows]
+    figures.picture_grid(grid, cells, [name for name, _ in rows], [""] * cols, path)
+
+
+def model_nav(name: str, kinds: list[str], comparison: bool, units: list[str]) -> dict[str, Any]:
+    """A model's pages in the sidebar (read by generator/mkdocs_hooks.py): grouped by technique family in the
+    overview's order, as on the model page; the comparison page ends its family, the unit pages follow top patches."""
+    families = []
+    for title, members in registry.by_family(kinds):
+        pages: list[Any] = []
+        for kind in members:
+            pages.append(f"{kind}.md")
+            if kind == "max_patches" and units:
+                pages.append({"Units by layer": units})
+        if comparison and title == registry.family("saliency"):
+            pages.append("comparison.md")
+        families.append({title: pages})
+    return {"folder": name, "title": name, "nav": families}
 
 
 def write_json(path: Path, data: Any) -> None:

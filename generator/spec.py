@@ -96,6 +96,8 @@ class DatasetSpec(Strict):
     classes: list[str] | None = Field(None, description="class names, overriding those the data set gives")
     limit: int | None = Field(None, ge=1, description="at most this many images, stratified by class")
     seed: int = Field(0, description="seed for the stratified subset and the crops")
+    about: str | None = Field(None, description="what the data set is and why it was chosen, in a sentence or two for "
+                                                "every page that looks across it")
 
     @model_validator(mode="after")
     def _one_source(self) -> "DatasetSpec":

@@ -43,9 +43,10 @@ def test_thumbnail_grid(tmp_path, pictures, kind):
     pics = pictures[0] if kind == "gray" else pictures[1]
     assignment = np.array([[0, 1, 2], [3, -1, 5]])
     figs.thumbnail_grid(pics, assignment, tmp_path / "g.png", cell=32)
-    out = png(tmp_path / "g.png", 96, 64)
-    assert out.shape[:2] == (64, 96)
-    assert (out[32:64, 32:64] == 255).all()  # the empty cell is white
+    d = figs.DENSITY  # drawn at 2×, shown at 96 × 64 CSS pixels
+    out = png(tmp_path / "g.png", 96 * d, 64 * d)
+    assert out.shape[:2] == (64 * d, 96 * d)
+    assert (out[32 * d:64 * d, 32 * d:64 * d] == 255).all()  # the empty cell is white
     if kind == "gray":  # grey stays grey
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
 

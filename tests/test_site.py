@@ -18,6 +18,8 @@ LABELS = ["<script>x</script>", "*bold*_", "[link](http://example.com)", "plain 
 def built(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("site"))
     shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    (root / "generator").mkdir()  # the MkDocs hooks mkdocs.yml names, beside it as in the repository
+    shutil.copy(REPO / "generator" / "mkdocs_hooks.py", root / "generator" / "mkdocs_hooks.py")
     # the hand-written pages, without any generated report (or a leftover staging folder)
     shutil.copytree(REPO / "site_src", root / "site_src",
                     ignore=lambda folder, names: [n for n in names if n == "reports" or n.startswith(".")]

@@ -27,5 +27,6 @@ class Input(Technique):
     def draw(self, art, job, env, path: Path) -> bool:
         from generator.images import display
 
-        figures.save_picture(display(art.main, env.model.input), path)
+        # A small input (28 px) is enlarged with crisp pixels, so that it is visible beside 224-px photos.
+        figures.save_picture(display(art.main, env.model.input), path, min_side=160)
         return True

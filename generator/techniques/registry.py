@@ -39,6 +39,33 @@ _ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activa
                                TextureSynthesis, StyleTransfer]
 TECHNIQUES: dict[str, Technique] = {cls.kind: cls() for cls in _ALL}
 
+# The families of the site's overview (site_src/index.md), in its order: the model page and the sidebar group a
+# model's techniques under these titles, in this order, each family's techniques in the spec's order.
+FAMILIES: dict[str, list[str]] = {
+    "What it sees": ["input", "architecture", "predictions", "filters", "activations", "max_patches"],
+    "How it arranges a data set": ["nearest_neighbors", "embedding"],
+    "Why it decides": ["saliency", "guided_backprop", "integrated_gradients", "smoothgrad", "occlusion", "gradcam",
+                       "guided_gradcam", "saliency_grabcut"],
+    "What it would draw": ["class_visualization", "unit_visualization", "multifaceted", "fooling", "deepdream"],
+    "What it remembers, and style": ["feature_inversion", "texture_synthesis_nonparametric", "texture_synthesis",
+                                     "style_transfer"],
+}
+OTHER_FAMILY = "Other techniques"
+
+
+def family(kind: str) -> str:
+    """The overview family a technique belongs to (OTHER_FAMILY for one not listed)."""
+    return next((title for title, kinds in FAMILIES.items() if kind in kinds), OTHER_FAMILY)
+
+
+def by_family(kinds: list[str]) -> list[tuple[str, list[str]]]:
+    """kinds grouped by family: families in the overview's order, kinds in their given order; empty families left out."""
+    order = list(FAMILIES) + [OTHER_FAMILY]
+    groups: dict[str, list[str]] = {}
+    for kind in kinds:
+        groups.setdefault(family(kind), []).append(kind)
+    return [(title, groups[title]) for title in order if title in groups]
+
 
 def get(kind: str) -> Technique:
     return TECHNIQUES[kind]
