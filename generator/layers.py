@@ -101,7 +101,11 @@ def receptive_fields(model: nn.Module, names: list[str], channels: int, side: in
     lin = _linearize(model)
     result: dict[str, ReceptiveField | None] = {}
     pending = list(names)
-    while pending and side <= MAX_SIDE:
+    # A field wider than twice the input covers the whole input from every unit, whatever its exact size: probing
+    # up to 4× the input measures every field a reader can tell apart, and stops the doubling early for layers
+    # whose field is global (after a squeeze-excite block's pooling), which would otherwise run to MAX_SIDE.
+    limit = min(MAX_SIDE, max(4 * side, 256))
+    while pending and side <= limit:
         retry = []
         chunk = max(1, PIXEL_BUDGET // (3 * side * NARROW))
         for start in range(0, len(pending), chunk):
@@ -112,7 +116,7 @@ def receptive_fields(model: nn.Module, names: list[str], channels: int, side: in
                 else:
                     result[name] = rf
         pending, side = retry, side * 2
-    for name in pending:  # still touching the border at MAX_SIDE: as good as whole
+    for name in pending:  # still touching the border at 4× the input: every unit sees the whole input
         result[name] = ReceptiveField(MAX_SIDE, 0, 0.0, whole=True)
     return result
 
