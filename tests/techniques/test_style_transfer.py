@@ -153,3 +153,29 @@ def test_without_style_sets_each_content_image_takes_the_next_ones_style():
     ctx.own = ["photos/chelsea"]
     with pytest.raises(ValueError, match="styles: no style image sets are named"):
         technique.run(ctx, [Job("tiny", "style_transfer", p, image="photos/chelsea")])
+
+
+def test_default_style_layers_leave_out_layers_with_too_few_positions():
+    """A last stage of many channels on a few positions has a Gram matrix no image can match: with it in the loss
+    the result barely moves (EfficientNet-Lite0's head: 1280 channels on 5 × 5 positions at 160 px). By default
+    only layers with P ≥ C / 4 are matched; named style layers are used as given."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from generator.techniques.style_transfer import default_style_layers
+
+    net = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(3, 8, 3, padding=1)), ("act1", nn.ReLU()),  # 8 channels on 32 × 32
+        ("conv2", nn.Conv2d(8, 16, 3, stride=4, padding=1)), ("act2", nn.ReLU()),  # 16 on 8 × 8
+        ("conv3", nn.Conv2d(16, 128, 3, stride=4, padding=1)), ("act3", nn.ReLU()),  # 128 on 2 × 2: too few
+        ("gap", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()), ("fc", nn.Linear(128, 4)),
+    ])).eval()
+    model = make_model(net, 32)
+    model.layers = ["act1", "act2", "act3"]
+    assert default_style_layers(model, 32) == ["act1", "act2"]
+    assert default_style_layers(model, 128) == ["act1", "act2", "act3"]  # 8 × 8 positions for 128 channels
+    ctx = style_ctx(net)
+    ctx.model.layers = ["act1", "act2", "act3"]
+    art = run(ctx, style_layers=None, content_layer="act2", size=32, random_filters=False, smoothing=False)
+    assert art.meta["style_layers"] == ["act1", "act2"]
