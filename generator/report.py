@@ -57,7 +57,8 @@ def previous_records(output: Path) -> dict[str, dict[str, Any]]:
 
 def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], None],
                   previous: Path | None = None) -> list[dict[str, Any]]:
-    """Draw each artifact's figure and save its arrays (one .npz each); return the manifest records. Figures of cached
+    """Draw each artifact's figure and save its arrays: the main one as `.npy` (the record's `data`, what a reader
+    loads first), the others in one `.npz` beside it (`archive`); return the manifest records. Figures of cached
     results are copied from the `previous` output when the drawing code has not changed since, and so are their
     data files when they list the same arrays (a cached result's arrays are those its file was written from). A
     figure that fails to draw turns its result into a failure shown on the page."""
@@ -70,15 +71,21 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             continue
         name = pages.model.name
         figure = f"{name}/figures/{r.job.kind}/{stem(r)}.png"
-        data = f"{name}/data/{r.job.kind}/{stem(r)}.npz"
+        data = f"{name}/data/{r.job.kind}/{stem(r)}.npy"
+        rest = dict(list(r.artifact.arrays.items())[1:])
+        archive = f"{name}/data/{r.job.kind}/{stem(r)}.npz" if rest else None
         (folder / data).parent.mkdir(parents=True, exist_ok=True)
         before = old.get(r.job.key)
-        arrays = array_records(r.artifact.arrays, registry.get(r.job.kind))
-        if (r.status == "cached" and before and before.get("data") == data and (previous / data).is_file()
-                and _shapes(before.get("arrays")) == _shapes(arrays)):
-            shutil.copy2(previous / data, folder / data)
+        arrays = array_records(r.artifact.arrays, registry.get(r.job.kind), data, archive)
+        files = [f for f in (data, archive) if f]
+        if (r.status == "cached" and before and before.get("data") == data and before.get("archive") == archive
+                and all((previous / f).is_file() for f in files) and _shapes(before.get("arrays")) == _shapes(arrays)):
+            for f in files:
+                shutil.copy2(previous / f, folder / f)
         else:
-            write_arrays(folder / data, r.artifact.arrays)
+            np.save(folder / data, r.artifact.main, allow_pickle=False)
+            if archive:
+                write_arrays(folder / archive, rest)
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         try:
             olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
@@ -101,21 +108,24 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         r.artifact.meta["_figure"] = main
         r.artifact.meta["_figures"] = named
         r.artifact.meta["_data"] = data
+        r.artifact.meta["_archive"] = archive
         r.artifact.meta["_arrays"] = [a["name"] for a in arrays]
         records.append({
             "model": name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
             "target": r.artifact.meta.get("target"), "params": r.job.params.model_dump(mode="json"),
-            "metrics": r.artifact.metrics, "figure": main, "figures": named, "data": data, "arrays": arrays,
+            "metrics": r.artifact.metrics, "figure": main, "figures": named, "data": data, "archive": archive,
+            "arrays": arrays,
             "key": r.job.key, "drawing": drawing if named else None,
         })
     return records
 
 
-def array_records(arrays: dict[str, np.ndarray], technique) -> list[dict[str, Any]]:
+def array_records(arrays: dict[str, np.ndarray], technique, data: str, archive: str | None) -> list[dict[str, Any]]:
     """What the manifest lists of each array of an artifact, in its order (the main array first): name, shape,
-    dtype and meaning (the technique's `arrays`)."""
+    dtype, meaning (the technique's `arrays`) and the file that holds it (`data`, or the `archive` for the rest)."""
     return [{"name": name, "shape": list(np.shape(value)), "dtype": str(np.asarray(value).dtype),
-             "meaning": technique.meaning(name)} for name, value in arrays.items()]
+             "meaning": technique.meaning(name), "file": data if i == 0 else archive}
+            for i, (name, value) in enumerate(arrays.items())]
 
 
 def _shapes(listed: Any) -> list[tuple] | None:
@@ -148,7 +158,8 @@ def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
         "layer": r.job.layer, "image": r.job.image,
         "image_name": pages.draw.image_name(r.job.image) if r.job.image else None,
         "status": r.status, "error": r.error, "seconds": r.seconds,
-        "figure": rel(meta.get("_figure")), "data": rel(meta.get("_data")), "arrays": meta.get("_arrays") or [],
+        "figure": rel(meta.get("_figure")), "data": rel(meta.get("_data")), "archive": rel(meta.get("_archive")),
+        "arrays": meta.get("_arrays") or [],
         "figures": {k: rel(v) for k, v in (meta.get("_figures") or {}).items()},
         "meta": meta, "metrics": meta.get("metrics", {}),
         "unmet": list(meta.get("unmet") or []),  # goals this result did not reach, one line each

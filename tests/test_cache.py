@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from conftest import cli, read_json, tiny_spec, write_spec
+from conftest import cli, read_json, record_arrays, tiny_spec, write_spec
 from generator.cache import Cache, cache_key
 from generator.techniques.base import Artifact
 
@@ -89,7 +89,7 @@ def test_changing_a_param_reruns_only_that_technique(project):
     preds = [r for r in manifest if r["technique"] == "predictions"]
     assert len(preds) == 2 and all(r["params"]["top_k"] == 2 for r in preds)
     # all class probabilities kept
-    assert all(len(np.load(project / "out" / r["data"])["probabilities"]) == 4 for r in preds)
+    assert all(len(record_arrays(project / "out", r)["probabilities"]) == 4 for r in preds)
 
 
 def test_adding_a_layer_reruns_only_its_jobs(project):

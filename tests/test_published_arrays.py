@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cli, make_project, read_json, tiny_spec, write_spec
+from conftest import cli, make_project, read_json, record_arrays, tiny_spec, write_spec
 from generator.techniques import registry
 from generator.techniques.base import Technique
 
@@ -85,14 +85,22 @@ def test_every_data_file_holds_what_the_manifest_lists(built):
     out = project / "out"
     for r in records(project):
         listed = r["arrays"]
-        assert r["data"].endswith(".npz") and listed, r["data"]
-        with zipfile.ZipFile(out / r["data"]) as archive:  # nothing in the file that the manifest does not list
-            assert archive.namelist() == [f"{a['name']}.npy" for a in listed], r["data"]
-        with np.load(out / r["data"], allow_pickle=False) as data:
-            assert list(data.files) == [a["name"] for a in listed]
-            for a in listed:
+        main, rest = listed[0], listed[1:]
+        # the main array alone in `data` (.npy: what a reader loads first), every other one in the `archive` (.npz)
+        assert r["data"].endswith(".npy") and main["file"] == r["data"], r["data"]
+        value = np.load(out / r["data"], allow_pickle=False)
+        assert list(value.shape) == main["shape"] and str(value.dtype) == main["dtype"], (r["data"], main)
+        if not rest:
+            assert r["archive"] is None
+            continue
+        assert r["archive"].endswith(".npz") and all(a["file"] == r["archive"] for a in rest)
+        with zipfile.ZipFile(out / r["archive"]) as archive:  # nothing in the file that the manifest does not list
+            assert archive.namelist() == [f"{a['name']}.npy" for a in rest], r["archive"]
+        with np.load(out / r["archive"], allow_pickle=False) as data:
+            assert list(data.files) == [a["name"] for a in rest]
+            for a in rest:
                 value = data[a["name"]]
-                assert list(value.shape) == a["shape"] and str(value.dtype) == a["dtype"], (r["data"], a)
+                assert list(value.shape) == a["shape"] and str(value.dtype) == a["dtype"], (r["archive"], a)
                 assert value.dtype != object
 
 
@@ -110,7 +118,7 @@ def test_numbers_shown_in_figures_are_published(built):
     def arrays(kind: str, model: str = "tiny") -> list[dict]:
         found = [r for r in records(project) if r["technique"] == kind and r["model"] == model]
         assert found, kind
-        return [dict(np.load(out / r["data"], allow_pickle=False)) | {"_record": r} for r in found]
+        return [record_arrays(out, r) | {"_record": r} for r in found]
 
     for a in arrays("saliency"):
         r = a["_record"]
@@ -148,7 +156,7 @@ def test_numbers_shown_in_figures_are_published(built):
 def test_a_cached_rebuild_publishes_the_same_arrays(built):
     project, path = built
     before = {r["key"]: (r["arrays"], r["figures"]) for r in records(project)}
-    files = {r["data"]: (project / "out" / r["data"]).read_bytes() for r in records(project)}
+    files = {f: (project / "out" / f).read_bytes() for r in records(project) for f in (r["data"], r["archive"]) if f}
     assert cli("build", path) == 0
     assert all(j["status"] == "cached" for j in read_json(project / "out" / "build.json")["jobs"])
     assert {r["key"]: (r["arrays"], r["figures"]) for r in records(project)} == before
