@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +202,13 @@ def record_arrays(out: Path, record: dict) -> dict[str, np.ndarray]:
         with np.load(out / record["archive"], allow_pickle=False) as rest:
             arrays.update({name: rest[name] for name in rest.files})
     return arrays
+
+
+def colour_folder(root: Path, per_class: int = 5) -> None:
+    """A labelled image folder of three colour classes (red, green, blue), `per_class` noisy 24-px images each."""
+    rng = np.random.default_rng(0)
+    for name, rgb in {"red": (200, 30, 30), "green": (30, 190, 60), "blue": (30, 50, 210)}.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            a = np.asarray(rgb)[None, None] + rng.normal(0, 30, (24, 24, 3))
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")

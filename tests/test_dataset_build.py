@@ -7,19 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import cli, read_json, tiny_spec, write_spec
+from conftest import cli, colour_folder, read_json, tiny_spec, write_spec
 
 VIEWS = {"nearest_neighbors": {"k": 3, "queries": 3}, "embedding": {"grid": 4, "perplexity": 5},
          "max_patches": {"per_layer": 2, "top_k": 3}}
-
-
-def colour_folder(root: Path, per_class: int = 5) -> None:
-    rng = np.random.default_rng(0)
-    for name, rgb in {"red": (200, 30, 30), "green": (30, 190, 60), "blue": (30, 50, 210)}.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            a = np.asarray(rgb)[None, None] + rng.normal(0, 30, (24, 24, 3))
-            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
 
 
 def data_spec(**model) -> dict:

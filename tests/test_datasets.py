@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import cli, make_project, noise_image, tiny_spec, write_spec
+from conftest import cli, noise_image, tiny_spec, write_spec
 from generator import datasets as datalib
 from generator.errors import ConvscopeError, SpecErrors
 from generator.spec import Spec

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from conftest import TINYMOD, cli, tiny_net, tiny_spec, write_spec
 from generator.build import prepare
 from generator.errors import ConvscopeError, SpecErrors
-from generator.models import ModelLoader, select_logits
+from generator.models import LoadedModel, ModelLoader, select_logits
 from generator.spec import Spec
 
 
@@ -72,7 +72,7 @@ def _finetuned(arch: str, classes: int = 7, **kwargs) -> torch.nn.Module:
     return torchvision.models.get_model(arch, num_classes=classes, **kwargs).eval()
 
 
-def _load_tv(folder, arch: str, **model) -> "LoadedModel":
+def _load_tv(folder, arch: str, **model) -> LoadedModel:
     spec = Spec.parse({"device": "cpu", "models": [{"name": "m", "torchvision": arch, **model}]})
     spec._path = folder / "spec.yml"
     return ModelLoader(spec, torch.device("cpu")).load(0)

@@ -17,11 +17,10 @@ import annotated_types as at
 import pytest
 from pydantic import ValidationError
 
-from conftest import cli, read_json, tiny_spec, write_spec
+from conftest import cli, colour_folder, read_json, tiny_spec, write_spec
 from generator.spec import Spec
 from generator.errors import SpecErrors
 from generator.techniques import registry
-from test_dataset_build import colour_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import cli, make_project, read_json, record_arrays, tiny_spec, write_spec
+from conftest import cli, colour_folder, make_project, read_json, record_arrays, tiny_spec, write_spec
 from generator.techniques import registry
 from generator.techniques.base import Technique
 
@@ -47,19 +46,10 @@ TECHNIQUES = {
 }
 
 
-def colour_folder(root: Path, per_class: int = 4) -> None:
-    rng = np.random.default_rng(0)
-    for name, rgb in {"red": (200, 30, 30), "green": (30, 190, 60), "blue": (30, 50, 210)}.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            a = np.asarray(rgb)[None, None] + rng.normal(0, 30, (24, 24, 3))
-            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("arrays"))
-    colour_folder(project / "colours")
+    colour_folder(project / "colours", per_class=4)
     spec = tiny_spec(dataset="colours", techniques=TECHNIQUES)
     spec["datasets"] = {"colours": {"folder": "colours"}}
     # A second model for guided backprop's unit mode (a layer's channel instead of a class), without a data set.

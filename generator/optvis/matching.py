@@ -376,7 +376,6 @@ def synthesize(terms: Sequence[Term], start: torch.Tensor, *, steps: int = 200, 
     scales = [float(s) for s in scales]
     if scales[-1] != 1.0 or sorted(scales) != scales:
         raise ValueError(f"scales must ascend to 1, got {scales}")
-    device = start.device
     full = tuple(start.shape[-2:])
     nets = {id(t.net): t.net for t in terms}
     layers = {key: list(dict.fromkeys(layer for t in terms if id(t.net) == key for layer in t.layers)) for key in nets}

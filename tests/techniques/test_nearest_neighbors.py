@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import tiny_net
 from datanets import colour_dataset, data_context, job
@@ -49,7 +48,6 @@ def test_fashion_mnist_feature_neighbours_beat_pixel_neighbours(tmp_path: Path):
     from PIL import Image
 
     from generator.builtin import fashion_mnist as fm
-    from generator.models import LoadedModel
     from generator.spec import InputSpec
 
     pictures, labels = idx.load_fashion_mnist(idx.DEBIAN_ROOT, "test")

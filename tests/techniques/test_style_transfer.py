@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from pydantic import ValidationError
 
 from gradnets import act_net, assert_same_state, make_model, model_state
