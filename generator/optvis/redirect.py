@@ -41,10 +41,12 @@ class _Redirected(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         low, high = ctx.low, ctx.high
         plain = grad * ((x > low) & (x < high))
+        silent = ~(plain != 0).flatten(1).any(1) if plain.dim() > 1 else plain == 0
+        if not bool(silent.any()):  # the usual case once the units fire: the exact gradient, nothing more to compute
+            return plain, None, None, None
         # A descent step moves x by −grad: below `low` only a negative grad raises it, above `high` only a positive.
         wrong_way = ((x <= low) & (grad > 0)) | ((x >= high) & (grad < 0))
         redirected = grad.masked_fill(wrong_way, 0)
-        silent = plain.flatten(1).abs().amax(1) == 0 if plain.dim() > 1 else plain == 0
         silent = silent.view(-1, *([1] * (plain.dim() - 1)))
         return torch.where(silent, redirected, plain), None, None, None
 
