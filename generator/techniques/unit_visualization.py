@@ -32,6 +32,19 @@ def moved(before: float, after: float) -> bool:
     return after - before > 1e-6 * max(1.0, abs(before))
 
 
+# A result whose pixels vary by less than this (standard deviation, as a fraction of the batch's range) is a
+# near-uniform image: a unit that prefers an overall brightness or colour to any pattern (Fashion-MNIST `features.6`
+# channels 13, 21 and 38 reach 0.8 on a flat grey, above every test image's 0.5). The tile and table say so, since a
+# reader would otherwise take it for a failed visualization.
+UNIFORM_CONTRAST = 0.045
+
+
+def image_contrast(images: np.ndarray) -> np.ndarray:
+    """(N,): each image's pixel standard deviation as a fraction of the range of all N images' pixels."""
+    spread = float(np.ptp(images)) or 1.0
+    return images.reshape(len(images), -1).std(1) / spread
+
+
 class UnitVisualizationParams(Params):
     channels: list[int] | None = Field(None, min_length=1, description="channels to draw in every layer, at least "
                                                                        "one (default: those of "
@@ -59,13 +72,15 @@ class UnitVisualization(Technique):
     Params = UnitVisualizationParams
     scope = "layer"
     follows_dataset = True
-    version = 3
+    version = 4
     arrays = {
         "images": "(channels, C, S, S) float32: the image that maximizes each chosen channel's mean activation, "
                   "pixels in [0, 1]",
         "channels": "(channels,) int64: the chosen channels, the rows of the other arrays",
         "before": "(channels,) float32: each channel's spatial mean activation on its starting image",
         "after": "(channels,) float32: the same on its result (the figure's captions)",
+        "contrast": "(channels,) float32: the result's pixel standard deviation as a fraction of the range of all the "
+                    "layer's results; below 0.045 it is called near-uniform on its tile",
         "dataset_mean": "(channels,) float32: with a data set, each channel's spatial mean activation averaged over "
                         "the data set",
     }
@@ -108,8 +123,10 @@ class UnitVisualization(Technique):
         average = None
         if ctx.features is not None:  # the spatial mean per channel, averaged over the data set
             average = np.asarray(ctx.features.layer(layer).vectors)[:, chosen].mean(0).tolist()
+        contrast = image_contrast(result.images)
         units = [{"channel": int(c), "before": float(start[i]), "after": float(end[i]),
-                  "moved": moved(float(start[i]), float(end[i])),
+                  "moved": moved(float(start[i]), float(end[i])), "contrast": float(contrast[i]),
+                  "uniform": bool(contrast[i] < UNIFORM_CONTRAST),
                   "dataset_mean": None if average is None else float(average[i])} for i, c in enumerate(chosen)]
         meta = {"channels": [int(c) for c in chosen], "units": units, "steps": p.steps, "size": size,
                 "seconds": result.seconds, "captions": result.captions,
@@ -121,7 +138,8 @@ class UnitVisualization(Technique):
             meta["unmet"] = [f"channel {u['channel']} did not move: mean activation {u['before']:.3f} at the start, "
                              f"{u['after']:.3f} after {p.steps} steps" for u in still]
         arrays = {"images": result.images.astype(np.float32), "channels": np.asarray(chosen, dtype=np.int64),
-                  "before": np.asarray(start, dtype=np.float32), "after": np.asarray(end, dtype=np.float32)}
+                  "before": np.asarray(start, dtype=np.float32), "after": np.asarray(end, dtype=np.float32),
+                  "contrast": contrast.astype(np.float32)}
         if average is not None:
             arrays["dataset_mean"] = np.asarray(average, dtype=np.float32)
         return Artifact(arrays, meta)
@@ -153,6 +171,7 @@ class UnitVisualization(Technique):
         cols = figures.grid_columns(len(pictures))  # 8 units: two rows of 4
         rows = [pictures[i:i + cols] for i in range(0, len(pictures), cols)]
         titles = [[f"channel {u['channel']}: {u['after']:.2f}" + ("" if u.get("moved", True) else " — did not move")
+                   + (" — near-uniform" if u.get("uniform") else "")
                    for u in m["units"][i:i + cols]]
                   for i in range(0, len(pictures), cols)]
         figures.picture_grid(rows, titles, [""] * len(rows), [""] * cols, path)

@@ -112,3 +112,15 @@ def test_a_unit_silent_at_the_start_still_moves(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(unit_visualization.figures, "picture_grid", lambda grid, cells, *a, **k: titles.extend(cells))
     UnitVisualization().draw(art, job("unit_visualization", params, "relu"), None, tmp_path / "u.png")
     assert titles == [[f"channel 0: {first['after']:.2f}", "channel 1: 0.00 — did not move"]]
+
+
+def test_a_near_uniform_result_is_called_so():
+    """Contrast is measured per result against the layer's range: a flat image is 'near-uniform' on its tile and in
+    the table, a patterned one is not (a flat grey tile read as a failure otherwise)."""
+    from generator.techniques.unit_visualization import UNIFORM_CONTRAST, image_contrast
+
+    rng = np.random.default_rng(0)
+    images = np.stack([np.full((3, 16, 16), 0.5), rng.uniform(0, 1, (3, 16, 16))]).astype(np.float32)
+    images[0] += rng.normal(0, 0.01, images[0].shape).astype(np.float32)
+    contrast = image_contrast(images)
+    assert contrast[0] < UNIFORM_CONTRAST < contrast[1]
