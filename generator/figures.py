@@ -44,6 +44,14 @@ def grid_columns(n: int, most: int = 4) -> int:
     return max(1, min(n, most))
 
 
+def to_picture(image: np.ndarray, rgb: bool = False) -> np.ndarray:
+    """(C, H, W) pixels in [0, 1] → (H, W, 3) uint8, or (H, W) for one channel unless `rgb`."""
+    a = (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    if a.shape[2] == 1:
+        return np.repeat(a, 3, axis=2) if rgb else a[..., 0]
+    return a[..., :3]
+
+
 def _wrapped(text: str, inches: float, points: float = MIN_FONT) -> str:
     """Text broken into lines that fit `inches` at `points` (about 0.5 em a character)."""
     import textwrap

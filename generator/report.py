@@ -391,13 +391,6 @@ _OVERVIEW_KINDS = ("gradcam", "class_visualization", "unit_visualization", "deep
                    "texture_synthesis", "fooling")
 
 
-def _as_picture(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) pixels in [0, 1] → (H, W, 3) uint8."""
-    a = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
-    a = (a * 255).round().astype(np.uint8).transpose(1, 2, 0)
-    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
-
-
 def overview_tiles(pages: ModelPages, most: int = 4) -> list[tuple[np.ndarray, str]]:
     """Up to `most` pictures that show what the report holds for one model, each with a short caption: a Grad-CAM
     overlay, a class and a unit visualization, a dream, a painted or grown image; the inputs when none of these ran."""
@@ -416,17 +409,17 @@ def overview_tiles(pages: ModelPages, most: int = 4) -> list[tuple[np.ndarray, s
                               f"Grad-CAM: {target}"))
             elif kind == "class_visualization":
                 label = (meta.get("classes") or [{}])[0].get("label", "")
-                tiles.append((_as_picture(a["regularized"][0]), f"class: {label}"))
+                tiles.append((figures.to_picture(a["regularized"][0], rgb=True), f"class: {label}"))
             elif kind == "unit_visualization":
                 unit = (meta.get("units") or [{}])[0].get("channel", 0)
-                tiles.append((_as_picture(a[next(iter(a))][0]), f"unit {r.job.layer} #{unit}"))
+                tiles.append((figures.to_picture(a[next(iter(a))][0], rgb=True), f"unit {r.job.layer} #{unit}"))
             elif kind == "deepdream":
-                tiles.append((_as_picture(a["dream"]), f"DeepDream at {r.job.layer}"))
+                tiles.append((figures.to_picture(a["dream"], rgb=True), f"DeepDream at {r.job.layer}"))
             elif kind in ("style_transfer", "texture_synthesis"):
                 what = "style transfer" if kind == "style_transfer" else "texture (Gram)"
-                tiles.append((_as_picture(a["results"][-1]), what))
+                tiles.append((figures.to_picture(a["results"][-1], rgb=True), what))
             elif kind == "fooling":
-                tiles.append((_as_picture(a["fooled"]), f"fooling: {meta.get('target', '')}"))
+                tiles.append((figures.to_picture(a["fooled"], rgb=True), f"fooling: {meta.get('target', '')}"))
         except (KeyError, IndexError, ValueError, TypeError):
             continue  # an artifact of another shape: leave it out of the overview
     if not tiles:

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from generator import figures
+from generator.figures import to_picture
 from generator import images as imagelib
 from generator.features import penultimate
 from generator.techniques.attribution import resolve_target, target_problems
@@ -308,12 +309,6 @@ class Multifaceted(Technique):
         columns = [f"member {i + 1}" for i in range(t)] + ["mean image (start)", f"after {m['steps']} steps"]
         figures.picture_grid(grid, cells, rows, columns, path, cell=1.8)
         return True
-
-
-def to_picture(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) in [0, 1] → (H, W, 3) or (H, W) uint8."""
-    a = (np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
-    return a[..., 0] if a.shape[2] == 1 else a
 
 
 def as_picture(picture: np.ndarray, like: np.ndarray) -> np.ndarray:

@@ -49,13 +49,13 @@ import torch
 from pydantic import Field
 
 from generator import figures
+from generator.figures import to_picture
 from generator.techniques.base import Artifact, Job, Params, Technique
 from generator.techniques.texture_synthesis import (
     NOISE_SD,
     channels_of,
     layer_problems,
     random_size_problems,
-    to_picture,
 )
 
 

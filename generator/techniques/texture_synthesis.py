@@ -28,6 +28,7 @@ import torch
 from pydantic import Field
 
 from generator import figures
+from generator.figures import to_picture
 from generator.techniques.base import Artifact, Job, Params, Technique
 
 PLAIN, SMOOTHED = "plain Gram", "activation smoothing (SWAG)"
@@ -280,7 +281,3 @@ class TextureSynthesis(Technique):
         return True
 
 
-def to_picture(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) in [0, 1] → (H, W, 3) or (H, W) uint8."""
-    a = (np.clip(image, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
-    return a[..., 0] if a.shape[2] == 1 else a

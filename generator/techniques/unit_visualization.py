@@ -21,9 +21,10 @@ import torch
 from pydantic import Field
 
 from generator import figures
+from generator.figures import to_picture
 from generator.hooks import record_outputs
 from generator.techniques.base import Artifact, Job, Params, Technique
-from generator.techniques.class_visualization import fourier_setup, to_picture
+from generator.techniques.class_visualization import fourier_setup
 from generator.techniques.max_patches import spread
 
 
