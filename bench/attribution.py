@@ -26,7 +26,7 @@ from generator.context import RunContext
 from generator.models import LoadedModel, imagenet_labels
 from generator.spec import InputSpec
 from generator.techniques import registry
-from generator.techniques.occlusion import fill_images, window_count
+from generator.techniques.attribution.occlusion import fill_images, window_count
 from timing import timed  # bench/timing.py (the script's folder is on sys.path)
 
 PHOTOS = ["skimage:chelsea", "skimage:coffee", "skimage:rocket", "skimage:astronaut"]
@@ -107,7 +107,7 @@ def main() -> None:
     ig = registry.get("integrated_gradients")
     ig_params = ig.Params(steps=args.steps, method="gausslegendre", baseline="black", faithfulness=False,
                           sanity=False)
-    from generator.techniques.integrated_gradients import make_baseline
+    from generator.techniques.attribution.integrated_gradients import make_baseline
 
     baseline = make_baseline(model, x, "black")
     t_ours, ours, t_ref, ref = pair(lambda: ig.attribute(ctx, x, targets, ig_params),

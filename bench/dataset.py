@@ -28,9 +28,9 @@ import argparse
 import numpy as np
 import torch
 
-from generator import embedding
+from generator.techniques.dataset import tsne as projection
 from generator.idx import DEBIAN_ROOT, load_fashion_mnist
-from generator.neighbors import nearest
+from generator.techniques.dataset.knn import nearest
 from timing import timed  # bench/timing.py (the script's folder is on sys.path)
 
 
@@ -87,7 +87,7 @@ def tsne(args) -> list[tuple]:
     vectors, labels, _, _ = fashion_vectors("test", args.points, 50)
     print(f"t-SNE: {vectors.shape} Fashion-MNIST PCA vectors, perplexity 30, {args.jobs} threads")
     runs = {
-        "ours (openTSNE, exact k-NN)": lambda: embedding.tsne(vectors, seed=0, n_jobs=args.jobs, device=args.device),
+        "ours (openTSNE, exact k-NN)": lambda: projection.tsne(vectors, seed=0, n_jobs=args.jobs, device=args.device),
         "openTSNE (Annoy k-NN)": lambda: np.asarray(OpenTSNE(perplexity=30, initialization="pca", random_state=0,
                                                              n_jobs=args.jobs).fit(vectors)),
         "scikit-learn TSNE (Barnes-Hut)": lambda: SkTSNE(perplexity=30, init="pca", learning_rate="auto",
@@ -97,8 +97,8 @@ def tsne(args) -> list[tuple]:
     for name, fn in runs.items():
         seconds, points = timed(fn)
         ours_s = ours_s or seconds
-        trust = embedding.trustworthiness(vectors, points, k=5)
-        agree = embedding.knn_label_agreement(points, labels, k=5)
+        trust = projection.trustworthiness(vectors, points, k=5)
+        agree = projection.knn_label_agreement(points, labels, k=5)
         print(f"  {name}: {seconds:.1f} s, trustworthiness {trust:.4f}, 5-NN label agreement {agree:.4f}")
         rows.append(("t-SNE", name, ours_s, seconds, f"trustworthiness {trust:.4f}, 5-NN labels {agree:.4f}"))
     return rows
@@ -116,12 +116,12 @@ def features(args) -> list[tuple]:
 
     from generator import images as imagelib
     from generator.datasets import Dataset
-    from generator.features import FeatureStore, penultimate
+    from generator.techniques.dataset.feature_pass import FeatureStore, penultimate
     from generator.hooks import record_outputs
     from generator.models import ModelLoader
-    from generator.spec import Spec
+    from generator.checks import ReportSpec
 
-    spec = Spec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"},
+    spec = ReportSpec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"},
                                   {"name": "lite", "builtin": "efficientnet-lite0"}]})
     pictures, labels = load_fashion_mnist(DEBIAN_ROOT, "test")
     rows = []
@@ -182,7 +182,7 @@ def main() -> None:
                                                                 "(EfficientNet-Lite0 gets a 40th of them)")
     ap.add_argument("--batch", type=int, default=64, help="batch size of both feature extraction loops")
     ap.add_argument("--points", type=int, default=10_000, help="t-SNE points")
-    ap.add_argument("--jobs", type=int, default=embedding._jobs(), help="t-SNE threads (default: every core)")
+    ap.add_argument("--jobs", type=int, default=projection._jobs(), help="t-SNE threads (default: every core)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()

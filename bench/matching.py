@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from generator import efros_leung as el
+from generator.techniques.synthesis import efros_leung as el
 from generator import images as imagelib
 from timing import timed  # bench/timing.py (the script's folder is on sys.path)
 

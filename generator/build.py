@@ -17,18 +17,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from generator import datasets as datalib
-from generator import images as imagelib
 from generator.cache import Cache
-from generator.context import DrawContext, RunContext, resolve_device
-from generator.errors import ConvscopeError, SpecErrors, did_you_mean
-from generator.features import FeatureStore
-from generator.layers import default_layers
-from generator.models import LoadedModel, ModelLoader
+from generator.checks import ReportSpec, prepare, sets_used_by
+from generator.context import DrawContext, RunContext
+from generator.errors import ConvscopeError, did_you_mean
+from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.pipeline import Result, execute, inapplicable, plan
-from generator.render import Renderer
+from generator.templating import Renderer
 from generator.report import ModelPages, write_json, write_outputs, write_pages
-from generator.spec import Spec
 from generator.techniques import registry
 
 
@@ -44,125 +40,9 @@ class BuildOptions:
     mkdocs_config: Path | None = None
 
 
-@dataclass
-class Prepared:
-    """Everything checked and loaded, before any job runs."""
-
-    spec: Spec
-    models: list[LoadedModel]
-    images: dict[str, list[imagelib.ImageRecord]]
-    datasets: dict[str, datalib.Dataset]
-
-
-def prepare(spec: Spec, device_name: str | None = None, pretrained: bool = True,
-            skip: list[str] | None = None) -> Prepared:
-    """Load images, data sets and models and check every reference in the spec; all problems are raised together.
-    Models named in `skip` are left out entirely (with their data sets, unless another model uses them); a data set
-    named in `skip` is not loaded, and the models that look across it get pages saying their data-set views do not
-    apply."""
-    try:
-        device = resolve_device(device_name or spec.device)
-    except ConvscopeError as exc:
-        raise SpecErrors(str(spec.path.name), [str(exc)]) from None
-    wanted = [ms for ms in spec.models if ms.name not in (skip or [])]
-    # Without --skip every image set is loaded (so every problem is reported); with it, only the sets still used.
-    problems = [p for ms in spec.models for p in named_set_problems(spec, ms)]
-    used_sets = [s for s in spec.images if not skip or any(s in sets_used_by(spec, ms) for ms in wanted)]
-    datasets = {}
-    sources = [ms.dataset for ms in wanted if ms.dataset and ms.dataset not in (skip or [])]
-    sources += imagelib.dataset_names({k: v for k, v in spec.images.items() if k in used_sets})
-    for name in dict.fromkeys(sources):
-        if name not in spec.datasets:
-            continue  # an image entry naming no data set: reported with its key by load_sets
-        try:
-            datasets[name] = datalib.load(spec, name)
-        except ConvscopeError as exc:
-            problems.append(str(exc))
-    image_sets, image_problems = imagelib.load_sets(spec, used_sets, datasets)
-    problems += image_problems
-    loader = ModelLoader(spec, device)
-    models = []
-    for i, ms in enumerate(spec.models):
-        if ms not in wanted:
-            continue
-        try:
-            model = loader.load(i, pretrained=pretrained)
-        except ConvscopeError as exc:
-            problems.append(str(exc))
-            continue
-        if model.dataset in (skip or []):
-            model.dataset = None  # its data set left out: the data-set views say they do not apply
-        problems += check_model(spec, model)
-        models.append(model)
-    if problems:
-        raise SpecErrors(str(spec.path.name), problems)
-    return Prepared(spec, models, image_sets, datasets)
-
-
-def sets_named_by(ms) -> dict[str, list[str]]:
-    """Image sets that a model's techniques name themselves (texture sources, style images): technique → sets."""
-    named = {}
-    for kind, params in ms.technique_params().items():
-        technique = registry.get(kind)
-        sets = list(technique.image_sets(params) or []) + list(technique.reference_sets(params))
-        if sets:
-            named[kind] = sets
-    return named
-
-
-def sets_used_by(spec: Spec, ms) -> list[str]:
-    """Every image set a model reads: its own and those its techniques name."""
-    named = [s for sets in sets_named_by(ms).values() for s in sets]
-    return list(dict.fromkeys(spec.image_sets_of(ms) + [s for s in named if s in spec.images]))
-
-
-def named_set_problems(spec: Spec, ms) -> list[str]:
-    i = spec.models.index(ms)
-    problems = []
-    for kind, sets in sets_named_by(ms).items():
-        params = ms.technique_params()[kind]
-        for name in dict.fromkeys(sets):
-            if name in spec.images:
-                continue
-            field = next((f for f, v in params if v == name or (isinstance(v, (list, tuple)) and name in v)), None)
-            key = f"models[{i}].techniques.{kind}" + (f".{field}" if field else "")
-            problems.append(f"{key}: no image set '{name}'; {did_you_mean(name, spec.images, 'sets')}")
-    return problems
-
-
-def check_model(spec: Spec, model: LoadedModel) -> list[str]:
-    i, ms = model.spec_index, spec.models[model.spec_index]
-    problems = []
-    names = model.module_names()
-    for j, layer in enumerate(ms.layers):
-        if layer not in names:
-            problems.append(f"models[{i}].layers[{j}]: no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}")
-    channels = 3 if model.input.mode == "RGB" else 1
-    shape = (channels, model.input.size, model.input.size)
-    try:
-        with torch.no_grad():
-            logits = model.logits(torch.zeros(1, *shape, device=model.device))
-        if model.labels and logits.shape[-1] != len(model.labels):
-            problems.append(f"models[{i}].labels: {len(model.labels)} labels, but the model gives {logits.shape[-1]} logits")
-    except Exception as exc:
-        problems.append(f"models[{i}]: a forward pass on a {list(shape)} input fails ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
-        return problems
-    if problems:
-        return problems
-    model.layers = list(ms.layers) or default_layers(model.module, shape, model.device)
-    for kind, params in ms.technique_params().items():
-        if registry.get(kind).uses_dataset and ms.techniques is not None and model.dataset is None and not ms.dataset:
-            problems.append(f"models[{i}].techniques.{kind}: looks across a data set, but the model names none; "
-                            f"add 'dataset: NAME' to models[{i}]" + (f" (one of {', '.join(spec.datasets)})" if spec.datasets else ""))
-            continue
-        for problem in registry.get(kind).check(model, params):
-            problems.append(f"models[{i}].techniques.{kind}.{problem}")
-    return problems
-
-
 def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
     started = time.time()
-    spec = Spec.load(spec_path)
+    spec = ReportSpec.load(spec_path)
     if options.models:
         unknown = [n for n in options.models if n not in [m.name for m in spec.models]]
         if unknown:

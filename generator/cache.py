@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from generator.techniques.base import Artifact
+from generator.artifacts import Artifact
 
 
 def cache_key(**parts: Any) -> str:

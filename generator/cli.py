@@ -11,6 +11,8 @@ from rich.console import Console
 
 from generator import __version__
 from generator.errors import ConvscopeError, SpecErrors
+from generator.build import BuildOptions, build
+from generator.checks import ReportSpec, json_schema, prepare
 
 
 def _csv(text: str) -> list[str]:
@@ -62,23 +64,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.command == "schema":
-        from generator.spec import json_schema
-
         print(json.dumps(json_schema(), indent=2))
         return 0
     if args.command == "validate":
-        from generator.build import prepare
-        from generator.spec import Spec
-
-        spec = Spec.load(args.spec)
+        spec = ReportSpec.load(args.spec)
         prepared = prepare(spec, pretrained=False)
         n_images = sum(len(v) for v in prepared.images.values())
         n_data = sum(len(d) for d in prepared.datasets.values())
         print(f"{args.spec}: ok ({len(prepared.models)} model(s), {n_images} image(s)"
               + (f", {len(prepared.datasets)} data set(s) of {n_data} images" if prepared.datasets else "") + ")")
         return 0
-    from generator.build import BuildOptions, build
-
     options = BuildOptions(only=args.only, models=args.models, skip=args.skip, device=args.device, force=args.force,
                            quick=args.quick, site=getattr(args, "site", None), mkdocs_config=args.mkdocs)
     code = build(args.spec, options, console)

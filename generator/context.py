@@ -9,7 +9,7 @@ import torch
 from generator import images as imagelib
 from generator.datasets import Dataset
 from generator.errors import ConvscopeError
-from generator.features import FeatureStore
+from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.images import ImageRecord
 from generator.models import LoadedModel
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from generator import images as imagelib
+from generator import idx, images as imagelib
 from generator.errors import ConvscopeError, one_line
 
 if TYPE_CHECKING:
@@ -246,8 +246,6 @@ def _torchvision(spec: Spec, ds: DatasetSpec, where: str) -> Dataset:
 def _mnist_family(root: Path, ds: DatasetSpec, key: str) -> Dataset:
     """The MNIST family in IDX files, read directly: the Debian layout (files in `root`) or torchvision's
     (`root/<Class>/raw`), gzipped or not."""
-    from generator import idx
-
     prefix = "train" if ds.split == "train" else "t10k"
     found = []
     for stem in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):

@@ -31,6 +31,29 @@ def record_outputs(model: nn.Module, names: list[str], detach: bool = True) -> I
             h.remove()
 
 
+@contextmanager
+def record_calls(model: nn.Module) -> Iterator[list[tuple[str, nn.Module, tuple[int, ...] | None]]]:
+    """Record every named module's forward calls inside the block, in the order they finish: (name, module, output
+    shape without the batch dimension, or None when the output is not a tensor)."""
+    calls: list[tuple[str, nn.Module, tuple[int, ...] | None]] = []
+    handles = []
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            calls.append((name, module, tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None))
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(hook_for(name)))
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def hook_count(model: nn.Module) -> int:
     """All hooks on all modules of a model: used by tests to show nothing is left behind."""
     total = 0

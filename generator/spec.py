@@ -1,6 +1,7 @@
-"""The YAML spec as pydantic models: `Spec.load(path)` validates everything that can be checked without a model.
-
-Checks that need a model (layer names, class names) happen in `checks.py`, still before any heavy work.
+"""The YAML spec as pydantic models: `Spec.load(path)` validates everything that can be checked without a model or
+the technique registry. A leaf of the package: `checks.py` adds the techniques' parameters (`ReportSpec`, validated
+through the registry) and the checks that need a loaded model (layer names, class names), still before any heavy
+work.
 """
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, create_model, field_validator,
-    model_validator,
+    BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator,
 )
 
 from generator.errors import SpecErrors, did_you_mean
-from generator.techniques import registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -50,30 +49,6 @@ class InputSpec(Strict):
     @property
     def resize_to(self) -> int:
         return self.resize or round(self.size * 8 / 7)
-
-
-def _empty_means_defaults(cls, data: Any) -> Any:
-    """`filters:` with no value means "run it with its defaults"."""
-    if isinstance(data, dict):
-        return {k: ({} if v is None else v) for k, v in data.items()}
-    return data
-
-
-def _techniques_model() -> type[BaseModel]:
-    """One optional field per registered technique, typed by its Params, so the JSON Schema documents them all."""
-    fields: dict[str, Any] = {
-        kind: (technique.Params | None, Field(None, description=technique.summary))
-        for kind, technique in registry.selectable().items()
-    }
-    return create_model(
-        "TechniquesSpec",
-        __config__=ConfigDict(extra="forbid"),
-        __validators__={"empty_means_defaults": model_validator(mode="before")(classmethod(_empty_means_defaults))},
-        **fields,
-    )
-
-
-TechniquesSpec = _techniques_model()
 
 
 TORCHVISION_DATASETS = ("FashionMNIST", "MNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN", "STL10", "ImageFolder")
@@ -145,7 +120,8 @@ class ModelSpec(Strict):
     layers: list[str] = Field(default_factory=list, description="dotted module names to show (default: a spread)")
     images: list[str] | None = Field(None, description="image set names (default: all)")
     dataset: str | None = Field(None, description="the data set the data-set views look across")
-    techniques: TechniquesSpec | None = Field(None, description="technique → parameters (default: all that apply)")  # type: ignore[valid-type]
+    # Typed by each technique's Params in checks.ReportModelSpec (the registry is above this module).
+    techniques: dict[str, Any] | None = Field(None, description="technique → parameters (default: all that apply)")
 
     @field_validator("factory")
     @classmethod
@@ -188,12 +164,6 @@ class ModelSpec(Strict):
     @property
     def source(self) -> str:
         return next(s for s in ("torchvision", "builtin", "factory") if getattr(self, s) is not None)
-
-    def technique_params(self) -> dict[str, BaseModel]:
-        """The techniques this model runs, with their parameters: the listed ones, or all with defaults."""
-        if self.techniques is None:
-            return {kind: t.Params() for kind, t in registry.selectable().items()}
-        return {k: v for k, v in self.techniques if v is not None}
 
 
 class Spec(Strict):
@@ -267,7 +237,7 @@ class Spec(Strict):
         try:
             spec = cls.model_validate(data)
         except ValidationError as exc:
-            raise SpecErrors(source, [format_error(e) for e in exc.errors()]) from None
+            raise SpecErrors(source, [format_error(e, cls) for e in exc.errors()]) from None
         problems = []
         first_of: dict[str, int] = {}
         for i, model in enumerate(spec.models):
@@ -298,13 +268,13 @@ def key_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def format_error(error: dict[str, Any]) -> str:
-    """A pydantic error as 'key.path: message', with valid keys suggested for unknown ones."""
+def format_error(error: dict[str, Any], root: type[BaseModel]) -> str:
+    """A pydantic error as 'key.path: message', with valid keys (of the `root` spec model) suggested for unknown ones."""
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     path = key_path(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         name = str(loc[-1])
-        fields = _fields_at(Spec, loc[:-1])
+        fields = _fields_at(root, loc[:-1])
         what = "techniques" if len(loc) >= 2 and loc[-2] == "techniques" else "keys"
         return f"{path}: unknown {'technique' if what == 'techniques' else 'key'}; {did_you_mean(name, fields, what)}"
     message = error["msg"]
@@ -342,10 +312,3 @@ def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
         if isinstance(c, type) and issubclass(c, BaseModel):
             return list(c.model_fields)
     return []
-
-
-def json_schema() -> dict[str, Any]:
-    schema = Spec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "convscope report spec"
-    return schema

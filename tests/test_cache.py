@@ -7,7 +7,7 @@ import numpy as np
 
 from conftest import cli, read_json, record_arrays, tiny_spec, write_spec
 from generator.cache import Cache, cache_key
-from generator.techniques.base import Artifact
+from generator.artifacts import Artifact
 
 
 # ------------------------------------------------------------------------------------------------ the store

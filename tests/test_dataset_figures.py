@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator import dataset_figures as figs
+from generator.techniques.dataset import figures as figs
 
 
 def png(path, min_w=100, min_h=60):

@@ -12,13 +12,13 @@ import pytest
 from conftest import cli, noise_image, tiny_spec, write_spec
 from generator import datasets as datalib
 from generator.errors import ConvscopeError, SpecErrors
-from generator.spec import Spec
+from generator.checks import ReportSpec
 
 
 def spec_with(folder: Path, **datasets) -> Spec:
     data = tiny_spec(dataset=next(iter(datasets)))
     data["datasets"] = datasets
-    return Spec.load(write_spec(folder, data))
+    return ReportSpec.load(write_spec(folder, data))
 
 
 def class_folder(root: Path, counts: dict[str, int]) -> Path:
@@ -143,7 +143,7 @@ def test_spec_errors_for_datasets(project: Path):
     data["datasets"] = {"fashion": {"folder": "x"}, "two": {"folder": "x", "glob": "*.png"},
                         "rootless": {"torchvision": "MNIST"}, "stray": {"folder": "x", "root": "y"}}
     with pytest.raises(SpecErrors) as err:
-        Spec.load(write_spec(project, data))
+        ReportSpec.load(write_spec(project, data))
     text = "\n".join(err.value.lines())
     assert "datasets.two: give exactly one source" in text
     assert "datasets.rootless: 'MNIST' needs 'root'" in text
@@ -154,7 +154,7 @@ def test_unknown_dataset_name_suggests(project: Path):
     data = tiny_spec(dataset="fahsion")
     data["datasets"] = {"fashion": {"folder": "x"}}
     with pytest.raises(SpecErrors, match=r"models\[0\]\.dataset: no data set 'fahsion'; did you mean 'fashion'"):
-        Spec.load(write_spec(project, data))
+        ReportSpec.load(write_spec(project, data))
 
 
 def test_a_data_set_technique_without_a_data_set_is_a_spec_error(project: Path, capsys):

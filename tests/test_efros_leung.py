@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generator import efros_leung as el
+from generator.techniques.synthesis import efros_leung as el
 from generator import images as imagelib
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from generator.embedding import grid_assignment, knn_label_agreement, pca, trustworthiness, tsne
+from generator.techniques.dataset.tsne import grid_assignment, knn_label_agreement, pca, trustworthiness, tsne
 
 
 @pytest.fixture(scope="module")
@@ -100,15 +100,15 @@ def test_grid_keeps_the_layout():
 
 
 def test_grid_with_more_points_than_the_cost_matrix_holds():
-    import generator.embedding as embedding
+    from generator.techniques.dataset import tsne as tsne_module
 
     rng = np.random.default_rng(8)
     points = np.concatenate([rng.normal(size=(3000, 2)) * 0.05, rng.normal(size=(3000, 2)) * 0.05 + 3])
-    limit = embedding._COST_LIMIT
-    embedding._COST_LIMIT = 20_000  # 100 cells × 200 points: candidates are a subset
+    limit = tsne_module._COST_LIMIT
+    tsne_module._COST_LIMIT = 20_000  # 100 cells × 200 points: candidates are a subset
     try:
         grid = grid_assignment(points, 10, 10)
     finally:
-        embedding._COST_LIMIT = limit
+        tsne_module._COST_LIMIT = limit
     assert (grid >= 0).all() and len(np.unique(grid)) == 100
     assert (points[grid[0, -1]] > 1).all() and (points[grid[-1, 0]] < 1).all()  # each cluster in its corner

@@ -13,16 +13,16 @@ from PIL import Image
 from torch import nn
 
 from conftest import cli, make_context, read_json, tiny_net, tiny_spec, write_spec
-from generator import faithfulness as faith
+from generator.techniques.attribution import faithfulness as faith
 from generator.context import DrawContext
 from generator.hooks import hook_count
 from generator.models import weights_digest
 from generator.pipeline import Result
-from generator.render import Renderer
+from generator.templating import Renderer
 from generator.report import ModelPages, comparison_context
 from generator.techniques import registry
-from generator.techniques.attribution import AttributionParams, AttributionTechnique
-from generator.techniques.base import Artifact, Job
+from generator.techniques.attribution.base import AttributionParams, AttributionTechnique
+from generator.artifacts import Artifact, Job
 
 
 def pictures(n: int = 2, size: int = 32) -> dict[str, Image.Image]:

@@ -130,9 +130,9 @@ def test_accuracy_on_the_test_set(net):
 
 def test_loaded_through_the_spec():
     from generator.models import ModelLoader
-    from generator.spec import Spec
+    from generator.checks import ReportSpec
 
-    spec = Spec.parse({"models": [{"name": "f", "builtin": "fashion-mnist-net"}]})
+    spec = ReportSpec.parse({"models": [{"name": "f", "builtin": "fashion-mnist-net"}]})
     model = ModelLoader(spec, torch.device("cpu")).load(0)
     assert model.labels == FASHION_MNIST_CLASSES
     assert model.input.mode == "L" and model.input.size == 28 and model.input.resize_to == 28

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import tiny_net
 from generator import images as imagelib
 from generator.datasets import Dataset
-from generator.features import FeatureStore, penultimate, reduce
+from generator.techniques.dataset.feature_pass import FeatureStore, penultimate, reduce
 from generator.hooks import record_outputs
 from generator.models import LoadedModel
 from generator.spec import InputSpec

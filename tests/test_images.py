@@ -12,7 +12,8 @@ from conftest import noise_image
 from generator import images as imagelib
 from generator.errors import ConvscopeError
 from generator.images import decode
-from generator.spec import InputSpec, Spec
+from generator.checks import ReportSpec
+from generator.spec import InputSpec
 
 
 def rgb(im: Image.Image) -> np.ndarray:
@@ -137,7 +138,7 @@ def test_truncated_file_names_it(tmp_path):
 
 
 def spec_with(tmp_path: Path, images: dict) -> Spec:
-    spec = Spec.parse({"images": images, "models": [{"name": "m", "factory": "x:y"}]})
+    spec = ReportSpec.parse({"images": images, "models": [{"name": "m", "factory": "x:y"}]})
     spec._path = (tmp_path / "spec.yml").resolve()
     return spec
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, cli, make_project, tiny_spec, write_spec
-from generator import dataset_figures, figures, mkdocs_hooks
+from generator.techniques.dataset import figures as dataset_figures
+from generator import figures, mkdocs_hooks
 from generator.report import model_nav
 from generator.techniques import registry
 
@@ -173,7 +174,7 @@ def test_a_grayscale_data_set_feeds_an_rgb_model(tmp_path):
     from conftest import tiny_net
     from generator import images as imagelib
     from generator.datasets import Dataset
-    from generator.features import FeatureStore
+    from generator.techniques.dataset.feature_pass import FeatureStore
     from generator.models import LoadedModel
     from generator.spec import InputSpec
 

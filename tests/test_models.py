@@ -7,14 +7,14 @@ import torchvision
 from safetensors.torch import save_file
 
 from conftest import TINYMOD, cli, tiny_net, tiny_spec, write_spec
-from generator.build import prepare
+from generator.checks import prepare
 from generator.errors import ConvscopeError, SpecErrors
 from generator.models import LoadedModel, ModelLoader, select_logits
-from generator.spec import Spec
+from generator.checks import ReportSpec
 
 
 def load_spec(folder, **model) -> Spec:
-    return Spec.load(write_spec(folder, tiny_spec(**model)))
+    return ReportSpec.load(write_spec(folder, tiny_spec(**model)))
 
 
 def problems(spec: Spec) -> list[str]:
@@ -32,7 +32,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_torchvision_random_weights(tmp_path):
-    spec = Spec.parse({"device": "cpu", "models": [{"name": "r18", "torchvision": "resnet18", "weights": None}]})
+    spec = ReportSpec.parse({"device": "cpu", "models": [{"name": "r18", "torchvision": "resnet18", "weights": None}]})
     prepared = prepare(spec)
     (model,) = prepared.models
     assert isinstance(model.module, torchvision.models.ResNet)
@@ -48,14 +48,14 @@ def test_torchvision_random_weights(tmp_path):
 
 
 def test_torchvision_unknown_architecture():
-    spec = Spec.parse({"device": "cpu", "models": [{"name": "r", "torchvision": "resnet19", "weights": None}]})
+    spec = ReportSpec.parse({"device": "cpu", "models": [{"name": "r", "torchvision": "resnet19", "weights": None}]})
     (line,) = problems(spec)
     assert line.startswith("models[0].torchvision: no classification model 'resnet19'")
     assert "did you mean 'resnet18'?" in line
 
 
 def test_torchvision_unknown_weights_name():
-    loader = ModelLoader(Spec.parse({"models": [{"name": "r", "torchvision": "resnet18", "weights": "IMAGENET1K_V9"}]}),
+    loader = ModelLoader(ReportSpec.parse({"models": [{"name": "r", "torchvision": "resnet18", "weights": "IMAGENET1K_V9"}]}),
                          torch.device("cpu"))
     with pytest.raises(ConvscopeError) as info:
         loader.load(0)
@@ -73,7 +73,7 @@ def _finetuned(arch: str, classes: int = 7, **kwargs) -> torch.nn.Module:
 
 
 def _load_tv(folder, arch: str, **model) -> LoadedModel:
-    spec = Spec.parse({"device": "cpu", "models": [{"name": "m", "torchvision": arch, **model}]})
+    spec = ReportSpec.parse({"device": "cpu", "models": [{"name": "m", "torchvision": arch, **model}]})
     spec._path = folder / "spec.yml"
     return ModelLoader(spec, torch.device("cpu")).load(0)
 
@@ -118,7 +118,7 @@ def test_finetuned_head_predicts_its_own_classes(tmp_path):
     trained = _finetuned("resnet18")
     torch.save(trained.state_dict(), tmp_path / "ft.pt")
     names = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
-    spec = Spec.parse({"device": "cpu", "models": [{
+    spec = ReportSpec.parse({"device": "cpu", "models": [{
         "name": "ft", "torchvision": "resnet18", "weights": "DEFAULT", "checkpoint": "ft.pt", "labels": names,
         "input": {"size": 64}, "layers": ["layer4"], "techniques": {"predictions": {"top_k": 3}}}]})
     spec._path = tmp_path / "spec.yml"
@@ -164,7 +164,7 @@ def test_labels_size_a_fresh_head_and_must_match_a_checkpoint(tmp_path):
     model = _load_tv(tmp_path, "mobilenet_v3_small", weights=None, labels="labels.txt")
     assert model.module.classifier[3].out_features == 2
     torch.save(_finetuned("mobilenet_v3_small").state_dict(), tmp_path / "ft.pt")
-    spec = Spec.parse({"device": "cpu", "models": [{
+    spec = ReportSpec.parse({"device": "cpu", "models": [{
         "name": "ft", "torchvision": "mobilenet_v3_small", "weights": "DEFAULT", "checkpoint": "ft.pt",
         "labels": ["a", "b", "c", "d", "e"], "input": {"size": 64}, "layers": ["features.3"]}]})
     spec._path = tmp_path / "spec.yml"
@@ -205,17 +205,17 @@ def test_bad_kwarg_is_one_line_naming_the_key(tmp_path, capsys):
 def test_kwargs_are_plain_yaml_mappings(model, message):
     data = {"models": [{"name": "m", **model}]}
     if message is None:
-        assert Spec.parse(data).models[0].kwargs == model["kwargs"]
+        assert ReportSpec.parse(data).models[0].kwargs == model["kwargs"]
         return
     with pytest.raises(SpecErrors) as info:
-        Spec.parse(data)
+        ReportSpec.parse(data)
     assert info.value.errors[0].startswith(message), info.value.errors
 
 
 def test_kwargs_that_are_not_plain_values(tmp_path):
     (tmp_path / "s.yml").write_text("models:\n  - {name: m, torchvision: resnet18, kwargs: {since: 2024-01-01}}\n")
     with pytest.raises(SpecErrors) as info:
-        Spec.load(tmp_path / "s.yml")
+        ReportSpec.load(tmp_path / "s.yml")
     assert info.value.errors == ["models[0].kwargs: 'since' must be a plain value: a number, string, true/false, "
                                  "null, or a list or mapping of them"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from generator.neighbors import label_agreement, nearest
+from generator.techniques.dataset.knn import label_agreement, nearest
 
 
 def reference(queries, base, k, metric, exclude=None):

@@ -18,7 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import cli, colour_folder, read_json, tiny_spec, write_spec
-from generator.spec import Spec
+from generator.checks import ReportSpec
 from generator.errors import SpecErrors
 from generator.techniques import registry
 
@@ -301,7 +301,7 @@ def test_values_beyond_the_bounds_are_keyed_one_line_errors(tmp_path: Path):
             for value in _beyond(info):
                 spec = tiny_spec(techniques={kind: {name: value}})
                 with pytest.raises(SpecErrors) as raised:
-                    Spec.parse(spec)
+                    ReportSpec.parse(spec)
                 lines = raised.value.lines()
                 key = f"models[0].techniques.{kind}.{name}"
                 assert any(line.startswith(key) or f" {key}" in line or f"{key}" in line for line in lines), (

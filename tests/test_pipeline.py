@@ -13,7 +13,7 @@ from generator.errors import one_line
 from generator.pipeline import execute, plan
 from generator.techniques import registry
 from generator.techniques.activations import ActivationsParams
-from generator.techniques.base import Artifact, Scope
+from generator.artifacts import Artifact, Scope
 from generator.techniques.predictions import Predictions, PredictionsParams
 
 
@@ -57,7 +57,7 @@ def test_keys_depend_on_what_the_result_depends_on(ctx):
 
 
 def test_keys_cover_the_chosen_layers_where_a_result_reads_them(ctx):
-    from generator.techniques.feature_inversion import FeatureInversionParams
+    from generator.techniques.synthesis.feature_inversion import FeatureInversionParams
 
     def keys(**params):
         return {j.label: j.key for j in planned(ctx, {"feature_inversion": FeatureInversionParams(**params)})
@@ -125,8 +125,8 @@ def test_registry_lists_every_technique_once():
 
 
 def test_occlusion_with_mean_fill_is_keyed_on_the_whole_image_set(ctx):
-    from generator.techniques.occlusion import OcclusionParams
-    from generator.techniques.saliency import SaliencyParams
+    from generator.techniques.attribution.occlusion import OcclusionParams
+    from generator.techniques.attribution.saliency import SaliencyParams
 
     params = {"occlusion": OcclusionParams(window=8, fill="mean"), "saliency": SaliencyParams()}
     before = {(j.kind, j.image): j.key for j in planned(ctx, params)}

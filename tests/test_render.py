@@ -5,7 +5,7 @@ import pytest
 from jinja2 import UndefinedError
 from markupsafe import Markup
 
-from generator.render import code, escape_md, make_environment, number, percent, url
+from generator.templating import code, escape_md, make_environment, number, percent, url
 
 
 def test_escape_md_neutralizes_html_and_markdown():
@@ -49,7 +49,7 @@ def test_figure_captions_are_markdown_so_escapes_do_not_show():
     """A caption inside <figcaption> is escaped for Markdown, so it must be parsed as Markdown (not shown raw)."""
     import markdown
 
-    from generator.render import TEMPLATES
+    from generator.templating import TEMPLATES
 
     env = make_environment(TEMPLATES)
     text = env.from_string('{% import "partials/macros.md.j2" as m %}{{ m.figure("f.png", "_blocks.5._act1 *x*") }}').render()

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import cli, noise_image, tiny_spec, write_spec
 from generator.errors import SpecErrors
-from generator.spec import Spec
+from generator.checks import ReportSpec
 from generator.techniques import registry
 from generator.techniques.activations import ActivationsParams
 from generator.techniques.predictions import PredictionsParams
@@ -20,7 +20,7 @@ def factory_model(**extra) -> dict:
 
 def errors_of(data) -> list[str]:
     with pytest.raises(SpecErrors) as info:
-        Spec.parse(data)
+        ReportSpec.parse(data)
     assert info.value.errors, "SpecErrors without any problem listed"
     return info.value.errors
 
@@ -35,7 +35,7 @@ def only_error(data) -> str:
 
 
 def test_minimal_spec_gets_defaults():
-    spec = Spec.parse({"models": [factory_model()]})
+    spec = ReportSpec.parse({"models": [factory_model()]})
     assert spec.device == "auto"
     assert spec.output == "site_src/reports"
     assert spec.images == {}
@@ -49,7 +49,7 @@ def test_minimal_spec_gets_defaults():
 
 
 def test_full_spec_parses_with_its_values():
-    spec = Spec.parse({
+    spec = ReportSpec.parse({
         "title": "T", "device": "cuda:1", "seed": 7,
         "images": {"photos": ["skimage:chelsea", "pics/*.png"], "more": ["x.jpg"]},
         "models": [
@@ -159,7 +159,7 @@ def test_bad_device(device):
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:3", "mps"])
 def test_good_devices(device):
-    assert Spec.parse({"device": device, "models": [factory_model()]}).device == device
+    assert ReportSpec.parse({"device": device, "models": [factory_model()]}).device == device
 
 
 def test_unknown_image_set():
@@ -210,7 +210,7 @@ def test_invalid_yaml_names_the_line(tmp_path):
     path = tmp_path / "spec.yml"
     path.write_text("title: x\nmodels:\n  - name: m\n    factory: [unclosed\n  - name: n\n", encoding="utf-8")
     with pytest.raises(SpecErrors) as info:
-        Spec.load(path)
+        ReportSpec.load(path)
     (line,) = info.value.lines()
     assert line.startswith(str(path))
     assert "not valid YAML" in line
@@ -221,14 +221,14 @@ def test_yaml_tab_indent_names_the_line(tmp_path):
     path = tmp_path / "spec.yml"
     path.write_text("title: x\nmodels:\n\t- name: m\n", encoding="utf-8")
     with pytest.raises(SpecErrors) as info:
-        Spec.load(path)
+        ReportSpec.load(path)
     assert "line 3" in str(info.value) and "not valid YAML" in str(info.value)
 
 
 def test_missing_spec_file(tmp_path):
     path = tmp_path / "nope.yml"
     with pytest.raises(SpecErrors) as info:
-        Spec.load(path)
+        ReportSpec.load(path)
     assert info.value.lines() == [f"{path}: file not found"]
 
 
@@ -236,13 +236,13 @@ def test_empty_spec_file(tmp_path):
     path = tmp_path / "spec.yml"
     path.write_text("", encoding="utf-8")
     with pytest.raises(SpecErrors, match="mapping"):
-        Spec.load(path)
+        ReportSpec.load(path)
 
 
 def test_errors_from_a_file_name_the_file(tmp_path):
     path = write_spec(tmp_path, {"models": [factory_model(weightz=1)]})
     with pytest.raises(SpecErrors) as info:
-        Spec.load(path)
+        ReportSpec.load(path)
     assert info.value.lines() == [f"{path}: models[0].weightz: unknown key; did you mean 'weights'?"]
 
 
@@ -253,7 +253,7 @@ def test_load_resolves_paths_relative_to_the_spec_file(project, tmp_path, monkey
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    spec = Spec.load(Path("..") / "nested" / "dir" / "spec.yml")
+    spec = ReportSpec.load(Path("..") / "nested" / "dir" / "spec.yml")
     assert spec.path == path.resolve()
     assert spec.base_dir == sub.resolve()
     assert spec.resolve(spec.output) == sub.resolve() / "out"

@@ -12,7 +12,7 @@ from generator import figures
 from generator.hooks import hook_count
 from generator.techniques import registry
 from generator.techniques.activations import ActivationsParams
-from generator.techniques.base import Job
+from generator.artifacts import Job
 from generator.techniques.filters import FiltersParams
 from generator.techniques.predictions import PredictionsParams
 
@@ -181,11 +181,11 @@ def test_input_artifact_is_the_preprocessed_tensor():
 @pytest.fixture(scope="module")
 def lite(tmp_path_factory):
     """EfficientNet-Lite0 with its ImageNet weights (from an installed package, no network) on two samples."""
-    from generator.build import prepare
+    from generator.checks import prepare
     from generator.context import RunContext
-    from generator.spec import Spec
+    from generator.checks import ReportSpec
 
-    spec = Spec.parse({
+    spec = ReportSpec.parse({
         "device": "cpu", "images": {"photos": ["skimage:chelsea", "skimage:coffee"]},
         "models": [{"name": "lite", "builtin": "efficientnet-lite0", "layers": ["_act_head"]}],
     })

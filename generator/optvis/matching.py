@@ -52,6 +52,8 @@ from torch import nn
 
 from generator.hooks import record_outputs
 from generator.optvis.objectives import Activations, ImageTV
+from generator.optvis.random_filters import LABEL, random_filters
+from generator.errors import did_you_mean
 
 Optimizer = Literal["lbfgs", "adam"]
 
@@ -88,8 +90,6 @@ def model_network(model) -> Network:
 
 def random_network(channels: int = 3, seed: int = 0, device: torch.device | str | None = None, **kw) -> Network:
     """The random multi-scale filter network (`generator.optvis.random_filters`) as a `Network`."""
-    from generator.optvis.random_filters import LABEL, random_filters
-
     net = random_filters(channels=channels, seed=seed, device=device, **kw)
     return Network(net, (0.5,) * channels, (0.5,) * channels, LABEL)
 
@@ -202,8 +202,6 @@ class Features:
         modules = dict(self.net.module.named_modules())
         missing = [name for name in self.layers if name not in modules or not name]
         if missing:
-            from generator.errors import did_you_mean
-
             raise ValueError(f"no module '{missing[0]}' in {self.net.label}; "
                              f"{did_you_mean(missing[0], [n for n in modules if n], 'modules')}")
         self._stack = ExitStack()

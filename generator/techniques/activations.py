@@ -10,7 +10,8 @@ from pydantic import Field
 
 from generator import figures
 from generator.hooks import record_outputs
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
 
 
 class ActivationsParams(Params):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from generator.layers import layer_table
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
 
 
 class ArchitectureParams(Params):

@@ -1,68 +1,15 @@
 """The Technique protocol: what every technique module provides, so spec, planner, pages and tests enumerate one list."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict
+from generator.artifacts import Artifact, Job, Params, Scope
 
 if TYPE_CHECKING:
     from generator.context import DrawContext, RunContext
     from generator.models import LoadedModel
-
-Scope = Literal["model", "layer", "image", "layer×image"]
-
-
-class Params(BaseModel):
-    """Base of every technique's parameters: unknown keys are errors; `quick()` shrinks work for previews."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # Fields that change only how a result is drawn, not what is computed: left out of the cache key.
-    drawing_only: ClassVar[frozenset[str]] = frozenset()
-
-    def cache_fields(self) -> dict:
-        return self.model_dump(mode="json", exclude=set(self.drawing_only))
-
-    def quick(self) -> "Params":
-        return self
-
-
-@dataclass
-class Job:
-    """One unit of cached work: a technique applied to one model (and one layer and/or one image)."""
-
-    model: str
-    kind: str
-    params: Params
-    layer: str | None = None
-    image: str | None = None
-    key: str = ""
-
-    @property
-    def label(self) -> str:
-        parts = [self.model, self.kind] + [p for p in (self.layer, self.image) if p]
-        return " · ".join(parts)
-
-
-@dataclass
-class Artifact:
-    """What a technique computes: named arrays (the first is the main one; all are published in the artifact's data
-    file, each described by its technique's `arrays`) and JSON-able metadata. `meta['metrics']` holds the numbers
-    its page reports, `meta['target']` what it explains."""
-
-    arrays: dict[str, np.ndarray]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def main(self) -> np.ndarray:
-        return next(iter(self.arrays.values()))
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.meta.get("metrics", {})
 
 
 class Technique:

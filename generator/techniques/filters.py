@@ -8,7 +8,9 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.errors import did_you_mean
 
 
 class FiltersParams(Params):
@@ -63,8 +65,6 @@ class Filters(Technique):
         names = set(convs(model))
         for i, name in enumerate(params.layers or []):
             if name not in names:
-                from generator.errors import did_you_mean
-
                 problems.append(f"layers[{i}]: '{name}' is not a Conv2d in {model.name}; {did_you_mean(name, sorted(names), 'conv layers')}")
         return problems
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from generator import figures
-from generator.techniques.base import Artifact, Job, Technique
+from generator.artifacts import Artifact, Job
+from generator.techniques.base import Technique
+from generator.images import display
 
 
 class Input(Technique):
@@ -25,8 +27,6 @@ class Input(Technique):
         return out
 
     def draw(self, art, job, env, path: Path) -> bool:
-        from generator.images import display
-
         # A small input (28 px) is enlarged with crisp pixels, so that it is visible beside 224-px photos.
         figures.save_picture(display(art.main, env.model.input), path, min_side=160)
         return True

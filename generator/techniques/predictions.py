@@ -7,7 +7,8 @@ import torch
 from pydantic import Field
 
 from generator import figures
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
 
 
 class PredictionsParams(Params):

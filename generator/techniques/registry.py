@@ -8,27 +8,27 @@ from generator.techniques.filters import Filters
 from generator.techniques.input import Input
 from generator.techniques.predictions import Predictions
 
-from generator.techniques.guided_backprop import GuidedBackprop
-from generator.techniques.integrated_gradients import IntegratedGradients
-from generator.techniques.saliency import Saliency
-from generator.techniques.smoothgrad import SmoothGrad
-from generator.techniques.occlusion import Occlusion
-from generator.techniques.gradcam import GradCAM, GuidedGradCAM
-from generator.techniques.saliency_grabcut import SaliencyGrabCut
+from generator.techniques.attribution.guided_backprop import GuidedBackprop
+from generator.techniques.attribution.integrated_gradients import IntegratedGradients
+from generator.techniques.attribution.saliency import Saliency
+from generator.techniques.attribution.smoothgrad import SmoothGrad
+from generator.techniques.attribution.occlusion import Occlusion
+from generator.techniques.attribution.gradcam import GradCAM, GuidedGradCAM
+from generator.techniques.attribution.saliency_grabcut import SaliencyGrabCut
 
-from generator.techniques.embedding import Embedding
-from generator.techniques.max_patches import MaxPatches
-from generator.techniques.nearest_neighbors import NearestNeighbors
+from generator.techniques.dataset.embedding import Embedding
+from generator.techniques.dataset.max_patches import MaxPatches
+from generator.techniques.dataset.nearest_neighbors import NearestNeighbors
 
-from generator.techniques.class_visualization import ClassVisualization
-from generator.techniques.deepdream import DeepDream
-from generator.techniques.unit_visualization import UnitVisualization
-from generator.techniques.multifaceted import Multifaceted
-from generator.techniques.fooling import Fooling
-from generator.techniques.feature_inversion import FeatureInversion
-from generator.techniques.texture_synthesis_nonparametric import TextureSynthesisNonparametric
-from generator.techniques.texture_synthesis import TextureSynthesis
-from generator.techniques.style_transfer import StyleTransfer
+from generator.techniques.synthesis.class_visualization import ClassVisualization
+from generator.techniques.synthesis.deepdream import DeepDream
+from generator.techniques.synthesis.unit_visualization import UnitVisualization
+from generator.techniques.synthesis.multifaceted import Multifaceted
+from generator.techniques.synthesis.fooling import Fooling
+from generator.techniques.synthesis.feature_inversion import FeatureInversion
+from generator.techniques.synthesis.texture_synthesis_nonparametric import TextureSynthesisNonparametric
+from generator.techniques.synthesis.texture_synthesis import TextureSynthesis
+from generator.techniques.synthesis.style_transfer import StyleTransfer
 
 _ALL: list[type[Technique]] = [Input, Architecture, Predictions, Filters, Activations,
                                Saliency, GuidedBackprop, IntegratedGradients, SmoothGrad,

@@ -10,10 +10,10 @@ from PIL import Image
 
 from generator.context import DrawContext, RunContext
 from generator.datasets import Dataset
-from generator.features import FeatureStore
+from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.models import LoadedModel
 from generator.spec import InputSpec
-from generator.techniques.base import Job
+from generator.artifacts import Job
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 

@@ -22,7 +22,7 @@ from generator.context import DrawContext, RunContext
 from generator.models import LoadedModel
 from generator.spec import InputSpec
 from generator.techniques import registry
-from generator.techniques.base import Job
+from generator.artifacts import Job
 
 LABELS = ["cat", "dog", "car", "tree"]
 
@@ -187,7 +187,7 @@ def brute_force_guided(net: nn.Sequential, x: torch.Tensor, target: int | None =
 def render_page(kind: str, ctx: RunContext, folder: Path, **kw) -> str:
     """Run a technique on a context, draw its figures into `folder` and render its page."""
     from generator.pipeline import Result
-    from generator.render import Renderer
+    from generator.templating import Renderer
     from generator.report import ModelPages, technique_page_context, write_outputs
 
     p = params(kind, **kw)

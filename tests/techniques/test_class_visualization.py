@@ -9,11 +9,11 @@ import torch
 from gradnets import act_net, assert_same_state, make_ctx, make_model, model_state
 from generator.context import RunContext
 from generator.models import ModelLoader
-from generator.spec import Spec
+from generator.checks import ReportSpec
 from generator.techniques import registry
-from generator.techniques.base import Job
+from generator.artifacts import Job
 from generator.optvis.transforms import blur_image
-from generator.techniques.class_visualization import fourier_setup
+from generator.techniques.synthesis.class_visualization import fourier_setup
 
 
 def visualize(ctx, **kw):
@@ -22,7 +22,7 @@ def visualize(ctx, **kw):
 
 
 def test_the_embedded_model_sees_its_class_in_the_fourier_image():
-    spec = Spec.parse({"models": [{"name": "lite", "builtin": "efficientnet-lite0"}]})
+    spec = ReportSpec.parse({"models": [{"name": "lite", "builtin": "efficientnet-lite0"}]})
     ctx = RunContext(ModelLoader(spec, torch.device("cpu")).load(0), {})
     art = visualize(ctx, classes=["goldfish"], size=128, pixel_steps=8)  # the default Fourier budget
     fourier = art.meta["methods"]["fourier"]
@@ -31,7 +31,7 @@ def test_the_embedded_model_sees_its_class_in_the_fourier_image():
 
 
 def test_small_inputs_are_drawn_at_four_times_their_size_and_reach_every_class():
-    spec = Spec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"}]})
+    spec = ReportSpec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"}]})
     ctx = RunContext(ModelLoader(spec, torch.device("cpu")).load(0), {})
     art = visualize(ctx, classes=["Shirt", "Bag"], pixel_steps=1)  # Shirt: the hardest class
     fourier = art.arrays["fourier"]
@@ -112,7 +112,7 @@ def silent_class_net(bias: float):
 def test_a_class_behind_closed_rectifiers_still_rises(monkeypatch, tmp_path):
     """Every ReLU is closed on the start, so the class score had no gradient and p stayed at 0.5 under all three
     methods; with the redirected gradient it rises. A class that cannot rise is labelled and listed in 'unmet'."""
-    from generator.techniques import class_visualization
+    from generator.techniques.synthesis import class_visualization
 
     ctx = make_ctx(silent_class_net(-1.0), images=0, labels=["up", "down"])
     art = visualize(ctx, classes=["up"], size=32, steps=60, pixel_steps=60, snapshots=[0])

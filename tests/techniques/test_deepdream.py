@@ -6,8 +6,8 @@ import torch
 
 from gradnets import act_net, assert_same_state, make_ctx, model_state
 from generator.techniques import registry
-from generator.techniques.base import Job
-from generator.techniques.deepdream import layer_norm
+from generator.artifacts import Job
+from generator.techniques.synthesis.deepdream import layer_norm
 
 
 def dream(ctx, layer: str, **kw):
@@ -55,7 +55,7 @@ def test_page(tmp_path):
     p = technique.Params(octaves=1, steps=2)
     from generator.context import DrawContext
     from generator.pipeline import Result
-    from generator.render import Renderer
+    from generator.templating import Renderer
     from generator.report import ModelPages, technique_page_context, write_outputs
 
     jobs = [Job("tiny", "deepdream", p, layer="act2", image=i) for i in ctx.images]

@@ -7,7 +7,7 @@ import numpy as np
 
 from conftest import tiny_net
 from datanets import colour_dataset, data_context, job
-from generator.techniques.embedding import Embedding, EmbeddingParams
+from generator.techniques.dataset.embedding import Embedding, EmbeddingParams
 
 
 def test_embedding_of_separable_classes_is_trustworthy_and_drawn(tmp_path: Path):

@@ -15,11 +15,12 @@ from gradnets import Raises, _init, act_net, assert_same_state, make_model, mode
 from generator import images as imagelib
 from generator.context import RunContext
 from generator.models import ModelLoader
-from generator.spec import InputSpec, Spec
+from generator.checks import ReportSpec
+from generator.spec import InputSpec
 from generator.techniques import registry
-from generator.techniques.base import Job
+from generator.artifacts import Job
 from generator.hooks import hook_count
-from generator.techniques.feature_inversion import LayerProbe, invert, pixel_correlation, tv_beta
+from generator.techniques.synthesis.feature_inversion import LayerProbe, invert, pixel_correlation, tv_beta
 
 KIND = "feature_inversion"
 
@@ -108,7 +109,7 @@ def test_default_settings_on_the_tiny_net_recover_the_shallow_picture():
 
 
 def test_the_embedded_model_loses_more_of_the_features_with_depth():
-    spec = Spec.parse({"models": [{"name": "lite", "builtin": "efficientnet-lite0"}]})
+    spec = ReportSpec.parse({"models": [{"name": "lite", "builtin": "efficientnet-lite0"}]})
     model = ModelLoader(spec, torch.device("cpu")).load(0)
     im = imagelib.sample("skimage:chelsea")
     ctx = RunContext(model, {"p/chelsea": imagelib.ImageRecord("p/chelsea", "p", "chelsea", "skimage:chelsea", im,

@@ -10,7 +10,7 @@ from generator.idx import DEBIAN_ROOT, load_fashion_mnist
 from generator import images as imagelib
 from generator.context import RunContext
 from generator.models import ModelLoader
-from generator.spec import Spec
+from generator.checks import ReportSpec
 from generator.techniques import registry
 
 PHOTOS = ["skimage:chelsea", "skimage:coffee", "skimage:rocket", "skimage:astronaut", "sklearn:china", "sklearn:flower"]
@@ -49,7 +49,7 @@ def test_unknown_target_is_a_spec_error_with_a_suggestion():
 
 def test_every_sample_photo_becomes_a_koala_within_8_of_255():
     """The embedded model: each photo's top-1 becomes the target while no pixel moves more than 8 grey levels."""
-    spec = Spec.parse({"models": [{"name": "lite", "builtin": "efficientnet-lite0"}]})
+    spec = ReportSpec.parse({"models": [{"name": "lite", "builtin": "efficientnet-lite0"}]})
     model = ModelLoader(spec, torch.device("cpu")).load(0)
     records = {}
     for entry in PHOTOS:
@@ -103,7 +103,7 @@ def test_constant_logits_never_target_the_predicted_class():
 def test_a_target_out_of_reach_is_reported_as_not_fooled(monkeypatch, tmp_path):
     """ε below one grey level: nothing can change, so the result says 'not fooled' in its figure, its page and
     meta['unmet'] (it used to be titled 'fooled: <target> (0.00)')."""
-    from generator.techniques import fooling
+    from generator.techniques.synthesis import fooling
 
     titles = []
     monkeypatch.setattr(fooling.figures, "picture_row",
@@ -130,7 +130,7 @@ def test_fashion_mnist_sample_images_are_fooled_with_the_defaults():
     inputs): all fooled, the Bag aimed at another class (at 8/255 only the Bag→Bag non-result 'succeeded')."""
     from PIL import Image
 
-    spec = Spec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"}]})
+    spec = ReportSpec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"}]})
     model = ModelLoader(spec, torch.device("cpu")).load(0)
     pictures, _ = load_fashion_mnist(DEBIAN_ROOT, "test")
     records = {}

@@ -16,7 +16,7 @@ from torch import nn
 
 from generator.hooks import hook_count
 from generator.techniques import registry
-from generator.techniques.gradcam import default_layer, grad_cam, upsample
+from generator.techniques.attribution.gradcam import default_layer, grad_cam, upsample
 
 
 def batch(ctx, module=None):
@@ -150,9 +150,9 @@ class Negative(nn.Module):
 def test_an_all_zero_map_is_labelled_and_never_scored(tmp_path):
     from generator.context import DrawContext
     from generator.pipeline import Result
-    from generator.render import Renderer
+    from generator.templating import Renderer
     from generator.report import ModelPages, comparison_context, technique_page_context, write_outputs
-    from generator.techniques.base import Job
+    from generator.artifacts import Job
 
     ctx = make_ctx(Negative(), images=1)
     jobs = {k: [Job("tiny", k, params(k, targets=["cat", "dog"], faithfulness=True, faithfulness_steps=4), image=i)
@@ -166,7 +166,7 @@ def test_an_all_zero_map_is_labelled_and_never_scored(tmp_path):
     assert np.isnan(cam.arrays["deletion_auc"][0]) and np.isnan(cam.arrays["deletion"][0]).all()
     assert live["deletion_auc"] is not None and np.isfinite(cam.arrays["insertion"][1]).all()  # ... the other is
     assert cam.meta["unmet"] == ["cat: the map is all zeros: it ranks no pixel above another, so it is not scored"]
-    from generator.techniques.attribution import target_labels
+    from generator.techniques.attribution.base import target_labels
     assert "⚠ all zeros: not scored" in target_labels(cam)[0] and "⚠" not in target_labels(cam)[1]
     # The page lists it under the warning; the comparison page shows it but ranks only the scored maps.
     results = [Result(j, "ran", 0.1, a) for k in jobs for j, a in zip(jobs[k], arts[k])]

@@ -13,10 +13,10 @@ from gradnets import (FunctionalNet, Raises, act_net, assert_same_state, brute_f
 from pydantic import ValidationError
 from torch import nn
 
-from generator.guided import NoReluError, active_modes, guided_relus
+from generator.techniques.attribution.rectifiers import NoReluError, active_modes, guided_relus
 from generator.hooks import hook_count
 from generator.techniques import registry
-from generator.techniques.saliency import class_gradients
+from generator.techniques.attribution.gradients import class_gradients
 
 
 def batch_and_targets(ctx):

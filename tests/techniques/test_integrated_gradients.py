@@ -12,10 +12,10 @@ from PIL import Image
 from torch import nn
 
 from generator import images as imagelib
-from generator.guided import active_modes
+from generator.techniques.attribution.rectifiers import active_modes
 from generator.hooks import hook_count
 from generator.techniques import registry
-from generator.techniques.integrated_gradients import make_baseline, path_points
+from generator.techniques.attribution.integrated_gradients import make_baseline, path_points
 
 
 def smooth_net() -> nn.Sequential:
@@ -145,7 +145,7 @@ def test_page_shows_completeness(tmp_path):
 def test_completeness_gap_above_ten_percent_is_flagged(tmp_path):
     """Issue 12: a 47 % gap (flower) was shown without a flag. Above 10 % the target is marked on its figure and
     the result is listed in meta['unmet'] (the page's warning, the index's count); below, nothing."""
-    from generator.techniques.attribution import target_labels
+    from generator.techniques.attribution.base import target_labels
 
     ctx = make_ctx(act_net(scale=1.0), images=2)
     coarse = run("integrated_gradients", ctx, steps=2)

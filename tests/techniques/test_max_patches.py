@@ -12,7 +12,7 @@ from datanets import colour_dataset, data_context, job
 from generator import images as imagelib
 from generator.hooks import record_outputs
 from generator.layers import receptive_fields
-from generator.techniques.max_patches import MaxPatches, MaxPatchesParams, spread, top_k
+from generator.techniques.dataset.max_patches import MaxPatches, MaxPatchesParams, spread, top_k
 
 
 def recompute(ctx, index: int, layer: str) -> torch.Tensor:

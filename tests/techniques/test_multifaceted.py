@@ -19,8 +19,8 @@ from gradnets import assert_same_state, model_state
 from generator import images as imagelib
 from generator.datasets import Dataset
 from generator.spec import InputSpec
-from generator.techniques.base import Job
-from generator.techniques.multifaceted import Multifaceted, MultifacetedParams
+from generator.artifacts import Job
+from generator.techniques.synthesis.multifaceted import Multifaceted, MultifacetedParams
 
 LABELS = [*COLOURS, "other"]  # the data set's classes are the model's (plus one): membership by label
 FAST = dict(steps=12, lr=0.05)
@@ -141,7 +141,7 @@ def test_a_grayscale_fixed_size_model_works_and_its_page_renders(tmp_path: Path,
     """One channel, 28 × 28, a classifier that accepts no other size (so `size` is ignored and the padded, zoomed
     image is resampled back to 28 px): the Fashion-MNIST shape."""
     from generator.pipeline import Result
-    from generator.render import Renderer
+    from generator.templating import Renderer
     from generator.report import ModelPages, technique_page_context, write_outputs
     from generator.techniques import registry
 

@@ -11,7 +11,7 @@ from conftest import tiny_net
 from datanets import colour_dataset, data_context, job
 from generator import idx
 from generator.datasets import Dataset, stratified
-from generator.techniques.nearest_neighbors import NearestNeighbors, NearestNeighborsParams
+from generator.techniques.dataset.nearest_neighbors import NearestNeighbors, NearestNeighborsParams
 
 
 def brute(queries: np.ndarray, base: np.ndarray, k: int, metric: str, exclude: np.ndarray) -> np.ndarray:

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from torch import nn
 
 from generator import images as imagelib
-from generator.faithfulness import blur
+from generator.techniques.attribution.faithfulness import blur
 from generator.techniques import registry
-from generator.techniques.occlusion import fill_images, occlusion_maps, window_count
+from generator.techniques.attribution.occlusion import fill_images, occlusion_maps, window_count
 
 # Weights that leave the softmax unsaturated (p ≈ 0.65), so covering a patch moves it by far more than float error
 # (larger weights saturate it at 1.0: every drop is 0 and any map would match any other).

@@ -15,7 +15,7 @@ from torch import nn
 
 from generator import images as imagelib
 from generator.context import RunContext
-from generator.techniques.saliency_grabcut import seed_mask
+from generator.techniques.attribution.saliency_grabcut import seed_mask
 
 SIDE, TOP, LEFT, SQUARE = 32, 10, 14, 10  # a 10 × 10 bright square at rows 10..19, columns 14..23
 

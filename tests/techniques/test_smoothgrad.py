@@ -14,10 +14,10 @@ from gradnets import (FunctionalNet, Raises, act_net, assert_same_state, make_ct
                       run)
 from torch import nn
 
-from generator.guided import NoReluError, active_modes
+from generator.techniques.attribution.rectifiers import NoReluError, active_modes
 from generator.hooks import hook_count
 from generator.techniques import registry
-from generator.techniques.smoothgrad import noise_draws, noise_scale
+from generator.techniques.attribution.smoothgrad import noise_draws, noise_scale
 
 
 def reference(ctx, method, samples: int, noise: float) -> tuple[np.ndarray, np.ndarray]:

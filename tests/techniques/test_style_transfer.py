@@ -11,7 +11,7 @@ from gradnets import act_net, assert_same_state, make_model, model_state
 from generator import images as imagelib
 from generator.context import RunContext
 from generator.techniques import registry
-from generator.techniques.base import Job
+from generator.artifacts import Job
 
 SMALL = dict(styles=["styles"], size=40, style_size=48, steps=12, coarse_steps=0, style_weights=[1.0, 10.0],
              style_weight=10.0, random_kernel_sizes=[3, 5, 9], random_filter_count=16, content_layer="act2",
@@ -105,7 +105,7 @@ def test_bad_keys_are_errors_naming_them():
 def test_page(tmp_path):
     from generator.context import DrawContext
     from generator.pipeline import Result
-    from generator.render import Renderer
+    from generator.templating import Renderer
     from generator.report import ModelPages, technique_page_context, write_outputs
 
     ctx = style_ctx()
@@ -127,18 +127,18 @@ def test_page(tmp_path):
 def test_missing_style_sets_are_spec_errors_naming_the_key(tmp_path):
     from conftest import tiny_spec, write_spec  # tests/conftest.py
 
-    from generator import build as buildlib
+    from generator import checks
     from generator.errors import SpecErrors
-    from generator.spec import Spec
+    from generator.checks import ReportSpec
 
     data = tiny_spec(images=["pics"], techniques={"style_transfer": {"styles": ["paintings"]}})
     data["images"]["painting"] = ["pics/a.png"]
-    spec = Spec.load(write_spec(tmp_path, data))
-    assert buildlib.named_set_problems(spec, spec.models[0]) == [
+    spec = ReportSpec.load(write_spec(tmp_path, data))
+    assert checks.named_set_problems(spec, spec.models[0]) == [
         "models[0].techniques.style_transfer.styles: no image set 'paintings'; did you mean 'painting'?"]
     data["models"][0]["techniques"]["style_transfer"] = {"styles": "painting"}
     with pytest.raises(SpecErrors, match=r"models\[0\]\.techniques\.style_transfer\.styles"):
-        Spec.load(write_spec(tmp_path, data))
+        ReportSpec.load(write_spec(tmp_path, data))
 
 
 def test_without_style_sets_each_content_image_takes_the_next_ones_style():
@@ -162,7 +162,7 @@ def test_default_style_layers_leave_out_layers_with_too_few_positions():
 
     from torch import nn
 
-    from generator.techniques.style_transfer import default_style_layers
+    from generator.techniques.synthesis.style_transfer import default_style_layers
 
     net = nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(3, 8, 3, padding=1)), ("act1", nn.ReLU()),  # 8 channels on 32 × 32

@@ -10,7 +10,7 @@ from gradnets import act_net, assert_same_state, make_model, model_state, torchv
 from generator import images as imagelib
 from generator.context import RunContext
 from generator.techniques import registry
-from generator.techniques.base import Job
+from generator.artifacts import Job
 
 SMALL = dict(size=40, source_size=64, steps=12, coarse_steps=0, random_kernel_sizes=[3, 5, 9],
              random_filter_count=16)

@@ -12,8 +12,8 @@ from torch import nn
 from gradnets import make_ctx, render_page
 from generator import images as imagelib
 from generator.techniques import registry
-from generator.techniques.base import Job
-from generator.techniques.texture_synthesis_nonparametric import source_picture
+from generator.artifacts import Job
+from generator.techniques.synthesis.texture_synthesis_nonparametric import source_picture
 
 KIND = "texture_synthesis_nonparametric"
 SMALL = dict(scale=48, source_size=24, size=32, window=5)

@@ -16,10 +16,10 @@ from generator.context import RunContext
 from generator.hooks import record_outputs
 from generator.idx import DEBIAN_ROOT, load_fashion_mnist
 from generator.models import ModelLoader
-from generator.spec import Spec
-from generator.techniques.base import Job
-from generator.techniques.max_patches import MaxPatches, MaxPatchesParams
-from generator.techniques.unit_visualization import UnitVisualization, UnitVisualizationParams
+from generator.checks import ReportSpec
+from generator.artifacts import Job
+from generator.techniques.dataset.max_patches import MaxPatches, MaxPatchesParams
+from generator.techniques.synthesis.unit_visualization import UnitVisualization, UnitVisualizationParams
 
 
 def test_channels_rise_far_above_their_data_set_average(tmp_path: Path):
@@ -52,7 +52,7 @@ HAS_FASHION = any((DEBIAN_ROOT / f"t10k-images-idx3-ubyte{ext}").is_file() for e
 
 @pytest.mark.skipif(not HAS_FASHION, reason=f"no Fashion-MNIST in {DEBIAN_ROOT}")
 def test_small_input_units_beat_every_test_image():
-    spec = Spec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"}]})
+    spec = ReportSpec.parse({"models": [{"name": "fashion", "builtin": "fashion-mnist-net"}]})
     model = ModelLoader(spec, torch.device("cpu")).load(0)
     ctx = RunContext(model, {})
     channels, layer = [9, 43, 86], "features.9"
@@ -97,7 +97,7 @@ def test_a_unit_silent_at_the_start_still_moves(monkeypatch, tmp_path: Path):
     redirected ReLU gradient its activation rises. Channel 1 (bias −10) can never fire: it is labelled on its tile
     and listed in meta['unmet']."""
     from gradnets import make_ctx
-    from generator.techniques import unit_visualization
+    from generator.techniques.synthesis import unit_visualization
 
     ctx = make_ctx(silent_net(-10.0), images=0)
     params = UnitVisualizationParams(channels=[0, 1], size=32, steps=40)
@@ -117,7 +117,7 @@ def test_a_unit_silent_at_the_start_still_moves(monkeypatch, tmp_path: Path):
 def test_a_near_uniform_result_is_called_so():
     """Contrast is measured per result against the layer's range: a flat image is 'near-uniform' on its tile and in
     the table, a patterned one is not (a flat grey tile read as a failure otherwise)."""
-    from generator.techniques.unit_visualization import UNIFORM_CONTRAST, image_contrast
+    from generator.techniques.synthesis.unit_visualization import UNIFORM_CONTRAST, image_contrast
 
     rng = np.random.default_rng(0)
     images = np.stack([np.full((3, 16, 16), 0.5), rng.uniform(0, 1, (3, 16, 16))]).astype(np.float32)

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from generator import figures
-from generator.techniques.attribution import resolve_target
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.techniques.attribution.base import resolve_target
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
 
 SMALL_INPUT = 64  # as generator/optvis/render.py's: models under this many px a side get SMALL_EPSILON
 EPSILON, SMALL_EPSILON = 8.0, 24.0

@@ -47,10 +47,15 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from generator import figures
-from generator.techniques.attribution import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
-                                              target_labels)
-from generator.techniques.base import Artifact, Job
+from generator import figures, images as imagelib
+from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
+    target_labels)
+from generator.artifacts import Artifact, Job
+from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, display_maps
+from generator.batching import images_per_gradient
+from generator.techniques.attribution.gradcam import default_layer, grad_cam, upsample
+from generator.techniques.attribution.smoothgrad import smooth_gradients
+from generator.techniques.attribution.faithfulness import blur
 
 
 class SaliencyGrabCutParams(AttributionParams):
@@ -91,8 +96,6 @@ class SaliencyGrabCutParams(AttributionParams):
 
 def plain_saliency(model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """max over channels of |∂ logit[target] / ∂ x|, (N, C, H, W) → (N, H, W): the saliency technique's map."""
-    from generator.techniques.saliency import channel_max_abs, class_gradients
-
     return channel_max_abs(class_gradients(model, x, targets))
 
 
@@ -101,10 +104,6 @@ def seed_saliency(ctx, x: torch.Tensor, targets: torch.Tensor, params: SaliencyG
     """The map the seeds are ranked by, (N, H, W) >= 0, and the Grad-CAM layer that gated it (None: not gated):
     SmoothGrad's mean |gradient| (max over channels) times the class's Grad-CAM map, each scaled to its maximum
     per row, then smoothed by `params.smooth`."""
-    from generator.batching import images_per_gradient
-    from generator.techniques.gradcam import default_layer, grad_cam, upsample
-    from generator.techniques.smoothgrad import smooth_gradients
-
     if params.samples > 1:
         batch = images_per_gradient(ctx.model, x[:1], len(x) * params.samples)
         sal = smooth_gradients(ctx.model, x, targets, params.noise, params.samples, False, batch, ctx.seed)[0]
@@ -130,8 +129,6 @@ def seed_saliency(ctx, x: torch.Tensor, targets: torch.Tensor, params: SaliencyG
 def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return maps
-    from generator.faithfulness import blur
-
     return blur(maps[:, None], sigma)[:, 0]
 
 
@@ -191,8 +188,6 @@ class SaliencyGrabCut(AttributionTechnique):
     saliency_meaning = "seed map: SmoothGrad × Grad-CAM, smoothed"
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
-        from generator import images as imagelib  # (a module-level import would be circular)
-
         sal, _layer = seed_saliency(ctx, x, targets, params)
         sal_np = sal.cpu().numpy()
         masks, seeds = [], []
@@ -208,8 +203,6 @@ class SaliencyGrabCut(AttributionTechnique):
         return self.compute(ctx, x, targets, params)["map"]
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        from generator.techniques.gradcam import default_layer
-
         arts = super().run(ctx, jobs)
         gate = None
         if jobs[0].params.gate:
@@ -230,8 +223,6 @@ class SaliencyGrabCut(AttributionTechnique):
         return arts
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        from generator.techniques.saliency import display_maps
-
         figures.grabcut_rows(env.picture(job.image), display_maps(art.arrays["saliency"], False), art.main,
                              target_labels(art), path, self.saliency_meaning)
         return True

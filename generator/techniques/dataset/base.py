@@ -4,8 +4,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from generator.errors import did_you_mean
-from generator.features import penultimate
-from generator.techniques.base import Params, Technique
+from generator.techniques.dataset.feature_pass import penultimate
+from generator.artifacts import Params
+from generator.techniques.base import Technique
 
 
 class FeatureSpaceParams(Params):

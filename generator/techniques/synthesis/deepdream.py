@@ -13,7 +13,9 @@ from pydantic import Field
 
 from generator import figures
 from generator.hooks import record_outputs
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.errors import did_you_mean
 
 
 class DeepDreamParams(Params):
@@ -53,8 +55,6 @@ class DeepDream(Technique):
         wanted = self.layers(model, params)
         for i, layer in enumerate(params.layers or []):
             if layer not in names:
-                from generator.errors import did_you_mean
-
                 problems.append(f"layers[{i}]: no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}")
         wanted = [w for w in wanted if w in names]
         if wanted and not problems:

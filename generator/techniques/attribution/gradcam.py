@@ -43,10 +43,11 @@ from torch import nn
 
 from generator import figures
 from generator.errors import did_you_mean
-from generator.guided import no_rectifier
-from generator.techniques.attribution import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
-                                              target_labels)
-from generator.techniques.base import Artifact, Job
+from generator.techniques.attribution.rectifiers import no_rectifier
+from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
+    target_labels)
+from generator.artifacts import Artifact, Job
+from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, CLIP_PERCENTILE, display_maps
 
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 MIN_SIDE = 7
@@ -231,8 +232,6 @@ class GuidedGradCAM(GradCAM):
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
         """The map, and the colour product Grad-CAM × guided gradient (N, C, H, W) the paper shows."""
-        from generator.techniques.saliency import channel_max_abs, class_gradients
-
         cam = GradCAM.attribute(self, ctx, x, targets, params)
         product = cam[:, None] * class_gradients(ctx.model, x, targets, guided=True).float()
         return {"map": channel_max_abs(product), "guided": product}
@@ -241,8 +240,6 @@ class GuidedGradCAM(GradCAM):
         return self.compute(ctx, x, targets, params)["map"]
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        from generator.techniques.saliency import CLIP_PERCENTILE, display_maps
-
         figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
                             target_labels(art), path, f"{self.title} at {art.meta.get('layer', '?')}",
                             "max |guided Grad-CAM| over channels", CLIP_PERCENTILE, bar_label="|guided Grad-CAM|")

@@ -23,9 +23,9 @@ import torchvision.transforms.v2.functional as TF
 from pydantic import Field
 
 from generator.batching import images_per_gradient
-from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique, flag
-from generator.techniques.base import Artifact, Job
-from generator.techniques.saliency import GradientDrawing
+from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique, flag
+from generator.artifacts import Artifact, Job
+from generator.techniques.attribution.gradients import GradientDrawing
 
 GAP_WARNING = 0.1
 """A completeness gap above 10 % of |F(x) − F(x′)| means the path integral missed: the target is flagged on its

@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness as _sk_trustworthiness
 
-from generator.neighbors import label_agreement, nearest
+from generator.techniques.dataset.knn import label_agreement, nearest
 
 PRE_PCA = 50  # t-SNE runs on this many principal components (van der Maaten's recommendation)
 # Below this many points openTSNE runs on one thread: each of its ~750 iterations is too little work to share, and

@@ -61,7 +61,11 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.optvis import fft_image, pixel_image
+from generator.errors import did_you_mean
+from generator.hooks import record_outputs
 
 
 class FeatureInversionParams(Params):
@@ -171,8 +175,6 @@ def invert(module: nn.Module, layer: str, originals: torch.Tensor, *, mean: torc
     docstring); `seed`: one per image, or one int (image b then uses seed + b). Returns the images (B, C, H, W) in
     [0, 1], the relative feature error ‖Φ(x) − Φ0‖/‖Φ0‖ per image at the end (unshifted), the loss per step
     (steps, B), the seconds, the layer's feature shape and the learning rate used."""
-    from generator.optvis import fft_image, pixel_image  # optvis imports models, which imports this registry
-
     device = originals.device
     b, c, h, w = originals.shape
     if parameterization == "fft":
@@ -253,8 +255,6 @@ class FeatureInversion(Technique):
         return list(params.layers) if params.layers is not None else list(model.layers)
 
     def check(self, model, params: FeatureInversionParams) -> list[str]:
-        from generator.errors import did_you_mean
-
         if params.layers is not None and not params.layers:
             return ["layers: the list is empty; name at least one layer to invert (or leave it out for the model's "
                     "chosen layers)"]
@@ -272,8 +272,6 @@ class FeatureInversion(Technique):
         channels = 3 if model.input.mode == "RGB" else 1
         side = self.side(model, params)
         x = torch.zeros(1, channels, side, side, device=model.device)
-        from generator.hooks import record_outputs
-
         try:
             with torch.no_grad(), record_outputs(model.module, wanted) as outs:
                 model.module(x)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from generator import dataset_figures, embedding
+from generator.techniques.dataset import figures as dataset_figures, tsne
 from generator.datasets import stratified
-from generator.techniques.base import Artifact, Job
-from generator.techniques.feature_space import FeatureSpaceParams, FeatureSpaceTechnique
+from generator.artifacts import Artifact, Job
+from generator.techniques.dataset.base import FeatureSpaceParams, FeatureSpaceTechnique
 
 TRUST_POINTS = 2000  # trustworthiness compares all pairs: measured on a stratified subset of this many points
 
@@ -47,17 +47,17 @@ class Embedding(FeatureSpaceTechnique):
         p: EmbeddingParams = job.params
         vectors = np.asarray(ctx.features.layer(job.layer).vectors, dtype=np.float32)
         labels = ctx.dataset.labels
-        tsne = embedding.tsne(vectors, seed=ctx.seed, perplexity=p.perplexity, device=ctx.device).astype(np.float32)
-        pca, variance = embedding.pca(vectors, 2, seed=ctx.seed)
-        grid = embedding.grid_assignment(tsne, p.grid, p.grid)
+        points_tsne = tsne.tsne(vectors, seed=ctx.seed, perplexity=p.perplexity, device=ctx.device).astype(np.float32)
+        pca, variance = tsne.pca(vectors, 2, seed=ctx.seed)
+        grid = tsne.grid_assignment(points_tsne, p.grid, p.grid)
         subset = stratified(labels, min(TRUST_POINTS, len(labels)), ctx.seed + 3)
         metrics = {"images": len(labels), "dims": int(vectors.shape[1]), "trust_points": len(subset),
                    "pca_variance": [float(v) for v in variance[:2]]}
-        for name, points in (("tsne", tsne), ("pca", pca)):
-            metrics[f"{name}_trustworthiness"] = embedding.trustworthiness(vectors[subset], points[subset], k=5)
+        for name, points in (("tsne", points_tsne), ("pca", pca)):
+            metrics[f"{name}_trustworthiness"] = tsne.trustworthiness(vectors[subset], points[subset], k=5)
             if ctx.dataset.labelled:
-                metrics[f"{name}_knn_agreement"] = embedding.knn_label_agreement(points, labels, k=5)
-        return Artifact({"tsne": tsne, "pca": pca.astype(np.float32), "grid": grid, "labels": labels.copy()},
+                metrics[f"{name}_knn_agreement"] = tsne.knn_label_agreement(points, labels, k=5)
+        return Artifact({"tsne": points_tsne, "pca": pca.astype(np.float32), "grid": grid, "labels": labels.copy()},
                         {"metrics": metrics})
 
     def draw(self, art, job, env, path: Path) -> dict[str, Path]:

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from generator import dataset_figures
+from generator.techniques.dataset import figures as dataset_figures
 from generator.datasets import stratified
-from generator.features import PIXEL_SIDE, reduce
+from generator.techniques.dataset.feature_pass import PIXEL_SIDE, reduce
 from generator.hooks import record_outputs
-from generator.neighbors import label_agreement, nearest
-from generator.techniques.base import Artifact, Job
-from generator.techniques.feature_space import FeatureSpaceParams, FeatureSpaceTechnique
+from generator.techniques.dataset.knn import label_agreement, nearest
+from generator.artifacts import Artifact, Job
+from generator.techniques.dataset.base import FeatureSpaceParams, FeatureSpaceTechnique
 
 AGREEMENT_QUERIES = 5000  # leave-one-out queries behind the page's agreement figures (all images up to this many)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from generator import dataset_figures
+from generator.techniques.dataset import figures as dataset_figures
 from generator.layers import receptive_fields
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
 
 
 class MaxPatchesParams(Params):

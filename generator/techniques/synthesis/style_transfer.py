@@ -50,13 +50,10 @@ from pydantic import Field
 
 from generator import figures
 from generator.figures import to_picture
-from generator.techniques.base import Artifact, Job, Params, Technique
-from generator.techniques.texture_synthesis import (
-    NOISE_SD,
-    channels_of,
-    layer_problems,
-    random_size_problems,
-)
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.techniques.synthesis.texture_synthesis import channels_of, layer_problems, NOISE_SD, random_size_problems, source_tensor
+from generator.optvis import matching
 
 
 class StyleTransferParams(Params):
@@ -124,8 +121,6 @@ POSITIONS_PER_CHANNEL = 0.25
 def default_style_layers(model, side: int) -> list[str]:
     """The model's chosen layers whose Gram matrices a `side`-pixel image can match (P ≥ C / 4), the first of them
     when none can."""
-    from generator.optvis import matching
-
     shapes = matching.output_shapes(matching.model_network(model), model.layers, (side, side), model.device)
     usable = [layer for layer in model.layers if layer in shapes and len(shapes[layer]) == 3
               and shapes[layer][1] * shapes[layer][2] >= POSITIONS_PER_CHANNEL * shapes[layer][0]]
@@ -134,8 +129,6 @@ def default_style_layers(model, side: int) -> list[str]:
 
 def content_tensor(record, channels: int, size: int) -> torch.Tensor:
     """The content photograph as (C, size, size) in [0, 1]: its centre square (as the model's own crop), resized."""
-    from generator.optvis import matching
-
     x = matching.to_tensor(record.image, channels)
     h, w = x.shape[-2:]
     side = min(h, w)
@@ -174,8 +167,6 @@ def measure(matching, results: list[dict], images: list[np.ndarray], styles: dic
 
 
 def style_tensor(record, channels: int, side: int) -> torch.Tensor:
-    from generator.techniques.texture_synthesis import source_tensor
-
     return source_tensor(record, channels, side)
 
 
@@ -262,8 +253,6 @@ class StyleTransfer(Technique):
         return [self.one(ctx, job) for job in jobs]
 
     def one(self, ctx, job: Job) -> Artifact:
-        from generator.optvis import matching
-
         p: StyleTransferParams = job.params
         model, device = ctx.model, ctx.device
         channels = channels_of(model)

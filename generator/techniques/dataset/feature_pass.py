@@ -27,6 +27,7 @@ from generator import images as imagelib
 from generator.cache import cache_key
 from generator.errors import ConvscopeError, one_line
 from generator.hooks import record_outputs
+from generator.batching import images_per_forward
 
 if TYPE_CHECKING:
     from generator.datasets import Dataset
@@ -173,8 +174,6 @@ class FeatureStore:
         (generator.batching: 4 for EfficientNet-Lite0 at 224 px, about 2× faster per image there than 64)."""
         if self.model.device.type == "cuda" or not n:
             return 256
-        from generator.batching import images_per_forward
-
         try:
             sample = imagelib.preprocess(self.dataset.image(0), self.model.input)[None].to(self.model.device)
         except Exception:  # an unreadable first image: the pass itself reports it, naming the file

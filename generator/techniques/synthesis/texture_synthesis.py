@@ -29,7 +29,10 @@ from pydantic import Field
 
 from generator import figures
 from generator.figures import to_picture
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.errors import did_you_mean
+from generator.optvis import matching
 
 PLAIN, SMOOTHED = "plain Gram", "activation smoothing (SWAG)"
 # The start: Gaussian noise of this sd around the source's mean colour (faint, so little of it is left over; the
@@ -86,9 +89,6 @@ def layer_problems(model, layers: list[str] | None, key: str, default: list[str]
                    what: str) -> list[str]:
     """Problems with a list of layers to match (`key` names it): empty, unknown (did you mean), or without a
     spatial map at the smallest synthesis size (`sizes`: the smallest image sides the network sees)."""
-    from generator.errors import did_you_mean
-    from generator.optvis import matching
-
     if layers is not None and not layers:
         return [f"{key}: an empty list; name at least one layer"]
     wanted = list(layers) if layers is not None else list(default)
@@ -135,8 +135,6 @@ def channels_of(model) -> int:
 
 def source_tensor(record, channels: int, side: int) -> torch.Tensor:
     """A texture photograph (its full-resolution 8-bit image) as (C, h, w) in [0, 1], shorter side `side`."""
-    from generator.optvis import matching
-
     x = matching.to_tensor(record.image, channels)
     h, w = x.shape[-2:]
     k = side / min(h, w)
@@ -190,8 +188,6 @@ class TextureSynthesis(Technique):
         return [self.one(ctx, job) for job in jobs]
 
     def one(self, ctx, job: Job) -> Artifact:
-        from generator.optvis import matching
-
         p: TextureSynthesisParams = job.params
         model, device = ctx.model, ctx.device
         channels = channels_of(model)

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from generator import figures
+from generator import figures, optvis
 from generator.figures import to_picture
 from generator.hooks import record_outputs
-from generator.techniques.base import Artifact, Job, Params, Technique
-from generator.techniques.class_visualization import fourier_setup
-from generator.techniques.max_patches import spread
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.techniques.synthesis.class_visualization import fourier_setup
+from generator.techniques.dataset.max_patches import spread
 
 
 def moved(before: float, after: float) -> bool:
@@ -106,8 +107,6 @@ class UnitVisualization(Technique):
         return [self.one(ctx, job) for job in jobs]
 
     def one(self, ctx, job: Job) -> Artifact:
-        from generator import optvis  # optvis imports models → spec → this registry
-
         p: UnitVisualizationParams = job.params
         model, layer = ctx.model, job.layer
         count = self.output_channels(ctx, layer)

@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from generator import efros_leung, figures
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.techniques.synthesis import efros_leung
+from generator import figures
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
 
 
 class TextureSynthesisNonparametricParams(Params):

@@ -22,11 +22,12 @@ import torch
 from pydantic import Field
 
 from generator.batching import images_per_gradient
-from generator.guided import no_rectifier
+from generator.techniques.attribution.rectifiers import no_rectifier
 from generator import figures
-from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
-from generator.techniques.base import Artifact, Job
-from generator.techniques.saliency import CLIP_PERCENTILE, GradientDrawing, class_gradients, display_maps, target_labels
+from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.artifacts import Artifact, Job
+from generator.techniques.attribution.gradients import CLIP_PERCENTILE, GradientDrawing, class_gradients, display_maps
+from generator.techniques.attribution.base import target_labels
 
 
 class SmoothGradParams(AttributionParams):

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from generator import faithfulness as faith
+from generator.techniques.attribution import faithfulness as faith
 from generator import figures
 from generator.batching import images_per_forward
 from generator.errors import did_you_mean
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.models import weights_digest
 
 
 class AttributionParams(Params):
@@ -195,8 +197,6 @@ class AttributionTechnique(Technique):
                                       "seconds_per_map": (time.perf_counter() - start) / max(1, len(scored))}
             start = time.perf_counter()
         if params.sanity:
-            from generator.models import weights_digest
-
             original = ctx.model.module
             before = weights_digest(original)
             stages = faith.randomization_stages(original, x[:1])[: params.sanity_stages]

@@ -20,10 +20,11 @@ from pydantic import Field, model_validator
 
 from generator import figures
 from generator.errors import ConvscopeError
-from generator.guided import SMOOTH_RECTIFIERS, guided_relus, no_rectifier, rectifiers
-from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
-from generator.techniques.base import Artifact, Job
-from generator.techniques.saliency import CLIP_PERCENTILE, channel_max_abs, class_gradients, display_maps, target_labels
+from generator.techniques.attribution.rectifiers import SMOOTH_RECTIFIERS, guided_relus, no_rectifier, rectifiers
+from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.artifacts import Artifact, Job
+from generator.techniques.attribution.gradients import CLIP_PERCENTILE, channel_max_abs, class_gradients, display_maps
+from generator.techniques.attribution.base import target_labels
 
 
 class GuidedBackpropParams(AttributionParams):

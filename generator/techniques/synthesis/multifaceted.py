@@ -48,13 +48,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from generator import figures
+from generator import figures, images as imagelib, optvis
 from generator.figures import to_picture
-from generator import images as imagelib
-from generator.features import penultimate
-from generator.techniques.attribution import resolve_target, target_problems
-from generator.techniques.base import Artifact, Job, Params, Technique
-from generator.techniques.class_visualization import rose
+from generator.techniques.dataset.feature_pass import penultimate
+from generator.techniques.attribution.base import resolve_target, target_problems
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.techniques.synthesis.class_visualization import rose
+from generator.optvis.transforms import Pad
 
 PREDICT_BATCH = 64  # data-set images per forward when the model's own predictions pick the members
 
@@ -160,7 +161,6 @@ class Multifaceted(Technique):
         return [self.one(ctx, job) for job in jobs]
 
     def one(self, ctx, job: Job) -> Artifact:
-        from generator import optvis  # optvis imports models, which imports the spec, which imports this registry
         from sklearn.cluster import KMeans
 
         p: MultifacetedParams = job.params
@@ -281,9 +281,6 @@ class Multifaceted(Technique):
         """Lucid's standard transforms scaled to `size`; for a fixed-size model without the padding (so the model sees
         `size` px: zooms and rotations keep the size and fill with the mean colour), and resampled to `size` in case
         a transform changes it. None at strength 0."""
-        from generator import optvis
-        from generator.optvis.transforms import Pad
-
         if not strength:
             return None
         standard = optvis.standard_transforms(size, strength)

@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from generator import figures
+from generator import figures, images as imagelib
 from generator.batching import images_per_forward
-from generator.techniques.attribution import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
-                                              target_labels)
-from generator.techniques.base import Artifact, Job
+from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
+    target_labels)
+from generator.artifacts import Artifact, Job
+from generator.techniques.attribution.faithfulness import blur, log_odds
 
 
 class OcclusionParams(AttributionParams):
@@ -104,8 +105,6 @@ def _coverage(length: int, window: int, stride: int, device) -> torch.Tensor:
 def mean_colour(ctx) -> list[float]:
     """Per-channel mean intensity (0..1) of the model's view of every image in its sets, each image weighing the
     same."""
-    from generator import images as imagelib  # (a module-level import would be circular: images → spec → registry)
-
     spec = ctx.model.input
     means = []
     for record in (ctx.images[i] for i in ctx.own_images):
@@ -124,8 +123,6 @@ def fill_images(ctx, x: torch.Tensor, params: OcclusionParams) -> torch.Tensor:
     if params.fill == "mean":
         colour = torch.tensor(mean_colour(ctx), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return ((colour - mean) / std).expand_as(x)
-    from generator.faithfulness import blur  # linear: blurring the normalized input = normalizing the blurred one
-
     return blur(x, params.blur_sigma or params.geometry(x.shape[-1])[0] / 4)
 
 
@@ -146,8 +143,6 @@ def _unique_rows(x: torch.Tensor) -> tuple[list[int], list[int]]:
 
 def class_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
     """(B, classes) logits, (B,) targets → (B,) each row's target score: log-odds (nats) or softmax probability."""
-    from generator.faithfulness import log_odds
-
     if score == "log_odds":
         return log_odds(logits, targets)
     return logits.float().softmax(1).gather(1, targets.view(-1, 1).to(logits.device))[:, 0]

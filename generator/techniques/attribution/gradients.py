@@ -1,9 +1,6 @@
-"""Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman 2014): how much each pixel would change the class score.
-
-The class score is the unnormalized logit (not the softmax probability, whose gradient also depends on every other
-class). The map is max |∂score/∂x| over the colour channels. This module also holds the pieces the other gradient
-techniques (guided backprop, integrated gradients, SmoothGrad) share: class gradients of a batch, and the display
-clipping of their figures."""
+"""What the gradient techniques share (saliency, guided backprop, integrated gradients, SmoothGrad, Grad-CAM,
+GrabCut): class gradients of a batch, the channel reduction of Simonyan's map, and the display clipping of their
+figures."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -13,9 +10,9 @@ import numpy as np
 import torch
 
 from generator import figures
-from generator.guided import guided_relus
-from generator.techniques.attribution import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique, target_labels
-from generator.techniques.base import Artifact, Job
+from generator.artifacts import Artifact, Job
+from generator.techniques.attribution.base import target_labels
+from generator.techniques.attribution.rectifiers import guided_relus
 
 CLIP_PERCENTILE = 99.0  # gradient maps are heavy-tailed: a few pixels would take the whole colour scale
 
@@ -67,21 +64,3 @@ class GradientDrawing:
                                  f"{self.title}\n(shown clipped at the {CLIP_PERCENTILE:g}th percentile)",
                                  self.colour_map_meaning, signed=self.signed)
         return True
-
-
-class SaliencyParams(AttributionParams):
-    pass
-
-
-class Saliency(GradientDrawing, AttributionTechnique):
-    kind = "saliency"
-    title = "Saliency (gradient)"
-    summary = "gradient of the class score w.r.t. the input pixels: max |∂score/∂x| over colour channels"
-    version = 3  # 3: log-odds faithfulness; constant maps unscored
-    Params = SaliencyParams
-    colour_map_meaning = "|∂score/∂x|, max over channels"
-    arrays = {"map": "(targets, H, W) float32: saliency, max over colour channels of |∂ class logit / ∂ input "
-                     "pixel| (normalized input units), unclipped; one map per target", **ATTRIBUTION_ARRAYS}
-
-    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
-        return channel_max_abs(class_gradients(ctx.model, x, targets))

@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from generator import figures
+from generator import figures, optvis
 from generator.figures import to_picture
-from generator.techniques.attribution import resolve_target, target_problems
-from generator.techniques.base import Artifact, Job, Params, Technique
+from generator.techniques.attribution.base import resolve_target, target_problems
+from generator.artifacts import Artifact, Job, Params
+from generator.techniques.base import Technique
+from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS
 
 @dataclass
 class FourierSetup:
@@ -58,9 +60,6 @@ def fourier_setup(model, batch: int, seed: int, *, size: int | None, default_siz
     most `default_size`; a model of one input size gets exactly that size). Smaller inputs: SMALL_INPUT_DEFAULTS —
     optimized at `size` or 4× the input size, the model sees a blurred, resized copy; decay power + 0.5, lr × 0.25,
     a periodic blur (see generator/optvis/render.py for what each one fixed)."""
-    from generator import optvis  # optvis imports models, which imports the spec, which imports this registry
-    from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS
-
     side = model.input.size
     rgb = model.input.mode == "RGB"
     channels = 3 if rgb else 1
@@ -163,8 +162,6 @@ class ClassVisualization(Technique):
         return [self.one(ctx, job) for job in jobs]
 
     def one(self, ctx, job: Job) -> Artifact:
-        from generator import optvis  # optvis imports models, which imports the spec, which imports this registry
-
         p: ClassVisualizationParams = job.params
         model = ctx.model
         classes = self.targets(ctx, p)
