@@ -8,7 +8,28 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-Scope = Literal["model", "layer", "image", "layer×image"]
+Expansion = Literal["model", "layer", "image", "layer×image"]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """How a technique's jobs expand and what they read of the model's data set: declared once per technique. The
+    planner derives every job's cache key from it and from `Reads`, never from a list kept by hand."""
+
+    over: Expansion  # one job per model, per chosen layer, per image, or per layer and image
+    dataset: Literal["none", "needs", "follows"] = "none"  # needs: looks across it; follows: uses it when there
+    core: bool = False  # every model runs it (the inputs, the architecture table); never chosen in the spec
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a job reads besides its model, technique, parameters, layer and image, as its parameters decide; each
+    entry joins the cache key."""
+
+    image_sets: tuple[str, ...] | None = None  # sets its jobs expand over instead of the model's own (textures)
+    references: tuple[str, ...] = ()  # sets every job reads whole (style images): their contents join the key
+    whole_set: bool = False  # one image's result depends on the other images of its set (their mean colour)
+    model_layers: bool = False  # depends on the model's chosen layers without expanding over them
 
 
 class Params(BaseModel):

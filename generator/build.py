@@ -87,8 +87,7 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
                           dataset_digest=dataset.digest if dataset else None, sets=sets)
         features = None
         if dataset is not None:
-            layers = [j.layer for j in model_jobs if j.layer and (registry.get(j.kind).uses_dataset
-                                                                  or registry.get(j.kind).follows_dataset)]
+            layers = [j.layer for j in model_jobs if j.layer and registry.get(j.kind).scope.dataset != "none"]
             features = FeatureStore(model, dataset, spec.resolve(spec.cache), layers)
         contexts[model.name] = RunContext(model, records, quick=options.quick, seed=spec.seed, dataset=dataset,
                                           features=features, own=own)

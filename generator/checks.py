@@ -131,8 +131,8 @@ def sets_named_by(ms) -> dict[str, list[str]]:
     """Image sets that a model's techniques name themselves (texture sources, style images): technique → sets."""
     named = {}
     for kind, params in ms.technique_params().items():
-        technique = registry.get(kind)
-        sets = list(technique.image_sets(params) or []) + list(technique.reference_sets(params))
+        reads = registry.get(kind).reads(params)
+        sets = list(reads.image_sets or []) + list(reads.references)
         if sets:
             named[kind] = sets
     return named

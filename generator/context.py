@@ -69,10 +69,8 @@ class RunContext:
     def probabilities(self, images: torch.Tensor, classes: list[int]) -> np.ndarray:
         """Softmax probability of element b's class b, for (B, C, H, W) images in [0, 1] pixels (synthesis results,
         without any random transform): what the synthesis pages report."""
-        mean = torch.tensor(self.model.input.mean, device=self.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.model.input.std, device=self.device).view(1, -1, 1, 1)
         with torch.no_grad():
-            probs = self.model.logits((images.to(self.device).float() - mean) / std).float().softmax(1)
+            probs = self.model.logits(self.model.normalize(images.to(self.device).float())).float().softmax(1)
         return probs[torch.arange(len(classes)), torch.tensor(classes)].cpu().numpy()
 
 

@@ -1,7 +1,7 @@
 """Context managers that attach hooks to named modules and always remove them, even when the forward raises."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,6 +49,22 @@ def record_calls(model: nn.Module) -> Iterator[list[tuple[str, nn.Module, tuple[
             if name:
                 handles.append(module.register_forward_hook(hook_for(name)))
         yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def hooked(model: nn.Module, hooks: dict[str, Callable[..., Any]], pre: bool = False) -> Iterator[None]:
+    """Attach each hook to the module of `model` its key names (a forward hook; with `pre`, a forward pre-hook) for
+    the block only. A forward hook may return a replacement output."""
+    modules = dict(model.named_modules())
+    handles = []
+    try:
+        for name, hook in hooks.items():
+            module = modules[name]
+            handles.append(module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook))
+        yield
     finally:
         for h in handles:
             h.remove()

@@ -13,7 +13,7 @@ from generator.context import RunContext
 from generator.errors import one_line
 from generator.models import LoadedModel
 from generator.techniques import registry
-from generator.artifacts import Artifact, Job
+from generator.artifacts import Artifact, Job, Reads
 
 Status = Literal["ran", "cached", "failed"]
 
@@ -47,35 +47,43 @@ def plan(model: LoadedModel, params_by_kind: dict, image_ids: list[str], image_d
             continue
         if quick:
             params = params.quick()
-        layers = technique.layers(model, params) if "layer" in technique.scope else [None]
-        own_sets = technique.image_sets(params)
-        imgs = [None] if "image" not in technique.scope else (
-            image_ids if own_sets is None else [i for name in own_sets for i in sets[name]])
-        references = technique.reference_sets(params)
+        scope, reads = technique.scope, technique.reads(params)
+        layers = technique.layers(model, params) if "layer" in scope.over else [None]
+        imgs = [None] if "image" not in scope.over else (
+            image_ids if reads.image_sets is None else [i for name in reads.image_sets for i in sets[name]])
         for layer in layers:
             for image in imgs:
                 job = Job(model.name, kind, params, layer, image)
-                # The data set joins the key only where it matters, so older keys (and their cache) stay valid.
-                uses = technique.uses_dataset or (technique.follows_dataset and dataset_digest is not None)
-                extra = {"dataset": dataset_digest} if uses else {}
-                if references:
-                    extra["references"] = [image_digests[i] for name in references for i in sets[name]]
-                job.key = cache_key(
-                    model=model.digest, kind=kind, version=technique.version, params=params.cache_fields(),
-                    layer=layer, image=image_digests.get(image) if image else None,
-                    layers=model.layers if technique.scope == "model" or technique.reads_model_layers(params) else None,
-                    image_set=set_digest if technique.uses_image_set(params) else None, **extra,
-                )
+                job.key = job_key(job, technique, model, reads, image_digests, set_digest, dataset_digest, sets)
                 jobs.append(job)
     return jobs
+
+
+def job_key(job: Job, technique, model: LoadedModel, reads: Reads, image_digests: dict[str, str], set_digest: str,
+            dataset_digest: str | None, sets: dict[str, list[str]]) -> str:
+    """The cache key of a job, from what it reads: the model's weights, the technique's version and parameters, its
+    layer and image, and what its scope and `Reads` declare (the data set, the model's chosen layers, the whole
+    image set, reference images). An entry that does not apply is left out, so older keys stay valid."""
+    scope = technique.scope
+    extra: dict = {}
+    if scope.dataset == "needs" or (scope.dataset == "follows" and dataset_digest is not None):
+        extra["dataset"] = dataset_digest
+    if reads.references:
+        extra["references"] = [image_digests[i] for name in reads.references for i in sets[name]]
+    return cache_key(
+        model=model.digest, kind=job.kind, version=technique.version, params=job.params.cache_fields(),
+        layer=job.layer, image=image_digests.get(job.image) if job.image else None,
+        layers=model.layers if scope.over == "model" or reads.model_layers else None,
+        image_set=set_digest if reads.whole_set else None, **extra,
+    )
 
 
 def _groups(jobs: list[Job]) -> list[list[Job]]:
     """Jobs a technique can run in one call: same model and technique (and layer, for layer × image)."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        scope = registry.get(job.kind).scope
-        key = (job.model, job.kind, job.layer if scope == "layer×image" else None, job.key if scope == "model" else None)
+        over = registry.get(job.kind).scope.over
+        key = (job.model, job.kind, job.layer if over == "layer×image" else None, job.key if over == "model" else None)
         groups.setdefault(key, []).append(job)
     return list(groups.values())
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cli, read_json, tiny_spec, write_spec
+from helpers import cli, read_json, tiny_spec, write_spec
 from generator import build as buildlib
 from generator import report
 from generator.techniques.predictions import Predictions

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from conftest import cli, read_json, record_arrays, tiny_spec, write_spec
+from helpers import cli, read_json, record_arrays, tiny_spec, write_spec
 from generator.cache import Cache, cache_key
 from generator.artifacts import Artifact
 
@@ -113,7 +113,7 @@ def test_force_reruns_everything(project):
 
 
 def test_a_changed_image_reruns_only_its_jobs(project):
-    from conftest import noise_image
+    from helpers import noise_image
 
     path = write_spec(project, tiny_spec())
     assert cli("build", path) == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import cli, colour_folder, read_json, tiny_spec, write_spec
+from helpers import cli, colour_folder, read_json, tiny_spec, write_spec
 
 VIEWS = {"nearest_neighbors": {"k": 3, "queries": 3}, "embedding": {"grid": 4, "perplexity": 5},
          "max_patches": {"per_layer": 2, "top_k": 3}}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, noise_image, tiny_spec, write_spec
+from helpers import cli, noise_image, tiny_spec, write_spec
 from generator import datasets as datalib
 from generator.errors import ConvscopeError, SpecErrors
 from generator.checks import ReportSpec

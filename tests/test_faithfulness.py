@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import cli, make_context, read_json, tiny_net, tiny_spec, write_spec
+from helpers import cli, make_context, read_json, tiny_net, tiny_spec, write_spec
 from generator.techniques.attribution import faithfulness as faith
 from generator.context import DrawContext
 from generator.hooks import hook_count

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import tiny_net
+from helpers import tiny_net
 from generator import images as imagelib
 from generator.datasets import Dataset
 from generator.techniques.dataset.feature_pass import FeatureStore, penultimate, reduce

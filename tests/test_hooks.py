@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_net
+from helpers import tiny_net
 from generator.hooks import hook_count, record_outputs
 
 

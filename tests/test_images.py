@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import noise_image
+from helpers import noise_image
 from generator import images as imagelib
 from generator.errors import ConvscopeError
 from generator.images import decode
@@ -200,7 +200,7 @@ def test_broken_file_in_a_set_names_key_and_file(tmp_path):
 
 
 def test_broken_file_via_validate(tmp_path, capsys):
-    from conftest import TINYMOD, cli, tiny_spec, write_spec
+    from helpers import TINYMOD, cli, tiny_spec, write_spec
 
     (tmp_path / "tinymod.py").write_text(TINYMOD)
     (tmp_path / "pics").mkdir()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, cli, make_project, tiny_spec, write_spec
+from helpers import REPO, cli, make_project, tiny_spec, write_spec
 from generator.techniques.dataset import figures as dataset_figures
 from generator import figures, mkdocs_hooks
 from generator.report import model_nav
@@ -171,7 +171,7 @@ def test_a_grayscale_data_set_feeds_an_rgb_model(tmp_path):
     each image upsampled to the input size and repeated into three equal channels, and the feature pass runs."""
     import torch
 
-    from conftest import tiny_net
+    from helpers import tiny_net
     from generator import images as imagelib
     from generator.datasets import Dataset
     from generator.techniques.dataset.feature_pass import FeatureStore

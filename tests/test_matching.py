@@ -3,23 +3,20 @@ loop, recording that leaves the model as it was, Gram synthesis that makes a tex
 not make it), style transfer lowering both losses, seeds."""
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent / "techniques"))
-from gradnets import Raises, act_net, assert_same_state, model_state  # noqa: E402
+from helpers import Raises, act_net, assert_same_state, model_state
 
-from generator import images as imagelib  # noqa: E402
-from generator.hooks import hook_count  # noqa: E402
-from generator.optvis import matching  # noqa: E402
-from generator.optvis.matching import Features  # noqa: E402
-from generator.optvis.random_filters import random_filters  # noqa: E402
+from generator import images as imagelib
+from generator.hooks import hook_count
+from generator.optvis import matching
+from generator.optvis.matching import Features
+from generator.optvis.random_filters import random_filters
 
 SMALL = dict(kernel_sizes=(3, 5, 9, 15), filters=24)  # a cheap random net for tests (15 px runs at half size)
 

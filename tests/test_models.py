@@ -6,7 +6,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from conftest import TINYMOD, cli, tiny_net, tiny_spec, write_spec
+from helpers import TINYMOD, cli, tiny_net, tiny_spec, write_spec
 from generator.checks import prepare
 from generator.errors import ConvscopeError, SpecErrors
 from generator.models import LoadedModel, ModelLoader, select_logits

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import cli, read_json, write_spec
+from helpers import cli, read_json, write_spec
 from generator.techniques import registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")

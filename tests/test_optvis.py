@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_net
+from helpers import tiny_net
 from generator.hooks import hook_count
 from generator.optvis import (
     Activations,

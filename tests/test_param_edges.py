@@ -17,7 +17,7 @@ import annotated_types as at
 import pytest
 from pydantic import ValidationError
 
-from conftest import cli, colour_folder, read_json, tiny_spec, write_spec
+from helpers import cli, colour_folder, read_json, tiny_spec, write_spec
 from generator.checks import ReportSpec
 from generator.errors import SpecErrors
 from generator.techniques import registry

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_context, tiny_net
+from helpers import make_context, tiny_net
 from generator.cache import Cache
 from generator.errors import one_line
 from generator.pipeline import execute, plan
 from generator.techniques import registry
 from generator.techniques.activations import ActivationsParams
-from generator.artifacts import Artifact, Scope
+from generator.artifacts import Artifact, Expansion, Reads
 from generator.techniques.predictions import Predictions, PredictionsParams
 
 
@@ -121,7 +121,7 @@ def test_registry_lists_every_technique_once():
     assert set(registry.selectable()) == set(kinds) - {"input", "architecture"}
     for kind, t in registry.TECHNIQUES.items():
         assert t.kind == kind and t.title and t.summary
-        assert t.scope in typing.get_args(Scope)
+        assert t.scope.over in typing.get_args(Expansion) and t.scope.dataset in ("none", "needs", "follows")
 
 
 def test_occlusion_with_mean_fill_is_keyed_on_the_whole_image_set(ctx):
@@ -152,11 +152,8 @@ class _FromSets(Predictions):
     kind = "from_sets"
     Params = _SourcesParams
 
-    def image_sets(self, params):
-        return params.sources
-
-    def reference_sets(self, params):
-        return params.styles
+    def reads(self, params):
+        return Reads(image_sets=tuple(params.sources), references=tuple(params.styles))
 
 
 def test_techniques_can_name_their_own_image_sets(ctx, monkeypatch):

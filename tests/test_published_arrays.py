@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, colour_folder, make_project, read_json, record_arrays, tiny_spec, write_spec
+from helpers import cli, colour_folder, make_project, read_json, record_arrays, tiny_spec, write_spec
 from generator.techniques import registry
 from generator.techniques.base import Technique
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from conftest import REPO, cli, make_project, read_json, record_arrays, tiny_spec, write_spec
+from helpers import REPO, cli, make_project, read_json, record_arrays, tiny_spec, write_spec
 
 LABELS = ["<script>x</script>", "*bold*_", "[link](http://example.com)", "plain | pipe"]
 

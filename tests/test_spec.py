@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, noise_image, tiny_spec, write_spec
+from helpers import cli, noise_image, tiny_spec, write_spec
 from generator.errors import SpecErrors
 from generator.checks import ReportSpec
 from generator.techniques import registry

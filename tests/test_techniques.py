@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import make_context, tiny_net
+from helpers import make_context, tiny_net
 from generator import figures
 from generator.hooks import hook_count
 from generator.techniques import registry

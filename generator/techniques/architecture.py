@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from generator.layers import layer_table
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 
 
@@ -18,8 +18,7 @@ class Architecture(Technique):
     summary = "layer table with output shapes, parameters and receptive fields"
     version = 3
     Params = ArchitectureParams
-    scope = "model"
-    always = True
+    scope = Scope("model", core=True)
     arrays = {
         "receptive_fields": "(rows, 3) float64: receptive field size, stride and offset (centre of unit (0, 0)) in "
                             "input pixels of each row of the layer table, in `names` order; NaN where unknown",
@@ -29,8 +28,7 @@ class Architecture(Technique):
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         model = ctx.model
-        channels = 3 if model.input.mode == "RGB" else 1
-        rows = layer_table(model.module, (channels, model.input.size, model.input.size), ctx.device,
+        rows = layer_table(model.module, model.input_shape, ctx.device,
                            depth=jobs[0].params.depth, extra=model.layers)
         # The receptive-field table as numbers: size, stride, offset per row (NaN where unknown).
         rf = np.array([[r.rf.size, r.rf.stride, r.rf.offset] if r.rf else [np.nan] * 3 for r in rows], dtype=np.float64)

@@ -5,7 +5,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, Reads, Scope
 
 if TYPE_CHECKING:
     from generator.context import DrawContext, RunContext
@@ -19,9 +19,6 @@ class Technique:
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]] = Params
     scope: ClassVar[Scope]
-    always: ClassVar[bool] = False  # core artifacts every model gets, not chosen in the spec
-    uses_dataset: ClassVar[bool] = False  # looks across the model's data set (its features are in ctx.features)
-    follows_dataset: ClassVar[bool] = False  # runs without one, but uses the data set when the model has one
     # What each array of an artifact means (name → meaning, with shape and units), published in manifest.json
     # beside the array. A key with `*` is a pattern (fnmatch) for names made at run time, e.g. "unit-*".
     arrays: ClassVar[dict[str, str]] = {}
@@ -33,25 +30,18 @@ class Technique:
             return cls.arrays[name]
         return next((text for key, text in cls.arrays.items() if "*" in key and fnmatchcase(name, key)), None)
 
-    def uses_image_set(self, params: Params) -> bool:
-        """True when one image's result also depends on the other images of its set (e.g. their mean colour):
-        the cache key then covers the whole set."""
-        return False
+    @property
+    def always(self) -> bool:
+        return self.scope.core
 
-    def reads_model_layers(self, params: Params) -> bool:
-        """True when a job's result depends on the model's chosen layers without being expanded over them (an
-        image's inversion at each of them): the cache key then covers the list."""
-        return False
+    @property
+    def uses_dataset(self) -> bool:
+        """Looks across the model's data set (its features are in ctx.features)."""
+        return self.scope.dataset == "needs"
 
-    def image_sets(self, params: Params) -> list[str] | None:
-        """Image sets (names under the spec's `images:`) whose images this technique's jobs expand over instead of
-        the model's own sets, e.g. the textures of a texture synthesis; None: the model's sets."""
-        return None
-
-    def reference_sets(self, params: Params) -> list[str]:
-        """Further image sets that every job reads (e.g. the style images of a style transfer): their records are in
-        the contexts' `images` and their contents join every job's cache key."""
-        return []
+    def reads(self, params: Params) -> Reads:
+        """What a job reads that its parameters decide (image sets, the model's chosen layers): see `Reads`."""
+        return Reads()
 
     def inapplicable(self, model: "LoadedModel", params: Params) -> str | None:
         """Why this technique cannot say anything about this model, in one sentence for its page (it then runs no
@@ -70,7 +60,12 @@ class Technique:
         return []
 
     def run(self, ctx: "RunContext", jobs: list[Job]) -> list[Artifact]:
-        """Compute the artifacts of several jobs that differ only in image (or layer) — batch them."""
+        """Compute the artifacts of several jobs that differ only in image (or layer): batch them where the device
+        gains from it; by default one job at a time."""
+        return [self.one(ctx, job) for job in jobs]
+
+    def one(self, ctx: "RunContext", job: Job) -> Artifact:
+        """The artifact of one job (for techniques that gain nothing from batching)."""
         raise NotImplementedError
 
     def draw(self, art: Artifact, job: Job, env: "DrawContext", path: Path) -> bool | dict[str, Path]:

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 from generator.errors import did_you_mean
 
@@ -35,7 +35,7 @@ class Filters(Technique):
     summary = "convolution weights: first layer in colour, deeper layers per input channel"
     version = 3
     Params = FiltersParams
-    scope = "layer"
+    scope = Scope("layer")
     arrays = {"weight": "(out, in / groups, kh, kw) float32: the conv layer's weights, every filter (the figure "
                         "draws max_filters of them)"}
 

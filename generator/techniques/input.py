@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from generator import figures
-from generator.artifacts import Artifact, Job
+from generator.artifacts import Artifact, Job, Scope
 from generator.techniques.base import Technique
 from generator.images import display
 
@@ -13,8 +13,7 @@ class Input(Technique):
     kind = "input"
     title = "Inputs"
     summary = "the preprocessed tensor each image becomes (resize, centre crop, normalize)"
-    scope = "image"
-    always = True
+    scope = Scope("image", core=True)
     arrays = {"input": "the preprocessed image the model is given: (C, H, W) float32, resized, centre-cropped and "
                        "normalized with the model's mean and std"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradnets import act_net, assert_same_state, make_ctx, make_model, model_state
+from helpers import act_net, assert_same_state, make_ctx, make_model, model_state
 from generator.context import RunContext
 from generator.models import ModelLoader
 from generator.checks import ReportSpec

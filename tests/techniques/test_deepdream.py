@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradnets import act_net, assert_same_state, make_ctx, model_state
+from helpers import act_net, assert_same_state, make_ctx, model_state
 from generator.techniques import registry
 from generator.artifacts import Job
 from generator.techniques.synthesis.deepdream import layer_norm

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import tiny_net
-from datanets import colour_dataset, data_context, job
+from helpers import tiny_net, colour_dataset, data_context, job
 from generator.techniques.dataset.embedding import Embedding, EmbeddingParams
 
 

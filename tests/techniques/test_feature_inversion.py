@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from gradnets import Raises, _init, act_net, assert_same_state, make_model, model_state, render_page
+from helpers import Raises, _init, act_net, assert_same_state, make_model, model_state, render_page
 from generator import images as imagelib
 from generator.context import RunContext
 from generator.models import ModelLoader

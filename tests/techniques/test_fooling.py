@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradnets import act_net, make_ctx, model_state, assert_same_state, render_page, run
+from helpers import act_net, make_ctx, model_state, assert_same_state, render_page, run
 from generator.idx import DEBIAN_ROOT, load_fashion_mnist
 from generator import images as imagelib
 from generator.context import RunContext

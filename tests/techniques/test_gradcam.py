@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from gradnets import (torchvision_net, Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state, params,
+from helpers import (torchvision_net, Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state, params,
                       render_page, run)
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -206,7 +206,7 @@ def test_layer_after_global_pooling_is_a_check_error():
 
 
 def test_bad_layer_caught_by_validate(project, capsys):
-    from conftest import cli, tiny_spec, write_spec
+    from helpers import cli, tiny_spec, write_spec
 
     spec = write_spec(project, tiny_spec(techniques={"gradcam": {"layer": "fc"}}))
     assert cli("validate", spec) != 0
@@ -283,7 +283,7 @@ def test_guided_gradcam_is_gradcam_times_guided_backprop(act, kw, upper, slope):
     arts = run("guided_gradcam", ctx)
     cam = upsample(grad_cam(ctx.model, x, targets, "act2"), (32, 32))
     for i, art in enumerate(arts):
-        # Guided backprop written out by hand in gradnets (ReLU6 passes gradient only below 6, LeakyReLU its slope).
+        # Guided backprop written out by hand in helpers.py (ReLU6 passes gradient only below 6, LeakyReLU its slope).
         guided = brute_force_guided(net, x[i:i + 1], int(targets[i]), upper=upper, slope=slope)
         product = cam[i:i + 1, None] * guided
         assert art.meta["layer"] == "act2"

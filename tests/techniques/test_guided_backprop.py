@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import GuidedBackprop as CaptumGuided
-from gradnets import (FunctionalNet, Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state,
+from helpers import (FunctionalNet, Raises, act_net, assert_same_state, brute_force_guided, make_ctx, model_state,
                       params, plain_gradient, render_page, run)
 from pydantic import ValidationError
 from torch import nn

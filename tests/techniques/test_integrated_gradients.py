@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
-from gradnets import (FunctionalNet, Raises, act_net, assert_same_state, make_ctx, model_state, params, render_page,
+from helpers import (FunctionalNet, Raises, act_net, assert_same_state, make_ctx, model_state, params, render_page,
                       run)
 from PIL import Image
 from torch import nn

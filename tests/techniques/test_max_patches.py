@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conftest import tiny_net
-from datanets import colour_dataset, data_context, job
+from helpers import tiny_net, colour_dataset, data_context, job
 from generator import images as imagelib
 from generator.hooks import record_outputs
 from generator.layers import receptive_fields

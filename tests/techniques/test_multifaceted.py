@@ -13,9 +13,7 @@ from PIL import Image
 from sklearn.cluster import KMeans
 from torch import nn
 
-from conftest import tiny_net
-from datanets import COLOURS, colour_dataset, data_context
-from gradnets import assert_same_state, model_state
+from helpers import tiny_net, COLOURS, colour_dataset, data_context, assert_same_state, model_state
 from generator import images as imagelib
 from generator.datasets import Dataset
 from generator.spec import InputSpec

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_net
-from datanets import colour_dataset, data_context, job
+from helpers import tiny_net, colour_dataset, data_context, job
 from generator import idx
 from generator.datasets import Dataset, stratified
 from generator.techniques.dataset.nearest_neighbors import NearestNeighbors, NearestNeighborsParams

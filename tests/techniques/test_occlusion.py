@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import Occlusion as CaptumOcclusion
-from gradnets import torchvision_net, act_net, assert_same_state, make_ctx, model_state, params, render_page, run
+from helpers import torchvision_net, act_net, assert_same_state, make_ctx, model_state, params, render_page, run
 from pydantic import ValidationError
 from torch import nn
 
@@ -221,7 +221,7 @@ def test_window_larger_than_the_input_is_a_check_error():
 
 
 def test_window_too_large_caught_by_validate(project, capsys):
-    from conftest import cli, tiny_spec, write_spec
+    from helpers import cli, tiny_spec, write_spec
 
     spec = write_spec(project, tiny_spec(techniques={"occlusion": {"window": 40, "stride": 8}}))
     assert cli("validate", spec) != 0

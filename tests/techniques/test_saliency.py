@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import Saliency as CaptumSaliency
-from gradnets import FunctionalNet, act_net, assert_same_state, make_ctx, model_state, params, render_page, run
+from helpers import FunctionalNet, act_net, assert_same_state, make_ctx, model_state, params, render_page, run
 from torch import nn
 
 from generator.techniques import registry

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from gradnets import act_net, assert_same_state, make_ctx, make_model, model_state, params, render_page, run
+from helpers import act_net, assert_same_state, make_ctx, make_model, model_state, params, render_page, run
 from PIL import Image
 from pydantic import ValidationError
 from torch import nn

@@ -10,7 +10,7 @@ import torch
 from captum.attr import GuidedBackprop as CaptumGuided
 from captum.attr import NoiseTunnel
 from captum.attr import Saliency as CaptumSaliency
-from gradnets import (FunctionalNet, Raises, act_net, assert_same_state, make_ctx, model_state, params, render_page,
+from helpers import (FunctionalNet, Raises, act_net, assert_same_state, make_ctx, model_state, params, render_page,
                       run)
 from torch import nn
 

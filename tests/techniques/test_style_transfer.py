@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from gradnets import act_net, assert_same_state, make_model, model_state
+from helpers import act_net, assert_same_state, make_model, model_state
 from generator import images as imagelib
 from generator.context import RunContext
 from generator.techniques import registry
@@ -38,7 +38,7 @@ def run(ctx, **kw):
     technique = registry.get("style_transfer")
     p = technique.Params(**{**SMALL, **kw})
     assert technique.check(ctx.model, p) == []
-    assert technique.reference_sets(p) == ["styles"]
+    assert technique.reads(p).references == ("styles",)
     return technique.run(ctx, [Job("tiny", "style_transfer", p, image="photos/chelsea")])[0]
 
 
@@ -125,7 +125,7 @@ def test_page(tmp_path):
 
 
 def test_missing_style_sets_are_spec_errors_naming_the_key(tmp_path):
-    from conftest import tiny_spec, write_spec  # tests/conftest.py
+    from helpers import tiny_spec, write_spec
 
     from generator import checks
     from generator.errors import SpecErrors
@@ -146,7 +146,7 @@ def test_without_style_sets_each_content_image_takes_the_next_ones_style():
     ctx.own = ["photos/chelsea", "styles/immunohistochemistry"]
     technique = registry.get("style_transfer")
     p = technique.Params(**{**SMALL, "styles": None, "style_weights": [], "steps": 3})
-    assert technique.reference_sets(p) == [] and technique.uses_image_set(p)
+    assert technique.reads(p).references == () and technique.reads(p).whole_set
     arts = technique.run(ctx, [Job("tiny", "style_transfer", p, image=i) for i in ctx.own])
     assert [a.meta["styles"] for a in arts] == [["styles/immunohistochemistry"], ["photos/chelsea"]]
     ctx.own = ["photos/chelsea"]

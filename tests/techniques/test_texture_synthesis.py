@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradnets import act_net, assert_same_state, make_model, model_state, torchvision_net
+from helpers import act_net, assert_same_state, make_model, model_state, torchvision_net
 from generator import images as imagelib
 from generator.context import RunContext
 from generator.techniques import registry
@@ -93,7 +93,7 @@ def test_bad_layers_and_sizes_are_errors_naming_the_key():
 
 
 def test_page(tmp_path):
-    from gradnets import render_page
+    from helpers import render_page
 
     ctx = texture_ctx(act_net(), layers=["act1", "act2"])
     text = render_page("texture_synthesis", ctx, tmp_path, **{**SMALL, "steps": 3})

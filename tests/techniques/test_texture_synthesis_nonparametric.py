@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradnets import make_ctx, render_page
+from helpers import make_ctx, render_page
 from generator import images as imagelib
 from generator.techniques import registry
 from generator.artifacts import Job
@@ -82,9 +82,9 @@ def test_source_picture_resizes_then_cuts_the_centre():
 
 def test_the_image_sets_are_the_technique_s_own():
     technique = registry.get(KIND)
-    assert technique.image_sets(technique.Params()) is None
-    assert technique.image_sets(technique.Params(images=["textures"])) == ["textures"]
-    assert technique.reference_sets(technique.Params(images=["textures"])) == []
+    assert technique.reads(technique.Params()).image_sets is None
+    assert technique.reads(technique.Params(images=["textures"])).image_sets == ("textures",)
+    assert technique.reads(technique.Params(images=["textures"])).references == ()
 
 
 @pytest.mark.parametrize("kw, key, words", [

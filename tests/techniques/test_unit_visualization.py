@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_net
-from datanets import colour_dataset, data_context, job
-from gradnets import assert_same_state, model_state
+from helpers import tiny_net, colour_dataset, data_context, job, assert_same_state, model_state
 from generator.context import RunContext
 from generator.hooks import record_outputs
 from generator.idx import DEBIAN_ROOT, load_fashion_mnist
@@ -96,7 +94,7 @@ def test_a_unit_silent_at_the_start_still_moves(monkeypatch, tmp_path: Path):
     """Channel 0 is closed (0.000) on the start: plain ascent got no gradient and returned the start; with the
     redirected ReLU gradient its activation rises. Channel 1 (bias −10) can never fire: it is labelled on its tile
     and listed in meta['unmet']."""
-    from gradnets import make_ctx
+    from helpers import make_ctx
     from generator.techniques.synthesis import unit_visualization
 
     ctx = make_ctx(silent_net(-10.0), images=0)

@@ -42,7 +42,7 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.errors import did_you_mean
+from generator.hooks import hooked
 from generator.techniques.attribution.rectifiers import no_rectifier
 from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
     target_labels)
@@ -64,35 +64,6 @@ class GradCAMParams(AttributionParams):
                           "spatial extent before global pooling, at least 7 × 7 where the network has one)")
 
 
-def _dry_run(model) -> tuple[list[str], dict[str, tuple | None]]:
-    """Module names in the order their forwards finish (last call counts) and each one's output shape (without the
-    batch dimension; None when not a tensor), from one forward of a zero input."""
-    channels = len(model.input.mean)
-    x = torch.zeros(1, channels, model.input.size, model.input.size, device=model.device)
-    order: list[str] = []
-    shapes: dict[str, tuple | None] = {}
-
-    def hook_for(name: str):
-        def hook(_m, _i, out):
-            order.append(name)
-            shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-
-        return hook
-
-    handles = []
-    try:
-        for name, module in model.module.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(hook_for(name)))
-        with torch.no_grad():
-            model.module(x)
-    finally:
-        for h in handles:
-            h.remove()
-    last = {name: i for i, name in enumerate(order)}
-    return sorted(last, key=last.get), shapes
-
-
 def _spatial(shape: tuple | None) -> bool:
     return shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1
 
@@ -100,9 +71,10 @@ def _spatial(shape: tuple | None) -> bool:
 def default_layer(model) -> str:
     """`DEFAULT_RULE`: the last module (in the order forwards finish) with a spatial (C, h, w) output that is not a
     global pooling and whose shorter side has at least `MIN_SIDE` positions; the last spatial one if none has."""
-    order, shapes = _dry_run(model)
+    probe = model.probe()
+    shapes = probe.shapes
     modules = dict(model.module.named_modules())
-    found = [n for n in order if _spatial(shapes[n]) and not isinstance(modules[n], _GLOBAL_POOLS)]
+    found = [n for n in probe.order if _spatial(shapes[n]) and not isinstance(modules[n], _GLOBAL_POOLS)]
     if not found:
         raise ValueError(f"{model.name} has no module with a spatial (C, h, w) output; Grad-CAM needs a "
                          "convolutional layer")
@@ -112,10 +84,10 @@ def default_layer(model) -> str:
 
 def layer_problem(model, layer: str) -> str | None:
     """Why `layer` cannot be explained by Grad-CAM (unknown, unused, not a (C, h, w) volume), or None."""
-    names = model.module_names()
-    if layer not in names:
-        return f"no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}"
-    order, shapes = _dry_run(model)
+    missing = model.missing_module(layer)
+    if missing:
+        return missing
+    shapes = model.probe().shapes
     if layer not in shapes:
         return f"module '{layer}' is not used by {model.name}'s forward"
     shape = shapes[layer]
@@ -132,7 +104,7 @@ def layer_problem(model, layer: str) -> str | None:
 
 def grad_cam(model, x: torch.Tensor, targets: torch.Tensor, layer: str) -> torch.Tensor:
     """Grad-CAM of each row: x (N, C, H, W), targets (N,) → (N, h, w) at the layer's resolution, >= 0."""
-    module = model.resolve(layer)
+    model.resolve(layer)  # one line for an unknown layer
     kept: list[torch.Tensor] = []
 
     def hook(_m, _i, out):
@@ -142,12 +114,8 @@ def grad_cam(model, x: torch.Tensor, targets: torch.Tensor, layer: str) -> torch
         kept.append(a)
         return a.clone()
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model.logits(x.detach())
-    finally:
-        handle.remove()
+    with hooked(model.module, {layer: hook}), torch.enable_grad():
+        logits = model.logits(x.detach())
     if not kept:
         raise RuntimeError(f"layer '{layer}' did not run in the forward")
     a = kept[-1]
@@ -202,7 +170,7 @@ class GradCAM(AttributionTechnique):
         layer = self.layer_of(ctx.model, jobs[0].params)
         named = [dataclasses.replace(j, params=j.params.model_copy(update={"layer": layer})) for j in jobs]
         arts = super().run(ctx, named)
-        shape = _dry_run(ctx.model)[1].get(layer)
+        shape = ctx.model.probe().shapes.get(layer)
         for art in arts:
             art.meta["layer"] = layer
             art.meta["layer_shape"] = list(shape) if shape else None

@@ -66,9 +66,7 @@ def path_points(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 def make_baseline(model, x: torch.Tensor, kind: str, blur_sigma: float = 0.08) -> torch.Tensor:
     """The baseline of each row of x (N, C, H, W), in the normalized input space the model sees."""
     if kind == "black":
-        mean = torch.tensor(model.input.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(model.input.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return ((0.0 - mean) / std).expand_as(x).contiguous()
+        return model.normalize(torch.zeros_like(x))
     if kind == "blurred":
         h, w = x.shape[-2:]
         sigma = blur_sigma * min(h, w)

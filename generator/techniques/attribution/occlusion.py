@@ -42,7 +42,7 @@ from generator import figures, images as imagelib
 from generator.batching import images_per_forward
 from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
     target_labels)
-from generator.artifacts import Artifact, Job
+from generator.artifacts import Artifact, Job, Reads, Scope
 from generator.techniques.attribution.faithfulness import blur, log_odds
 
 
@@ -212,8 +212,8 @@ class Occlusion(AttributionTechnique):
               **ATTRIBUTION_ARRAYS}
     colour_map_meaning = "drop in the class's log-odds when covered: red = evidence for the class, blue = against"
 
-    def uses_image_set(self, params: OcclusionParams) -> bool:
-        return params.fill == "mean"  # the patch colour is the mean over the model's images
+    def reads(self, params: OcclusionParams) -> Reads:
+        return Reads(whole_set=params.fill == "mean")  # the patch colour is the mean over the model's images
 
     def check(self, model, params: OcclusionParams) -> list[str]:
         problems = super().check(model, params)

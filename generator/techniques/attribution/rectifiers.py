@@ -234,8 +234,7 @@ SMOOTH_RECTIFIERS = frozenset(v[0] for v in _SMOOTH.values())
 
 def no_rectifier(model) -> str | None:
     """Why guided backpropagation does not apply to a loaded model (its forward calls no rectifier), or None."""
-    x = torch.zeros(1, len(model.input.mean), model.input.size, model.input.size, device=model.device)
-    if rectifiers(model.logits, x):
+    if rectifiers(model.logits, model.blank()):
         return None
     return ("the model calls no rectifier (ReLU, ReLU6, LeakyReLU, SiLU, GELU, Hardswish, Mish, ELU, SELU), and "
             "guided backpropagation is defined by how gradient passes back through them: without one it would be "

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from generator.errors import did_you_mean
 from generator.techniques.dataset.feature_pass import penultimate
-from generator.artifacts import Params
+from generator.artifacts import Params, Scope
 from generator.techniques.base import Technique
 
 
@@ -15,14 +14,11 @@ class FeatureSpaceParams(Params):
 
 
 class FeatureSpaceTechnique(Technique):
-    scope = "layer"
-    uses_dataset = True
+    scope = Scope("layer", dataset="needs")
 
     def layers(self, model, params: FeatureSpaceParams) -> list[str]:
         return [params.layer or penultimate(model)]
 
     def check(self, model, params: FeatureSpaceParams) -> list[str]:
-        names = model.module_names()
-        if params.layer is not None and params.layer not in names:
-            return [f"layer: no module '{params.layer}' in {model.name}; {did_you_mean(params.layer, names, 'modules')}"]
-        return []
+        problem = model.missing_module(params.layer) if params.layer is not None else None
+        return [f"layer: {problem}"] if problem else []

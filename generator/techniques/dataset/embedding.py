@@ -40,9 +40,6 @@ class Embedding(FeatureSpaceTechnique):
         "labels": "(images,) int64: class index of every data-set image in the data set's classes; -1 unlabelled",
     }
 
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        return [self.one(ctx, job) for job in jobs]
-
     def one(self, ctx, job: Job) -> Artifact:
         p: EmbeddingParams = job.params
         vectors = np.asarray(ctx.features.layer(job.layer).vectors, dtype=np.float32)

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from generator.techniques.dataset import figures as dataset_figures
 from generator.layers import receptive_fields
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 
 
@@ -48,8 +48,7 @@ class MaxPatches(Technique):
     title = "Top patches and unit pages"
     summary = "for chosen channels, the data-set patches that activate them most, cropped at the receptive field"
     Params = MaxPatchesParams
-    scope = "layer"
-    uses_dataset = True
+    scope = Scope("layer", dataset="needs")
     version = 2
     arrays = {
         "values": "(channels, top_k) float32: each chosen channel's largest activation in each of its top images, "
@@ -66,8 +65,7 @@ class MaxPatches(Technique):
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         side = ctx.model.input.size
-        channels_in = 3 if ctx.model.input.mode == "RGB" else 1
-        fields = receptive_fields(ctx.model.module, [j.layer for j in jobs], channels_in, side)
+        fields = receptive_fields(ctx.model.module, [j.layer for j in jobs], ctx.model.channels, side)
         out = []
         for job in jobs:
             feats = ctx.features.layer(job.layer)

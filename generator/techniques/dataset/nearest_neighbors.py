@@ -16,7 +16,7 @@ from generator.datasets import stratified
 from generator.techniques.dataset.feature_pass import PIXEL_SIDE, reduce
 from generator.hooks import record_outputs
 from generator.techniques.dataset.knn import label_agreement, nearest
-from generator.artifacts import Artifact, Job
+from generator.artifacts import Artifact, Job, Reads, Scope
 from generator.techniques.dataset.base import FeatureSpaceParams, FeatureSpaceTechnique
 
 AGREEMENT_QUERIES = 5000  # leave-one-out queries behind the page's agreement figures (all images up to this many)
@@ -51,11 +51,8 @@ class NearestNeighbors(FeatureSpaceTechnique):
         "pixel_neighbor_labels": "(queries, k) int64: class index of each pixel-space neighbour; -1 unlabelled",
     }
 
-    def uses_image_set(self, params: NearestNeighborsParams) -> bool:
-        return params.query_set is not None
-
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        return [self.one(ctx, job) for job in jobs]
+    def reads(self, params: NearestNeighborsParams) -> Reads:
+        return Reads(whole_set=params.query_set is not None)
 
     def one(self, ctx, job: Job) -> Artifact:
         p: NearestNeighborsParams = job.params

@@ -31,7 +31,7 @@ from pydantic import Field
 from generator import figures, optvis
 from generator.figures import to_picture
 from generator.techniques.attribution.base import resolve_target, target_problems
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Reads, Scope
 from generator.techniques.base import Technique
 from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS
 
@@ -127,7 +127,7 @@ class ClassVisualization(Technique):
     title = "Class visualization"
     summary = "images optimized to maximize a class score: plain, regularized and Fourier-parameterized side by side"
     Params = ClassVisualizationParams
-    scope = "model"
+    scope = Scope("model")
     version = 3
     arrays = {
         "fourier": "(classes, C, S, S) float32: the Fourier-parameterized (Lucid-style) image of each class, pixels in "
@@ -143,8 +143,8 @@ class ClassVisualization(Technique):
                    "captions)",
     }
 
-    def uses_image_set(self, params: ClassVisualizationParams) -> bool:
-        return params.classes is None
+    def reads(self, params: ClassVisualizationParams) -> Reads:
+        return Reads(whole_set=params.classes is None)
 
     def check(self, model, params: ClassVisualizationParams) -> list[str]:
         return target_problems(model, params.classes, "classes")

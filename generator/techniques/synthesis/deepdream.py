@@ -13,7 +13,7 @@ from pydantic import Field
 
 from generator import figures
 from generator.hooks import record_outputs
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 from generator.errors import did_you_mean
 
@@ -43,7 +43,7 @@ class DeepDream(Technique):
     title = "DeepDream"
     summary = "an image changed to amplify what a layer already sees in it, over several octaves"
     Params = DeepDreamParams
-    scope = "layer×image"
+    scope = Scope("layer×image")
     arrays = {"dream": "(C, H, W) float32: the dreamt image at the model's input size, pixels in [0, 1]"}
 
     def layers(self, model, params: DeepDreamParams) -> list[str]:

@@ -61,7 +61,7 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Reads, Scope
 from generator.techniques.base import Technique
 from generator.optvis import fft_image, pixel_image
 from generator.errors import did_you_mean
@@ -241,15 +241,15 @@ class FeatureInversion(Technique):
     title = "Feature inversion"
     summary = "images reconstructed from one layer's features alone: what each layer keeps of an image"
     Params = FeatureInversionParams
-    scope = "image"
+    scope = Scope("image")
     arrays = {"reconstructions": "(layers, C, S, S) float32: the image reconstructed from each layer's features "
                                  "(in meta['layers'] order, the metrics' order), pixels in [0, 1]",
               "original": "(C, S, S) float32: the model's crop of the image at the reconstruction size, pixels in "
                           "[0, 1]"}
     version = 1
 
-    def reads_model_layers(self, params: FeatureInversionParams) -> bool:
-        return params.layers is None
+    def reads(self, params: FeatureInversionParams) -> Reads:
+        return Reads(model_layers=params.layers is None)
 
     def wanted(self, model, params: FeatureInversionParams) -> list[str]:
         return list(params.layers) if params.layers is not None else list(model.layers)

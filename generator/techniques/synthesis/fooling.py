@@ -25,7 +25,7 @@ from pydantic import Field
 
 from generator import figures
 from generator.techniques.attribution.base import resolve_target
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 
 SMALL_INPUT = 64  # as generator/optvis/render.py's: models under this many px a side get SMALL_EPSILON
@@ -79,7 +79,7 @@ class Fooling(Technique):
     title = "Fooling images"
     summary = "imperceptible changes that make the model see a chosen class"
     Params = FoolingParams
-    scope = "image"
+    scope = Scope("image")
     version = 2
     arrays = {"fooled": "(C, H, W) float32: the changed image, pixels in [0, 1] on the 8-bit grid (k / 255)",
               "difference": "(C, H, W) float32: fooled − original in [0, 1] pixel units, within ±epsilon / 255"}

@@ -52,7 +52,7 @@ from generator import figures, images as imagelib, optvis
 from generator.figures import to_picture
 from generator.techniques.dataset.feature_pass import penultimate
 from generator.techniques.attribution.base import resolve_target, target_problems
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 from generator.techniques.synthesis.class_visualization import rose
 from generator.optvis.transforms import Pad
@@ -102,8 +102,7 @@ class Multifaceted(Technique):
     summary = ("one class visualization per kind of image the class is recognized from, each started at the mean "
                "image of a k-means cluster of the data set")
     Params = MultifacetedParams
-    scope = "model"
-    uses_dataset = True
+    scope = Scope("model", dataset="needs")
     version = 3
     arrays = {
         "facets": "(facets, C, S, S) float32: each facet's class visualization, pixels in [0, 1]",

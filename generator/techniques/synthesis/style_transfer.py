@@ -50,7 +50,7 @@ from pydantic import Field
 
 from generator import figures
 from generator.figures import to_picture
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Reads, Scope
 from generator.techniques.base import Technique
 from generator.techniques.synthesis.texture_synthesis import channels_of, layer_problems, NOISE_SD, random_size_problems, source_tensor
 from generator.optvis import matching
@@ -176,7 +176,7 @@ class StyleTransfer(Technique):
     summary = ("a content photograph repainted with the Gram-matrix statistics of a style image: the model's own "
                "style next to random multi-scale filters'")
     Params = StyleTransferParams
-    scope = "image"
+    scope = Scope("image")
     version = 4
     arrays = {
         "results": "(results, C, H, W) float32: every painted image, pixels in [0, 1] (which style, network and "
@@ -200,19 +200,13 @@ class StyleTransfer(Technique):
                               "of 8-bin-per-channel joint histograms) of the result and of the content photograph",
     }
 
-    def reads_model_layers(self, params: StyleTransferParams) -> bool:
-        return params.style_layers is None or params.content_layer is None
-
-    def image_sets(self, params: StyleTransferParams) -> list[str] | None:
-        return list(params.images) if params.images is not None else None
-
-    def reference_sets(self, params: StyleTransferParams) -> list[str]:
-        if params.styles is not None:
-            return list(params.styles)
-        return list(params.images or [])  # the style is another content image: its set joins the cache key
-
-    def uses_image_set(self, params: StyleTransferParams) -> bool:
-        return params.styles is None and params.images is None  # the style is another of the model's images
+    def reads(self, params: StyleTransferParams) -> Reads:
+        return Reads(
+            image_sets=None if params.images is None else tuple(params.images),
+            # without style sets, the style is another content image: its set joins the cache key
+            references=tuple(params.styles if params.styles is not None else params.images or ()),
+            whole_set=params.styles is None and params.images is None,  # the style is another of the model's images
+            model_layers=params.style_layers is None or params.content_layer is None)
 
     def style_ids(self, ctx, job: Job) -> list[str]:
         p: StyleTransferParams = job.params

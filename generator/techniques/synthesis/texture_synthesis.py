@@ -29,7 +29,7 @@ from pydantic import Field
 
 from generator import figures
 from generator.figures import to_picture
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Reads, Scope
 from generator.techniques.base import Technique
 from generator.errors import did_you_mean
 from generator.optvis import matching
@@ -147,7 +147,7 @@ class TextureSynthesis(Technique):
     summary = ("textures made from noise by matching Gram matrices: the model's layers, deeper and deeper, next to "
                "random multi-scale filters")
     Params = TextureSynthesisParams
-    scope = "image"
+    scope = Scope("image")
     version = 3
     arrays = {
         "results": "(runs, C, size, size) float32: the synthesized textures, pixels in [0, 1]; runs: the model's "
@@ -163,11 +163,8 @@ class TextureSynthesis(Technique):
                               "histogram and the source's (0: the same colours, 1: none in common)",
     }
 
-    def reads_model_layers(self, params: TextureSynthesisParams) -> bool:
-        return params.layers is None
-
-    def image_sets(self, params: TextureSynthesisParams) -> list[str] | None:
-        return list(params.images) if params.images is not None else None
+    def reads(self, params: TextureSynthesisParams) -> Reads:
+        return Reads(image_sets=None if params.images is None else tuple(params.images), model_layers=params.layers is None)
 
     def check(self, model, params: TextureSynthesisParams) -> list[str]:
         p = params

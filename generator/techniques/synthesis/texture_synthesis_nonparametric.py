@@ -13,7 +13,7 @@ from pydantic import Field
 
 from generator.techniques.synthesis import efros_leung
 from generator import figures
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Reads, Scope
 from generator.techniques.base import Technique
 
 
@@ -73,14 +73,14 @@ class TextureSynthesisNonparametric(Technique):
     title = "Texture synthesis (non-parametric)"
     summary = "a texture grown pixel by pixel by copying from the source where the neighbourhood matches (no network)"
     Params = TextureSynthesisNonparametricParams
-    scope = "image"
+    scope = Scope("image")
     arrays = {"texture": "(size, size, 3) uint8: the synthesized texture, RGB",
               "provenance": "(size, size) int32: flat index (y · source width + x) of the source pixel each "
                             "texture pixel copies",
               "source": "(source_size, source_size, 3) uint8: the source square the texture grew from, RGB"}
 
-    def image_sets(self, params: TextureSynthesisNonparametricParams) -> list[str] | None:
-        return list(params.images) if params.images is not None else None
+    def reads(self, params: TextureSynthesisNonparametricParams) -> Reads:
+        return Reads(image_sets=None if params.images is None else tuple(params.images))
 
     def check(self, model, params: TextureSynthesisNonparametricParams) -> list[str]:
         p = params

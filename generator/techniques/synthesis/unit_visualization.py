@@ -23,7 +23,7 @@ from pydantic import Field
 from generator import figures, optvis
 from generator.figures import to_picture
 from generator.hooks import record_outputs
-from generator.artifacts import Artifact, Job, Params
+from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 from generator.techniques.synthesis.class_visualization import fourier_setup
 from generator.techniques.dataset.max_patches import spread
@@ -72,8 +72,7 @@ class UnitVisualization(Technique):
     title = "Unit visualization"
     summary = "for chosen channels of each layer, the image that maximizes the channel (Fourier parameterization)"
     Params = UnitVisualizationParams
-    scope = "layer"
-    follows_dataset = True
+    scope = Scope("layer", dataset="follows")
     version = 4
     arrays = {
         "images": "(channels, C, S, S) float32: the image that maximizes each chosen channel's mean activation, "
