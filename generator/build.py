@@ -2,11 +2,7 @@
 The output folder and the site are replaced only when complete, so a crash never leaves them half-written."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,7 +20,9 @@ from generator.errors import ConvscopeError, did_you_mean
 from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.pipeline import Result, execute, inapplicable, plan
 from generator.templating import Renderer
-from generator.report import ModelPages, write_json, write_outputs, write_pages
+from generator.outputs import draw_comparisons, write_outputs, write_overview
+from generator.report import ModelPages, write_json, write_pages
+from generator.site import build_site, replace_folder, staging_folder
 from generator.techniques import registry
 
 
@@ -109,7 +107,7 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
                           progress=lambda n: bar.advance(task, n))
 
     output = spec.resolve(spec.output)
-    staging = _mkdtemp(f".{output.name}.", output.parent if output.parent.exists() else None)
+    staging = staging_folder(f".{output.name}.", output.parent if output.parent.exists() else None)
     try:
         by_model = {m.name: ModelPages(m, draws[m.name]) for m in prepared.models}
         for r in results:
@@ -119,6 +117,8 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
             task = bar.add_task("figures", total=len(results))
             for pages in by_model.values():
                 manifest += write_outputs(staging, pages, lambda n: bar.advance(task, n), previous=output)
+                draw_comparisons(staging, pages)
+        write_overview(staging, list(by_model.values()))
         results = [r for pages in by_model.values() for r in pages.results]
         summary = summarize(results)
         errors = [f"{r.job.label}: {r.error}" for r in results if r.status == "failed"]
@@ -164,49 +164,6 @@ def print_summary(console: Console, summary: list[dict], output: Path) -> None:
     total = {k: sum(r[k] for r in summary) for k in ("ran", "cached", "failed", "seconds")}
     table.add_row("[bold]all[/]", str(total["ran"]), str(total["cached"]), str(total["failed"]), f"{total['seconds']:.1f}")
     console.print(table)
-
-
-def _mkdtemp(prefix: str, parent: Path | None) -> Path:
-    """A staging folder that becomes the output: mkdtemp makes it private (0700), but the pages and the site must
-    be readable like any folder the user makes (a web server reads them as another user)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
-    return path
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Swap a finished folder into place; the old one is removed only once the new one is there."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    shutil.move(str(new), str(target))
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def build_site(config: Path, site: Path, console: Console) -> bool:
-    """`mkdocs build --strict` into a temporary folder, swapped into `site` only when it succeeds."""
-    if not config.is_file():
-        raise ConvscopeError("--site", f"no MkDocs config at {config}")
-    site = site.resolve()
-    site.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _mkdtemp(f".{site.name}.", site.parent)
-    try:
-        with console.status("mkdocs build --strict"):
-            proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config), "-d", str(tmp)],
-                                  capture_output=True, text=True)
-        if proc.returncode != 0:
-            console.print(f"[red]mkdocs build --strict failed; {site} left as it was[/]")
-            console.print(proc.stderr.strip() or proc.stdout.strip(), highlight=False, markup=False)
-            return False
-        replace_folder(tmp, site)
-        console.print(f"site → {site}")
-        return True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _progress(console: Console) -> Progress:

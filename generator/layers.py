@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from generator.hooks import record_outputs
+from generator.hooks import hooked, record_outputs
 
 MAX_SIDE = 4096
 
@@ -127,7 +127,6 @@ def _measure(lin: nn.Module, names: list[str], channels: int, side: int) -> dict
     # sample needs only one of its edges inside the input. A tiny constant input keeps every activation inside its
     # pass-through range (ReLU6 below 6 even after many residual additions double it).
     x = torch.full((3 * len(names), channels, side, NARROW), 1e-6, dtype=torch.float32, requires_grad=True)
-    modules = dict(lin.named_modules())
     acts: dict = {}
 
     def hook_for(name: str):
@@ -138,14 +137,11 @@ def _measure(lin: nn.Module, names: list[str], channels: int, side: int) -> dict
 
         return hook
 
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
-    try:
-        lin(x)
-    except Exception:
-        pass  # _Enough, or a failure further on: the layers recorded so far are still measured
-    finally:
-        for h in handles:
-            h.remove()
+    with hooked(lin, {n: hook_for(n) for n in names}):
+        try:
+            lin(x)
+        except Exception:
+            pass  # _Enough, or a failure further on: the layers recorded so far are still measured
     out: dict = {}
     seeds = []
     for i, name in enumerate(names):
@@ -189,14 +185,10 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int], device: tor
     modules = dict(model.named_modules())
     x = torch.zeros(1, *input_shape, device=device)
     order: list[str] = []
-    with torch.no_grad(), record_outputs(model, names) as outs:
-        # pre-hooks: a container is listed when it is entered, before the modules inside it
-        hooks = [modules[n].register_forward_pre_hook(lambda m, i, n=n: order.append(n)) for n in names]
-        try:
-            model(x)
-        finally:
-            for h in hooks:
-                h.remove()
+    # pre-hooks: a container is listed when it is entered, before the modules inside it
+    entered = {n: lambda m, i, n=n: order.append(n) for n in names}
+    with torch.no_grad(), record_outputs(model, names) as outs, hooked(model, entered, pre=True):
+        model(x)
     ordered = list(dict.fromkeys(order)) + [n for n in names if n not in order]
     spatial = [n for n in ordered if isinstance(outs.get(n), torch.Tensor) and outs[n].dim() == 4]
     rfs = receptive_fields(model, spatial, input_shape[0], input_shape[1])

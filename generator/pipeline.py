@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
 from generator.cache import Cache, cache_key
-from generator.context import RunContext
+from generator.context import DrawContext, RunContext
 from generator.errors import one_line
 from generator.models import LoadedModel
 from generator.techniques import registry
@@ -25,6 +25,17 @@ class Result:
     seconds: float
     artifact: Artifact | None = None
     error: str | None = None
+
+
+@dataclass
+class ModelPages:
+    """One model's results on their way to pages: `drawn` holds, by job key, the manifest record of what the
+    figures stage wrote for each result (figures, data files, arrays)."""
+
+    model: LoadedModel
+    draw: DrawContext
+    results: list[Result] = field(default_factory=list)
+    drawn: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def inapplicable(model: LoadedModel, params_by_kind: dict) -> dict[str, str]:

@@ -371,7 +371,8 @@ def render_page(kind: str, ctx: RunContext, folder: Path, **kw) -> str:
     """Run a technique on a context, draw its figures into `folder` and render its page."""
     from generator.pipeline import Result
     from generator.templating import Renderer
-    from generator.report import ModelPages, technique_page_context, write_outputs
+    from generator.report import ModelPages, technique_page_context
+    from generator.outputs import write_outputs
 
     p = params(kind, **kw)
     jobs = [Job(ctx.model.name, kind, p, image=i) for i in ctx.images]

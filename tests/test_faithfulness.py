@@ -19,7 +19,8 @@ from generator.hooks import hook_count
 from generator.models import weights_digest
 from generator.pipeline import Result
 from generator.templating import Renderer
-from generator.report import ModelPages, comparison_context
+from generator.report import ModelPages, comparison_page_context
+from generator.outputs import draw_comparisons
 from generator.techniques import registry
 from generator.techniques.attribution.base import AttributionParams, AttributionTechnique
 from generator.artifacts import Artifact, Job
@@ -355,7 +356,8 @@ def test_comparison_page_ranks_methods_and_draws_one_figure_per_image(tmp_path):
         fake_result(a, images[0], 0.30, 0.40, 0.9), fake_result(b, images[0], 0.10, 0.70, 0.1),
         fake_result(a, images[1], 0.20, 0.50, 0.8), fake_result(b, images[1], 0.25, 0.45, None),
     ])
-    page = comparison_context(tmp_path, pages, ["predictions", a, b])
+    draw_comparisons(tmp_path, pages)
+    page = comparison_page_context(pages, ["predictions", a, b])
     assert page is not None and len(page["images"]) == 2
     first = page["images"][0]
     assert (tmp_path / "m" / first["figure"]).is_file()
@@ -371,7 +373,7 @@ def test_comparison_page_ranks_methods_and_draws_one_figure_per_image(tmp_path):
     assert text.startswith("# Attribution comparison")
     assert "**flagged**" in text and "passes" in text and "not checked" in text and first["figure"] in text
     # One attribution method is not a comparison.
-    assert comparison_context(tmp_path, ModelPages(ctx.model, pages.draw, pages.results[:1]), [a, b]) is None
+    assert comparison_page_context(ModelPages(ctx.model, pages.draw, pages.results[:1]), [a, b]) is None
 
 
 def test_build_writes_the_comparison_page_and_links_it(project):

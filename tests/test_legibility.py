@@ -110,7 +110,7 @@ def test_small_inputs_are_enlarged_with_crisp_pixels(tmp_path):
 def test_sidebar_follows_the_families_in_the_overviews_order():
     kinds = ["style_transfer", "saliency", "predictions", "nearest_neighbors", "max_patches", "class_visualization",
              "gradcam", "filters"]
-    nav = model_nav("m", kinds, comparison=True, units=["units-a.md"])
+    nav = model_nav("m", kinds, {"max_patches": ("Units by layer", ["units-a.md"])}, {"saliency": "comparison.md"})
     titles = [next(iter(f)) for f in nav["nav"]]
     assert titles == [t for t in registry.FAMILIES if t in titles]  # the overview's order
     assert titles[0] == "What it sees" and titles[-1] == "What it remembers, and style"

@@ -32,28 +32,26 @@ Pieces:
   relative Gram error: for a network that did not make the image), `histogram_distance` (joint colour
   histograms), against `reference_noise` (the source's mean and contrast, no structure).
 
-Seconds per evaluation (forward, Gram matrices, backward; one CPU thread of the 2-core build machine):
-EfficientNet-Lite0 with 5 layers 0.11 at 128 px, 0.13 at 160 px; the random filters 0.38 at 128 px, 0.74 at
-160 px (see `random_filters`). VGG19 up to conv3_1 at 256 px: 0.9 (`bench/matching.py style`).
-
-Seeds: the noise start is drawn from a CPU generator (`noise_start`), so CPU runs repeat bit for bit."""
+Seeds: the noise start is drawn from a CPU generator (`noise_start`), so CPU runs repeat bit for bit.
+Seconds per evaluation, measured (`bench/matching.py style`): site_src/tuning.md#matching-and-random-filters."""
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
-from generator.hooks import record_outputs
-from generator.optvis.objectives import Activations, ImageTV
+from generator.hooks import hooked, record_outputs
+from generator.optvis.objectives import image_tv
 from generator.optvis.random_filters import LABEL, random_filters
-from generator.errors import did_you_mean
+from generator.optvis.render import check_modules, frozen
 
 Optimizer = Literal["lbfgs", "adam"]
 
@@ -132,7 +130,7 @@ def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of vertically and horizontally neighbouring pixels, per image (optvis' anisotropic
     `ImageTV`, which sums, divided by the number of values)."""
-    return ImageTV().value(Activations(image=image)) / image[0].numel()
+    return image_tv(image) / image[0].numel()
 
 
 # Pixels leave [0, 1] freely during the optimization but pay RANGE_WEIGHT × the mean squared excess: a smooth
@@ -169,23 +167,6 @@ class _Stop(Exception):
     """Raised by the hook of the last recorded layer, to end a forward whose remaining layers nobody reads."""
 
 
-@contextmanager
-def frozen(module: nn.Module):
-    """The module in eval mode with its parameters' `requires_grad` off; both restored in `finally`."""
-    modes = [(m, m.training) for m in module.modules()]
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    try:
-        module.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield module
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, training in modes:
-            m.training = training
-
-
 class Features:
     """Records `layers` of a network, one forward per call: `Features(net, layers)` is a context manager; inside,
     `features(image)` returns {layer: output} (layers the forward did not reach, e.g. a kernel larger than a coarse
@@ -199,19 +180,13 @@ class Features:
         self._last: str | None = None
 
     def __enter__(self) -> "Features":
-        modules = dict(self.net.module.named_modules())
-        missing = [name for name in self.layers if name not in modules or not name]
-        if missing:
-            raise ValueError(f"no module '{missing[0]}' in {self.net.label}; "
-                             f"{did_you_mean(missing[0], [n for n in modules if n], 'modules')}")
+        check_modules(self.net.module, self.layers, self.net.label)
         self._stack = ExitStack()
         try:
             self._stack.enter_context(frozen(self.net.module))
             self.outputs = self._stack.enter_context(record_outputs(self.net.module, self.layers, detach=False))
             self._calls: dict[str, int] = {}
-            for name in self.layers:
-                handle = modules[name].register_forward_hook(self._hook(name))
-                self._stack.callback(handle.remove)
+            self._stack.enter_context(hooked(self.net.module, {name: self._hook(name) for name in self.layers}))
         except BaseException:
             self._stack.close()
             raise
@@ -485,8 +460,6 @@ def histogram_distance(image, source, bins: int = 8) -> float:
 
 def to_tensor(picture: Any, channels: int = 3) -> torch.Tensor:
     """A PIL image or (H, W[, C]) uint8 array → (C, H, W) float in [0, 1]; luminance for one channel."""
-    from PIL import Image
-
     if isinstance(picture, Image.Image):
         picture = picture.convert("RGB" if channels == 3 else "L")
     a = np.asarray(picture)

@@ -214,13 +214,27 @@ class ImageL2(Term):
         return "L2(image)"
 
 
-@dataclass(frozen=True)
-class ImageTV(Term):
-    def value(self, acts: Activations) -> torch.Tensor:
-        x = acts.image
+def image_tv(x: torch.Tensor, beta: float | None = None) -> torch.Tensor:
+    """The total variation of each image of x (B, C, H, W), the one TV of the package. Without `beta`: anisotropic,
+    Σ |differences of vertical and horizontal neighbours| (Lucid's; Mahendran & Vedaldi's with β = 1 up to the
+    norm). With `beta`: Mahendran & Vedaldi's TV^β, the mean over pixels and channels of ((∂x/∂u)² + (∂x/∂v)²)^(β/2),
+    with forward differences (the last row/column left out)."""
+    if beta is None:
         dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).sum(1)
         dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).sum(1)
         return dy + dx
+    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+    squared = dy * dy + dx * dx
+    if beta != 2:
+        squared = (squared + 1e-8) ** (beta / 2)
+    return squared.flatten(1).mean(1)
+
+
+@dataclass(frozen=True)
+class ImageTV(Term):
+    def value(self, acts: Activations) -> torch.Tensor:
+        return image_tv(acts.image)
 
     def name(self, b: int | None = None) -> str:
         return "TV(image)"

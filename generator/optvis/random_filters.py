@@ -17,16 +17,14 @@ by `generator.hooks.record_outputs`; its layers are "scales.k3", …):
 - widths above 11 px are applied to the image downsampled 2× (15, 23 px: 7 and 11 px kernels) or 4× (37 px: a
   9 px kernel), with an antialiasing (triangle) filter — a pyramid, as in multi-scale texture models. A 37 px
   filter at full resolution costs 37² multiply-adds per position and filter, the 9 px one 9² at 1/16 of the
-  positions (about 270× less). Measured on one CPU thread, forward and backward with the Gram matrices: 0.38 s
-  at 128 px and 0.74 s at 160 px, against 0.98 s and 1.77 s with every width at full resolution. What it gives
-  up: the large filters no longer see single-pixel detail (the small ones do). Tried and rejected: the same filters at
-  full resolution with a stride (or at a random subset of positions) for the large widths — as cheap, but the
-  optimizer hides a pattern between the sampled positions, seen as a regular dot grid (or grain) in style
-  transfers; the pyramid's filters see every position of their level, so nothing can hide;
+  positions (about 270× less). What it gives up: the large filters no longer see single-pixel detail (the small
+  ones do). Unlike strided or subsampled filters, the pyramid's filters see every position of their level, so the
+  optimizer cannot hide a pattern between sampled positions;
 - the input is the [0, 1] image minus 0.5 over 0.5 (the `Network` wrapper of `generator.optvis.matching`), so the
   filters see dark and bright alike.
 
-Deterministic: the weights are drawn from a CPU `torch.Generator` seeded with `seed`, the same on every device."""
+Deterministic: the weights are drawn from a CPU `torch.Generator` seeded with `seed`, the same on every device.
+How the pyramid was chosen (timings, what was tried): site_src/tuning.md#matching-and-random-filters."""
 from __future__ import annotations
 
 from collections import OrderedDict

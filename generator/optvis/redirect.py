@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from generator.hooks import hooked
+
 
 class _Redirected(torch.autograd.Function):
     """Forward: the rectifier's output `y`, unchanged. Backward: the redirected gradient w.r.t. its input `x` (also
@@ -73,7 +75,6 @@ def redirected_rectifiers(model: nn.Module, active: bool = True) -> Iterator[Red
     Hooks are registered on entry (so before any recording hooks registered later, which then see the redirected
     output) and removed on exit, also on errors."""
     state = Redirection(active)
-    handles = []
 
     def hook_for(low: float, high: float):
         def hook(_module, inputs, output):
@@ -85,13 +86,8 @@ def redirected_rectifiers(model: nn.Module, active: bool = True) -> Iterator[Red
 
         return hook
 
-    try:
-        for module in model.modules():
-            bounds = _range(module)
-            if bounds is not None:
-                handles.append(module.register_forward_hook(hook_for(*bounds)))
-        state.modules = len(handles)
+    hooks = {name: hook_for(*bounds) for name, module in model.named_modules()
+             if (bounds := _range(module)) is not None}
+    with hooked(model, hooks):
+        state.modules = len(hooks)
         yield state
-    finally:
-        for h in handles:
-            h.remove()

@@ -31,59 +31,17 @@ the model's normalized units where 0 is the mean colour:
   to 0) is below this percentile are set to 0.
 Their paper's four settings are `YOSINSKI_SETTINGS` (for 0..255 pixel scale; decay and percentiles carry over).
 
-Tuned defaults (`CLASS_DEFAULTS`, `UNIT_DEFAULTS`, `SIMONYAN_DEFAULTS`, `YOSINSKI_DEFAULTS` below), found with
-`scripts/optvis_trial.py` on EfficientNet-Lite0 (ImageNet, mean = std = 0.5) by looking at the images:
-- class visualization: `fft_image(decay_power=1.5)`, Adam lr 0.01, `standard_transforms(160)` (Lucid's, scaled to
-  160 px), 256 steps at 160 px, all classes of a batch in one forward. Every class reaches p = 1.00. Seen: tabby —
-  striped fur around a dark cat eye; espresso — cup rims and saucers with dark coffee; goldfish — orange fish bodies
-  and fins; daisy — white petals round a yellow centre; volcano — a dark cone with a red glow and white clouds;
-  monarch — orange wing panels with black veins and white dots. Tried and rejected: decay_power 1.0 (lr 0.05, the
-  Lucid default: recognizable fish/cups/daisy but busy, fine-grained and noisier), 1.5 at lr 0.05 or 0.02
-  (saturated colours by step 16: the 1/f^1.5 scale makes the lowest frequencies ~√160× faster), transforms ×1.5–2
-  (smoother but fainter objects), an L2 penalty on the image (more lurid colours), TV (little change), a Gaussian
-  blur inside the transforms (the optimizer answers with more high frequency). A fine dotted texture stays in every
-  setting — it follows EfficientNet's stride-2 convolutions. 512 steps add detail but also more of that texture.
-- units: the same at 128 px, lr 0.02, 128 steps; `_blocks.5._act1` gives small repeated textures (stripes, dots,
-  colour blobs), `_blocks.10._act1` larger structures (swirls, eye-like spots, scale and row patterns).
-- Simonyan et al. 2014 plain ascent (pixels, + 1e-3·L2, no transforms, lr 0.01, 128 steps): p = 1.00 and pure
-  high-frequency colour noise, no object visible.
-- Yosinski et al. 2015 (pixels, pad + jitter ±6 px at 160 px, blur σ=1 every 4 steps, decay 1e-4, norm clipping
-  below the 20th percentile, lr 0.03, 256 steps): p = 1.00, clearly cleaner than plain — faint cup outlines,
-  orange fish-like blobs and a daisy centre on a grey ground — but low in contrast.
-Small inputs (`SMALL_INPUT_DEFAULTS`, for models under `SMALL_INPUT` px a side: the 28-px grayscale
-fashion-mnist-net), found with a trial script of the same kind by looking at all ten classes and at channels of
-features.0/5/9/14. With the settings above at 28 px the class images were harsh black-and-white textures (stripes,
-blocks) that fill the frame and the unit images blocky noise: the standard transforms at 28 px round to a 2-px pad
-and ±1-px jitter, and every pixel of the optimized image is one the model reads. What worked, together:
-- optimize at 4× (112 px) and show the model a Gaussian-blurred (σ = 0.5 model px), bilinearly resized copy, so
-  the image may be smooth at a finer scale than the model's pixels (blur first: a bilinear 4× downsample alone
-  reads only every fourth pixel); the standard transforms then work at 112 px (±1 model px of jitter);
-- a steeper spectrum (decay power + 0.5, so 2.0) with a 4× smaller Adam step (class lr 0.0025, units 0.005):
-  1.5 at 112 px gave saturated stripes, 2.5–3 gave binary blobs and lost some classes;
-- Yosinski's periodic blur (σ = 0.5 model px every 16 steps): without it thin stripes stay; σ 0.5 every 4 steps
-  gave soft blobs and Shirt fell to p = 0.45.
-Seen (class, 256 steps, every class p = 1.00 on the 28-px view): T-shirt — shoulders, short sleeves and a torso;
-Pullover — a dark round neckline over a long body; Coat — bright shoulders round a central opening; Trouser — two
-bright legs with the dark gap between them; Sandal — thin straps on a dark ground; Sneaker — a low wide shape with
-lacing strokes; Dress — strokes converging into an A-line; Bag, Ankle boot and Shirt are the weakest (curved
-strokes with a handle-like bar, a bright mass in the lower half, a busy torso). Units: smooth stripes, dots,
-honeycombs and edges instead of blocky pixel noise, at similar activations. Tried and rejected: decay power 2.5
-(+1.0, lr × 0.05–0.15: cleaner silhouettes of Pullover, Dress and Bag, but Shirt stays at p = 0.01–0.74: its
-evidence is fine detail), TV or L2 penalties (blocky, or grey with p < 0.9), starting at the model's mean intensity
-or darker (a black ground, the same shapes once the blur is on; one unit more stays dead), an L1 pull towards black,
-maximizing the log-probability (stops near p = 1 with faint images), jitter without scale/rotate, transform
-strength 0.5 or 1.5, 84 px instead of 112 (blurrier).
-
-Timings on the shared 2-core build machine, one intra-op thread (`torch.set_num_threads(1)`: with 2 threads, while
-other jobs share the cores, every step is 10–15× slower), torch 2.14 CPU: 0.3 s per step for 4 pixel images at
-160 px; 0.6–0.85 s per step for 4–6 FFT images at 160 px with the standard transforms (so a batch of 6 classes,
-256 steps, takes about 3.5 minutes). fashion-mnist-net, all ten classes at 112 px (seen at 28): 0.06–0.12 s per
-step, 15–30 s for the 256 steps.
+Tuned defaults: `CLASS_DEFAULTS`, `UNIT_DEFAULTS`, `SIMONYAN_DEFAULTS`, `YOSINSKI_DEFAULTS` below (found with
+`scripts/optvis_trial.py` on EfficientNet-Lite0 by looking at the images), and `SMALL_INPUT_DEFAULTS` for models
+under `SMALL_INPUT` px a side (the 28-px fashion-mnist-net). On a shared CPU, render on one intra-op thread
+(`torch.set_num_threads(1)`): with 2 threads every step was 10–15× slower.
+How the defaults were chosen: site_src/tuning.md#class-visualization.
 """
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from itertools import chain
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -136,8 +94,8 @@ YOSINSKI_SETTINGS = (
 )
 
 
-# The settings above as keyword arguments: `image` for the parameterization, `render` for `render(...)`;
-# `transforms` is built with `standard_transforms(size)`.
+# The tuned defaults (site_src/tuning.md) as keyword arguments: `image` for the parameterization, `render` for
+# `render(...)`; `transforms` is built with `standard_transforms(size)`.
 CLASS_DEFAULTS = {"size": 160, "image": {"decay_power": 1.5, "sd": 0.01}, "render": {"steps": 256, "lr": 0.01},
                   "transform_strength": 1.0}
 UNIT_DEFAULTS = {"size": 128, "image": {"decay_power": 1.5, "sd": 0.01}, "render": {"steps": 128, "lr": 0.02},
@@ -164,11 +122,45 @@ class RenderResult:
 
 
 def _module_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+    first = next(chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def check_modules(module: nn.Module, names: Iterable[str], owner: str = "the model") -> None:
+    """ValueError "no module 'x' in OWNER; did you mean …" for the first of `names` that is no named module."""
+    known = [n for n, _ in module.named_modules() if n]
+    for name in names:
+        if name not in known:
+            raise ValueError(f"no module '{name}' in {owner}; {did_you_mean(name, known, 'modules')}")
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """The module in eval mode with its parameters' `requires_grad` off; both restored in `finally`."""
+    modes = [(m, m.training) for m in module.modules()]
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        module.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, training in modes:
+            m.training = training
+
+
+def descend(optimizer: torch.optim.Optimizer, tensors: list[torch.Tensor], loss: torch.Tensor,
+            extra: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, ...]:
+    """One optimizer step on `tensors` along the gradient of loss.sum(), taken with `torch.autograd.grad` so that
+    nothing accumulates in a model's `.grad`; returns the gradients, those w.r.t. `extra` last."""
+    grads = torch.autograd.grad(loss.sum(), list(tensors) + list(extra))
+    optimizer.zero_grad(set_to_none=True)
+    for t, g in zip(tensors, grads):
+        t.grad = g
+    optimizer.step()
+    return grads
 
 
 def _channel_stats(values: Sequence[float], channels: int, device: torch.device, what: str) -> torch.Tensor:
@@ -231,11 +223,7 @@ def render(
     mean_t = _channel_stats(mean, c, device, "mean")
     std_t = _channel_stats(std, c, device, "std")
     layers = sorted(objective.layers())
-    modules = dict(model.named_modules())
-    for name in layers:
-        if name not in modules or not name:
-            hint = did_you_mean(name, [n for n in modules if n], "modules")
-            raise ValueError(f"no module '{name}' in the model; {hint}")
+    check_modules(model, layers)
     reg = regularizers if regularizers is not None and regularizers.active else None
     want_image_grad = reg is not None and reg.contrib_pct > 0
     snapshot_steps = sorted({int(s) for s in snapshots if 0 <= int(s) <= steps})
@@ -243,15 +231,10 @@ def render(
     tensors = param.parameters()
     optimizer = torch.optim.Adam(tensors, lr=lr)
 
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
     losses: list[torch.Tensor] = []
     shots: dict[int, np.ndarray] = {}
     start = time.perf_counter()
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
+    with frozen(model):
         if 0 in snapshot_steps:
             with torch.no_grad():
                 shots[0] = param().detach().float().cpu().numpy()
@@ -270,12 +253,7 @@ def render(
                 if loss.shape != (b,):
                     raise ValueError(f"the objective returned shape {tuple(loss.shape)}, expected ({b},)")
                 losses.append(loss.detach())
-                wrt = tensors + ([image] if want_image_grad else [])
-                grads = torch.autograd.grad(loss.sum(), wrt)
-                optimizer.zero_grad(set_to_none=True)
-                for t, g in zip(tensors, grads):
-                    t.grad = g
-                optimizer.step()
+                grads = descend(optimizer, tensors, loss, [image] if want_image_grad else [])
                 param.project()
                 if reg is not None:
                     apply_regularizers(param, reg, step, mean_t, std_t, grads[-1] if want_image_grad else None)
@@ -286,11 +264,6 @@ def render(
                         shots[step + 1] = param().detach().float().cpu().numpy()
         with torch.no_grad():
             final = param().detach().float().cpu().numpy()
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, training in modes:
-            m.training = training
     seconds = time.perf_counter() - start
     loss_array = torch.stack(losses).float().cpu().numpy() if losses else np.zeros((0, b), np.float32)
     return RenderResult(final, shots, loss_array, seconds, objective.captions(b))

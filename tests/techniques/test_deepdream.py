@@ -56,7 +56,8 @@ def test_page(tmp_path):
     from generator.context import DrawContext
     from generator.pipeline import Result
     from generator.templating import Renderer
-    from generator.report import ModelPages, technique_page_context, write_outputs
+    from generator.report import ModelPages, technique_page_context
+    from generator.outputs import write_outputs
 
     jobs = [Job("tiny", "deepdream", p, layer="act2", image=i) for i in ctx.images]
     arts = technique.run(ctx, jobs)

@@ -151,7 +151,9 @@ def test_an_all_zero_map_is_labelled_and_never_scored(tmp_path):
     from generator.context import DrawContext
     from generator.pipeline import Result
     from generator.templating import Renderer
-    from generator.report import ModelPages, comparison_context, technique_page_context, write_outputs
+    from generator.report import ModelPages, technique_page_context
+    from generator.report import comparison_page_context
+    from generator.outputs import write_outputs, draw_comparisons
     from generator.artifacts import Job
 
     ctx = make_ctx(Negative(), images=1)
@@ -175,7 +177,8 @@ def test_an_all_zero_map_is_labelled_and_never_scored(tmp_path):
     text = Renderer().page("pages/gradcam.md.j2", **technique_page_context(pages, "gradcam"))
     assert "did not reach their goal" in text and "all zeros" in text
     # Explaining "cat" first: Grad-CAM's map is blank, saliency's is not.
-    page = comparison_context(tmp_path, pages, ["gradcam", "saliency"])
+    draw_comparisons(tmp_path, pages)
+    page = comparison_page_context(pages, ["gradcam", "saliency"])
     rows = {row["kind"]: row for row in page["images"][0]["rows"]}
     assert rows["gradcam"]["deletion_rank"] is None and rows["gradcam"]["insertion_rank"] is None
     assert rows["saliency"]["deletion_rank"] == 1

@@ -140,7 +140,8 @@ def test_a_grayscale_fixed_size_model_works_and_its_page_renders(tmp_path: Path,
     image is resampled back to 28 px): the Fashion-MNIST shape."""
     from generator.pipeline import Result
     from generator.templating import Renderer
-    from generator.report import ModelPages, technique_page_context, write_outputs
+    from generator.report import ModelPages, technique_page_context
+    from generator.outputs import write_outputs
     from generator.techniques import registry
 
     colour = colour_dataset(per_class=5, size=28)

@@ -106,7 +106,8 @@ def test_page(tmp_path):
     from generator.context import DrawContext
     from generator.pipeline import Result
     from generator.templating import Renderer
-    from generator.report import ModelPages, technique_page_context, write_outputs
+    from generator.report import ModelPages, technique_page_context
+    from generator.outputs import write_outputs
 
     ctx = style_ctx()
     technique = registry.get("style_transfer")

@@ -127,8 +127,9 @@ class AttributionTechnique(Technique):
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
         """Maps for a batch: x (N, C, H, W) on the device, targets (N,) class indices → (N, H, W), >= 0 where
-        the technique's maps are unsigned. Must leave the model exactly as it found it."""
-        raise NotImplementedError
+        the technique's maps are unsigned. Must leave the model exactly as it found it. A technique overrides this
+        or `compute` (by default each is made of the other)."""
+        return self.compute(ctx, x, targets, params)["map"]
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
         """Named per-row arrays for a batch, "map" first (the artifact's main array): a technique that keeps more

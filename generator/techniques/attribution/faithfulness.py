@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generator.hooks import hooked
+
 SANITY_THRESHOLD = 0.5
 """Rank correlation (absolute-value maps) above which a map 'barely changed' after the whole randomization cascade.
 Adebayo et al. report correlations near 0 to 0.3 for methods that pass after a few top blocks are randomized and
@@ -197,18 +199,10 @@ def randomization_stages(module: nn.Module, x: torch.Tensor | None = None) -> li
     mode, are left out)."""
     units = _units(module)
     if x is not None and units:
-        modules = dict(module.named_modules())
         seen: list[str] = []
-        handles = []
-        try:
-            for name in units:
-                handles.append(modules[name].register_forward_pre_hook(
-                    lambda _m, _i, name=name: seen.append(name) if name not in seen else None))
-            with torch.no_grad():
-                module(x)
-        finally:
-            for h in handles:
-                h.remove()
+        entered = {name: lambda _m, _i, name=name: seen.append(name) if name not in seen else None for name in units}
+        with hooked(module, entered, pre=True), torch.no_grad():
+            module(x)
         if seen:
             units = seen
     modules = dict(module.named_modules())

@@ -22,7 +22,7 @@ How: one forward of the whole batch with a forward hook on the layer that swaps 
 copy requiring grad (so the backward stops there: nothing below the layer is differentiated) and passes a clone on
 (so in-place operations downstream — in-place ReLUs, `+=` in residual blocks — never modify the activation kept);
 one backward of the sum of each row's class logit gives every row's gradient, since rows are independent in eval
-mode. The hook is removed in `finally`, also when the forward raises.
+mode. The hook (`generator.hooks.hooked`) is removed also when the forward raises.
 
 Guided Grad-CAM: the Grad-CAM map (at input resolution) times guided backpropagation's input gradient
 (generator/guided.py: every ReLU-family call guided, modules, in-place and functional), elementwise per colour

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from generator import figures
 from generator.artifacts import Artifact, Job
+from generator.batching import images_per_gradient
 from generator.techniques.attribution.base import target_labels
 from generator.techniques.attribution.rectifiers import guided_relus
 
@@ -39,6 +41,23 @@ def class_gradients(model, x: torch.Tensor, targets: torch.Tensor, guided: bool 
 def channel_max_abs(grad: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) → (N, H, W): the largest absolute value over channels (Simonyan's saliency map)."""
     return grad.abs().amax(dim=1)
+
+
+def saliency_map(model, x: torch.Tensor, targets: torch.Tensor, guided: bool = False) -> torch.Tensor:
+    """Simonyan's map of each row: max over channels of |∂ logit[target] / ∂ x| (of the guided gradient with
+    `guided`), (N, C, H, W) → (N, H, W)."""
+    return channel_max_abs(class_gradients(model, x, targets, guided=guided))
+
+
+def batch_field(what: str):
+    """The `batch` parameter of a technique that pushes many copies of each image through forward and backward."""
+    return Field(None, ge=1, le=4096, description=f"{what} per forward/backward pass (default: sized to the CPU's "
+                                                  "cache; 32 on CUDA)")
+
+
+def gradient_batch(model, x: torch.Tensor, per_image: int, given: int | None = None) -> int:
+    """Copies per forward/backward pass for `per_image` copies of each row of x: `given`, else sized to the device."""
+    return given or images_per_gradient(model, x[:1], len(x) * per_image)
 
 
 def display_maps(maps: np.ndarray, signed: bool, percentile: float = CLIP_PERCENTILE) -> np.ndarray:

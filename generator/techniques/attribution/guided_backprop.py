@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from generator import figures
 from generator.errors import ConvscopeError
+from generator.hooks import hooked
 from generator.techniques.attribution.rectifiers import SMOOTH_RECTIFIERS, guided_relus, no_rectifier, rectifiers
 from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.artifacts import Artifact, Job
@@ -47,7 +48,7 @@ class GuidedBackpropParams(AttributionParams):
 
 def unit_output_shape(model, layer: str) -> tuple[int, ...] | None:
     """The output shape (without batch) of a named module, from one forward of a blank input."""
-    module = model.resolve(layer)
+    model.resolve(layer)  # one line for an unknown layer
     shape: dict[str, tuple[int, ...]] = {}
 
     def hook(_m, _inputs, output):
@@ -55,20 +56,15 @@ def unit_output_shape(model, layer: str) -> tuple[int, ...] | None:
         if isinstance(t, torch.Tensor):
             shape.setdefault("s", tuple(t.shape[1:]))
 
-    channels = 3 if model.input.mode == "RGB" else 1
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model.logits(torch.zeros(1, channels, model.input.size, model.input.size, device=model.device))
-    finally:
-        handle.remove()
+    with hooked(model.module, {layer: hook}), torch.no_grad():
+        model.logits(model.blank())
     return shape.get("s")
 
 
 def unit_gradients(model, x: torch.Tensor, layer: str, channel: int, at: str):
     """Guided gradient of one unit per image → (grad (N, C, H, W), activation (N,), position [(row, col)] or
     None, number of ReLU-family activations met before the unit)."""
-    module = model.resolve(layer)
+    model.resolve(layer)  # one line for an unknown layer
     leaf = x.detach().clone().requires_grad_(True)
     seen: dict = {}
 
@@ -79,29 +75,25 @@ def unit_gradients(model, x: torch.Tensor, layer: str, channel: int, at: str):
         seen["act"] = t[:, channel].clone()  # a clone: a later in-place op of the forward must not change it
         seen["before"] = mode.total
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            with guided_relus() as mode:
-                model.logits(leaf.clone())
-            mode.require(model.name)
-            if "act" not in seen:
-                raise RuntimeError(f"'{layer}' did not run in the forward of {model.name}")
-            act = seen["act"]
-            positions = None
-            if act.dim() == 1:
-                value = act
-            elif at == "max":
-                flat = act.flatten(1)
-                index = flat.argmax(1)
-                value = flat.gather(1, index.view(-1, 1)).squeeze(1)
-                width = act.shape[-1]
-                positions = [(int(i) // width, int(i) % width) for i in index.tolist()]
-            else:
-                value = act.flatten(1).mean(1)
-            (grad,) = torch.autograd.grad(value.sum(), leaf)
-    finally:
-        handle.remove()
+    with torch.enable_grad():
+        with hooked(model.module, {layer: hook}), guided_relus() as mode:
+            model.logits(leaf.clone())
+        mode.require(model.name)
+        if "act" not in seen:
+            raise RuntimeError(f"'{layer}' did not run in the forward of {model.name}")
+        act = seen["act"]
+        positions = None
+        if act.dim() == 1:
+            value = act
+        elif at == "max":
+            flat = act.flatten(1)
+            index = flat.argmax(1)
+            value = flat.gather(1, index.view(-1, 1)).squeeze(1)
+            width = act.shape[-1]
+            positions = [(int(i) // width, int(i) % width) for i in index.tolist()]
+        else:
+            value = act.flatten(1).mean(1)
+        (grad,) = torch.autograd.grad(value.sum(), leaf)
     return grad, value.detach(), positions, seen["before"]
 
 
@@ -140,9 +132,6 @@ class GuidedBackprop(AttributionTechnique):
             problems.append(f"channel: {params.channel} is out of range: '{params.layer}' has {shape[0]} channels "
                             f"(0 to {shape[0] - 1})")
         return problems
-
-    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
-        return channel_max_abs(class_gradients(ctx.model, x, targets, guided=True))
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
         grad = class_gradients(ctx.model, x, targets, guided=True)

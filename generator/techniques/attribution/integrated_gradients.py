@@ -22,10 +22,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from pydantic import Field
 
-from generator.batching import images_per_gradient
 from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique, flag
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import GradientDrawing
+from generator.techniques.attribution.gradients import GradientDrawing, batch_field, gradient_batch
 
 GAP_WARNING = 0.1
 """A completeness gap above 10 % of |F(x) − F(x′)| means the path integral missed: the target is flagged on its
@@ -42,8 +41,7 @@ class IntegratedGradientsParams(AttributionParams):
     method: Literal["riemann_trapezoid", "gausslegendre"] = Field(
         "riemann_trapezoid", description="how the path integral is approximated (see the page)"
     )
-    batch: int | None = Field(None, ge=1, le=4096, description="path points per forward/backward pass (default: "
-                                                               "sized to the CPU's cache; 32 on CUDA)")
+    batch: int | None = batch_field("path points")
 
     def quick(self) -> "IntegratedGradientsParams":
         return super().quick().model_copy(update={"steps": min(self.steps, 8)})
@@ -120,7 +118,7 @@ class IntegratedGradients(GradientDrawing, AttributionTechnique):
 
     def attributions(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
         baseline = make_baseline(ctx.model, x, params.baseline, params.blur_sigma)
-        batch = params.batch or images_per_gradient(ctx.model, x[:1], len(x) * params.steps)
+        batch = gradient_batch(ctx.model, x, params.steps, params.batch)
         attr = integrated_gradients(ctx.model, x, baseline, targets, params.steps, params.method, batch)
         return attr, baseline
 

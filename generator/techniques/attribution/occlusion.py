@@ -42,7 +42,7 @@ from generator import figures, images as imagelib
 from generator.batching import images_per_forward
 from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
     target_labels)
-from generator.artifacts import Artifact, Job, Reads, Scope
+from generator.artifacts import Artifact, Job, Reads
 from generator.techniques.attribution.faithfulness import blur, log_odds
 
 

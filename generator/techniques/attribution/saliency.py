@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
-from generator.techniques.attribution.gradients import GradientDrawing, channel_max_abs, class_gradients
+from generator.techniques.attribution.gradients import GradientDrawing, saliency_map
 
 
 class SaliencyParams(AttributionParams):
@@ -25,4 +25,4 @@ class Saliency(GradientDrawing, AttributionTechnique):
                      "pixel| (normalized input units), unclipped; one map per target", **ATTRIBUTION_ARRAYS}
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
-        return channel_max_abs(class_gradients(ctx.model, x, targets))
+        return saliency_map(ctx.model, x, targets)

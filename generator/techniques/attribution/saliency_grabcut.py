@@ -2,8 +2,7 @@
 
 Simonyan et al. (2014, section 3.1) segment the object a class network sees by using its saliency map as GrabCut's
 (Rother et al. 2004) colour-model seeds; this is that recipe, with seeds that find the object on photos. The plain
-gradient |∂ class logit / ∂ pixel| is speckled over the whole image (on the sample photos its top 5 % fell on the sky
-of the rocket and the palace and on the leaves behind the flower, and GrabCut then segmented the background), so:
+gradient |∂ class logit / ∂ pixel| is speckled over the whole image, background included, so:
 
   - the saliency is SmoothGrad's (`samples` noisy copies, noise `noise` × the input's range; generator/techniques/
     smoothgrad.py): the mean |gradient| over the copies, max over colour channels, which keeps the evidence and
@@ -22,11 +21,6 @@ GrabCut's mask is initialized from the ranks:
   bottom `background` fraction, and the border    → definite background (GC_BGD)
   the rest                                        → probable background  (GC_PR_BGD)
 
-Measured on the sample report's six photos with EfficientNet-Lite0 (top-1 class each): the old seeds (plain
-gradient, top 5 % / 30 %, no border) gave masks on the sky (rocket, palace) and the leaves (flower); these give the
-rocket's body without the sky, the palace without the sky, the whole flower, the espresso cup, the space helmet
-(the astronaut photo's top-1 is "football helmet") and the tabby's nose and eye (a face that fills the frame).
-
 GrabCut then fits a colour model (two Gaussian mixtures) to the foreground and background seeds and re-labels the
 probable pixels by a graph cut over colour and edges, `iterations` times; definite labels never change. The mask is
 the final foreground (definite or probable), at the model's input resolution. OpenCV's random number generator
@@ -36,6 +30,7 @@ The artifact's main array is the mask (0/1, float), as the map the shared attrib
 of the mask's pixels first, the randomization check); `saliency` holds the smoothed saliency that seeded it and
 `seeds` GrabCut's initial labels (0 BGD, 1 FGD, 2 PR_BGD, 3 PR_FGD). Metrics: the mask's area fraction and the share
 of the total saliency that falls inside the mask.
+How the seeds were chosen: site_src/tuning.md#saliency-grabcut.
 """
 from __future__ import annotations
 
@@ -51,8 +46,7 @@ from generator import figures, images as imagelib
 from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
     target_labels)
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, display_maps
-from generator.batching import images_per_gradient
+from generator.techniques.attribution.gradients import display_maps, gradient_batch, saliency_map
 from generator.techniques.attribution.gradcam import default_layer, grad_cam, upsample
 from generator.techniques.attribution.smoothgrad import smooth_gradients
 from generator.techniques.attribution.faithfulness import blur
@@ -94,9 +88,15 @@ class SaliencyGrabCutParams(AttributionParams):
                                                   "samples": min(self.samples, 4)})
 
 
-def plain_saliency(model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """max over channels of |∂ logit[target] / ∂ x|, (N, C, H, W) → (N, H, W): the saliency technique's map."""
-    return channel_max_abs(class_gradients(model, x, targets))
+def gate_layer(model, params: SaliencyGrabCutParams) -> str | None:
+    """The Grad-CAM layer that gates the saliency: Grad-CAM's default layer; None with `gate` off or where the model
+    has no spatial layer (the saliency alone)."""
+    if not params.gate:
+        return None
+    try:
+        return default_layer(model)
+    except ValueError:
+        return None
 
 
 def seed_saliency(ctx, x: torch.Tensor, targets: torch.Tensor, params: SaliencyGrabCutParams
@@ -105,17 +105,12 @@ def seed_saliency(ctx, x: torch.Tensor, targets: torch.Tensor, params: SaliencyG
     SmoothGrad's mean |gradient| (max over channels) times the class's Grad-CAM map, each scaled to its maximum
     per row, then smoothed by `params.smooth`."""
     if params.samples > 1:
-        batch = images_per_gradient(ctx.model, x[:1], len(x) * params.samples)
+        batch = gradient_batch(ctx.model, x, params.samples)
         sal = smooth_gradients(ctx.model, x, targets, params.noise, params.samples, False, batch, ctx.seed)[0]
         sal = sal.amax(1).float()
     else:
-        sal = plain_saliency(ctx.model, x, targets).float()
-    layer = None
-    if params.gate:
-        try:
-            layer = default_layer(ctx.model)
-        except ValueError:  # no spatial layer: the saliency alone
-            layer = None
+        sal = saliency_map(ctx.model, x, targets).float()
+    layer = gate_layer(ctx.model, params)
     if layer is not None:
         cam = upsample(grad_cam(ctx.model, x, targets, layer), tuple(x.shape[-2:])).float()
         scale = lambda m: m / m.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)  # noqa: E731
@@ -199,17 +194,9 @@ class SaliencyGrabCut(AttributionTechnique):
         return {"map": torch.from_numpy(np.stack(masks).astype(np.float32)).to(x.device), "saliency": sal,
                 "seeds": torch.from_numpy(np.stack(seeds).astype(np.float32)).to(x.device)}
 
-    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
-        return self.compute(ctx, x, targets, params)["map"]
-
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         arts = super().run(ctx, jobs)
-        gate = None
-        if jobs[0].params.gate:
-            try:
-                gate = default_layer(ctx.model)
-            except ValueError:
-                gate = None
+        gate = gate_layer(ctx.model, jobs[0].params)
         for art in arts:
             art.meta["gate_layer"] = gate
             masks, sal = art.arrays["map"], art.arrays["saliency"]

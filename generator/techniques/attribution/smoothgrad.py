@@ -7,7 +7,7 @@ level: a fraction of the input's range, measured in the normalized input the mod
 the copies per colour channel, and the map is the max over channels, as for saliency: the smoothed saliency map. This
 is what Captum's NoiseTunnel over Saliency computes (abs=True, its default), and the magnitude average that the
 authors' code uses by default: averaging the *signed* gradient instead lets its pixel-scale sign flips cancel into
-noise of the same size as the signal (we tried: on the default report it looks like static). With `of:
+noise of the same size as the signal (site_src/tuning.md#smoothgrad). With `of:
 guided_backprop` the signed mean is kept too (`guided`), drawn as a colour image like guided backprop's.
 
 The noise is drawn once per call from a CPU `torch.Generator` seeded with the spec's seed, as standard normals of
@@ -21,21 +21,20 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from generator.batching import images_per_gradient
 from generator.techniques.attribution.rectifiers import no_rectifier
 from generator import figures
-from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
+    target_labels)
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import CLIP_PERCENTILE, GradientDrawing, class_gradients, display_maps
-from generator.techniques.attribution.base import target_labels
+from generator.techniques.attribution.gradients import (CLIP_PERCENTILE, GradientDrawing, batch_field,
+    class_gradients, display_maps, gradient_batch)
 
 
 class SmoothGradParams(AttributionParams):
     noise: float = Field(0.15, gt=0, le=1, description="noise σ as a fraction of the input's range (max − min)")
     samples: int = Field(16, ge=1, le=1024, description="noisy copies averaged per image")
     of: Literal["saliency", "guided_backprop"] = Field("saliency", description="which gradient is smoothed")
-    batch: int | None = Field(None, ge=1, le=4096, description="noisy copies per forward/backward pass (default: "
-                                                               "sized to the CPU's cache; 32 on CUDA)")
+    batch: int | None = batch_field("noisy copies")
 
     def quick(self) -> "SmoothGradParams":
         return super().quick().model_copy(update={"samples": min(self.samples, 4)})
@@ -89,16 +88,10 @@ class SmoothGrad(GradientDrawing, AttributionTechnique):
     def inapplicable(self, model, params: SmoothGradParams) -> str | None:
         return no_rectifier(model) if params.of == "guided_backprop" else None
 
-    def gradients(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = params.batch or images_per_gradient(ctx.model, x[:1], len(x) * params.samples)
-        return smooth_gradients(ctx.model, x, targets, params.noise, params.samples, params.of == "guided_backprop",
-                                batch, ctx.seed)
-
-    def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
-        return self.gradients(ctx, x, targets, params)[0].amax(1)
-
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:
-        magnitude, mean = self.gradients(ctx, x, targets, params)
+        magnitude, mean = smooth_gradients(ctx.model, x, targets, params.noise, params.samples,
+                                           params.of == "guided_backprop",
+                                           gradient_batch(ctx.model, x, params.samples, params.batch), ctx.seed)
         arrays = {"map": magnitude.amax(1)}
         if params.of == "guided_backprop":
             arrays["guided"] = mean  # the signed mean, drawn as a colour image like guided backprop's

@@ -54,28 +54,17 @@ class LayerFeatures:
 def penultimate(model: LoadedModel) -> str:
     """The layer whose output feeds the classifier's last linear layer (the "last-layer features" of the lecture);
     without a linear layer, the last module with a spatial output."""
-    order: list[tuple[str, nn.Module, tuple]] = []
-    handles = []
-    for name, module in model.module.named_modules():
-        if name and not list(module.children()):
-            handles.append(module.register_forward_hook(
-                lambda m, _i, o, name=name: order.append((name, m, tuple(o.shape) if isinstance(o, torch.Tensor) else ()))))
-    try:
-        channels = 3 if model.input.mode == "RGB" else 1
-        with torch.inference_mode():
-            model.module(torch.zeros(1, channels, model.input.size, model.input.size, device=model.device))
-    finally:
-        for h in handles:
-            h.remove()
+    # Every call of a leaf module (one without children), in the order they finish; shapes without the batch.
+    order = [call for call in model.probe().calls if not list(call[1].children())]
     linears = [i for i, (_, m, _) in enumerate(order) if isinstance(m, nn.Linear)]
     if linears:
         last = linears[-1]
         width = order[last][1].in_features
         for name, module, shape in reversed(order[:last]):
-            if not isinstance(module, SKIPPED_TYPES) and shape and int(np.prod(shape[1:])) == width:
+            if not isinstance(module, SKIPPED_TYPES) and shape is not None and int(np.prod(shape)) == width:
                 return name
     for name, module, shape in reversed(order):
-        if len(shape) == 4:
+        if shape is not None and len(shape) == 3:
             return name
     raise ConvscopeError(model.name, "no layer gives feature vectors (no linear classifier and no conv output)")
 

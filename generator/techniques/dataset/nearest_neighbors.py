@@ -16,7 +16,7 @@ from generator.datasets import stratified
 from generator.techniques.dataset.feature_pass import PIXEL_SIDE, reduce
 from generator.hooks import record_outputs
 from generator.techniques.dataset.knn import label_agreement, nearest
-from generator.artifacts import Artifact, Job, Reads, Scope
+from generator.artifacts import Artifact, Job, Reads
 from generator.techniques.dataset.base import FeatureSpaceParams, FeatureSpaceTechnique
 
 AGREEMENT_QUERIES = 5000  # leave-one-out queries behind the page's agreement figures (all images up to this many)

@@ -48,15 +48,8 @@ def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: i
     with different thread counts, so the same seed gave different maps on machines with different cores.
     n_jobs: openTSNE's threads, by default every core this process may use (one below SMALL_TSNE points).
 
-    Why openTSNE rather than scikit-learn's TSNE, measured on this project's shared 2-core machine (bench/dataset.py,
-    two runs under different load): 10 000 Fashion-MNIST test images, pixels PCA'd to 50, perplexity 30, PCA
-    initialization, each library's default schedule, 2 threads; trustworthiness at k = 5 (on a 5 000-point subset)
-    and the fraction of 5 map neighbours sharing the class:
-        openTSNE 1.0.4, FFT gradients            64.0 s / 73.7 s    trustworthiness 0.9954    labels 0.758
-        the same on our exact neighbours          82.8 s             trustworthiness 0.9954    labels 0.759
-        scikit-learn 1.9.1 TSNE, Barnes-Hut      177.6 s / 125.7 s   trustworthiness 0.9952    labels 0.759
-    The same quality in about half the time, and FFT gradients scale linearly in N where Barnes-Hut does not. The
-    exact neighbours cost nothing: 3.4 s against Annoy's 6.5 s (the 82.8 s run met heavier load).
+    openTSNE rather than scikit-learn's TSNE: the same quality in about half the time, and its FFT gradients scale
+    linearly in N (measured: site_src/tuning.md#t-sne-and-pca-embedding).
     """
     from openTSNE import TSNE
     from openTSNE.affinity import PerplexityBasedNN

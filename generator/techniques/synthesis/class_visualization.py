@@ -17,12 +17,11 @@ image at 4× their size, shown to the model blurred and resized, with the adjust
 All three run with Lucid's redirected rectifier gradient (`generator/optvis/redirect.py`): where every ReLU of a layer
 is closed for a class's image the ascent still gets the gradient that opens them (otherwise the exact gradient, so
 results that moved are unchanged). A class whose probability did not rise under a method — and was not already
-above `SATURATED` — is marked "did not rise" in its cell and listed in `meta["unmet"]`."""
+above `SATURATED` — is marked "did not rise" in its cell and listed in `meta["unmet"]`.
+How the defaults were chosen: site_src/tuning.md#class-visualization."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,66 +32,12 @@ from generator.figures import to_picture
 from generator.techniques.attribution.base import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Params, Reads, Scope
 from generator.techniques.base import Technique
-from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS
-
-@dataclass
-class FourierSetup:
-    """How a Fourier-parameterized synthesis runs on a model: what `fourier_setup` decides from the input size."""
-
-    size: int  # side of the optimized image
-    param: Any  # optvis.FFTImage, at its start
-    lr: float
-    transforms: Any  # the random transforms, then `fit`
-    regularizers: Any  # optvis.Regularizers or None
-    fit: Any  # deterministic map from the optimized image to the model's input (None: as it is)
-    note: str | None  # what differs from the plain Lucid setting, for the page (None: nothing)
-
-    def model_view(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, size, size) images in [0, 1] → what the model is shown (without the random transforms)."""
-        return images if self.fit is None else self.fit.apply(images, self.fit.sample(torch.Generator()))
-
-
-def fourier_setup(model, batch: int, seed: int, *, size: int | None, default_size: int, lr: float,
-                  decay_power: float, strength: float) -> FourierSetup:
-    """The Fourier image, learning rate, transforms and regularizers for `batch` images on `model`.
-
-    Inputs of SMALL_INPUT px or more: Lucid's setting as tuned on EfficientNet-Lite0 (`size` or the input size, at
-    most `default_size`; a model of one input size gets exactly that size). Smaller inputs: SMALL_INPUT_DEFAULTS —
-    optimized at `size` or 4× the input size, the model sees a blurred, resized copy; decay power + 0.5, lr × 0.25,
-    a periodic blur (see generator/optvis/render.py for what each one fixed)."""
-    side = model.input.size
-    rgb = model.input.mode == "RGB"
-    channels = 3 if rgb else 1
-    if side >= SMALL_INPUT:
-        fixed = not model.takes_other_sizes()
-        n = side if fixed else size or min(side, default_size)
-        fit = [optvis.resize(n)] if fixed else []  # pad and scale change the size; such a model needs it back
-        param = optvis.fft_image(batch, n, seed=seed, channels=channels, decay_power=decay_power, decorrelate=rgb)
-        return FourierSetup(n, param, lr, optvis.compose([optvis.standard_transforms(n, strength)] + fit), None,
-                            None, None)
-    d = SMALL_INPUT_DEFAULTS
-    n = size or side * d["upsample"]
-    k = n / side  # optimized pixels per model pixel
-    fit = optvis.compose(([optvis.gaussian_blur(d["antialias_sigma"] * k)] if n > side else [])
-                         + [optvis.resize(side)])
-    power, rate = decay_power + d["decay_power_add"], lr * d["lr_factor"]
-    param = optvis.fft_image(batch, n, seed=seed, channels=channels, decay_power=power, decorrelate=rgb)
-    regularizers = optvis.Regularizers(blur_every=d["blur_every"], blur_sigma=d["blur_sigma"] * k)
-    note = (f"small input: optimized at {n} px, shown to the model blurred (σ = {d['antialias_sigma'] * k:g} px) "
-            f"and resized to {side} px; decay power {power:g}, learning rate {rate:g}, {regularizers.describe()} steps")
-    return FourierSetup(n, param, rate, optvis.compose([optvis.standard_transforms(n, strength), fit]), regularizers,
-                        fit, note)
-
+from generator.optvis.setup import fourier_setup
+from generator.techniques.synthesis.outcome import rose
 
 METHODS = ("plain", "regularized", "fourier")
 METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (Yosinski 2015)",
                  "fourier": "Fourier + transforms (Lucid)"}
-SATURATED = 0.99  # a class probability at or above this on the start has nothing left to rise
-
-
-def rose(before: float, after: float) -> bool:
-    """Whether a class probability rose (or was already saturated and stayed so)."""
-    return after > before or min(before, after) >= SATURATED
 
 
 class ClassVisualizationParams(Params):
@@ -158,9 +103,6 @@ class ClassVisualization(Technique):
             top = ctx.model.logits(ctx.batch(ctx.own_images)).argmax(1).tolist()
         return list(dict.fromkeys(top))[: params.max_classes]
 
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        return [self.one(ctx, job) for job in jobs]
-
     def one(self, ctx, job: Job) -> Artifact:
         p: ClassVisualizationParams = job.params
         model = ctx.model
@@ -173,7 +115,7 @@ class ClassVisualization(Technique):
         # The pixel methods work in the model's own pixels: its size when it takes one size only or is small.
         size = model.input.size if fixed or fourier.fit is not None else fourier.size
         fit = [optvis.resize(size)] if fixed else []  # pad and scale change the size; such a model needs it back
-        channels = 3 if model.input.mode == "RGB" else 1
+        channels = model.channels
         objective = optvis.class_logit(classes, labels)
         common = dict(mean=model.input.mean, std=model.input.std, seed=ctx.seed, device=ctx.device,
                       logits_key=model.logits_key)

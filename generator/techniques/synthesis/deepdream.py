@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from generator import figures
+from generator.figures import to_picture
 from generator.hooks import record_outputs
 from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
-from generator.errors import did_you_mean
 
 
 class DeepDreamParams(Params):
@@ -50,18 +49,12 @@ class DeepDream(Technique):
         return list(params.layers) if params.layers is not None else list(model.layers)
 
     def check(self, model, params: DeepDreamParams) -> list[str]:
-        names = model.module_names()
-        problems = []
-        wanted = self.layers(model, params)
-        for i, layer in enumerate(params.layers or []):
-            if layer not in names:
-                problems.append(f"layers[{i}]: no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}")
-        wanted = [w for w in wanted if w in names]
+        problems = [f"layers[{i}]: {problem}" for i, layer in enumerate(params.layers or [])
+                    if (problem := model.missing_module(layer))]
+        wanted = [w for w in self.layers(model, params) if not model.missing_module(w)]
         if wanted and not problems:
-            channels = 3 if model.input.mode == "RGB" else 1
-            x = torch.zeros(1, channels, model.input.size, model.input.size, device=model.device)
             with torch.no_grad(), record_outputs(model.module, wanted) as outs:
-                model.module(x)
+                model.module(model.blank())
             for layer in wanted:
                 out = outs.get(layer)
                 if not isinstance(out, torch.Tensor) or out.dim() != 4:
@@ -74,9 +67,7 @@ class DeepDream(Technique):
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         p: DeepDreamParams = jobs[0].params
         layer, module = jobs[0].layer, ctx.model.module
-        mean = torch.tensor(ctx.model.input.mean, device=ctx.device).view(1, -1, 1, 1)
-        std = torch.tensor(ctx.model.input.std, device=ctx.device).view(1, -1, 1, 1)
-        base = (ctx.batch([j.image for j in jobs]) * std + mean).clamp(0, 1)
+        base = ctx.model.denormalize(ctx.batch([j.image for j in jobs])).clamp(0, 1)
         side = base.shape[-1]
         gen = torch.Generator().manual_seed(ctx.seed)
         fixed = not ctx.model.takes_other_sizes()
@@ -84,7 +75,7 @@ class DeepDream(Technique):
         def norm(x: torch.Tensor) -> torch.Tensor:
             if fixed and x.shape[-1] != side:  # a fixed-size model sees each octave resampled to its input size
                 x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-            return layer_norm(module, layer, (x - mean) / std)
+            return layer_norm(module, layer, ctx.model.normalize(x))
 
         with torch.no_grad():
             before = norm(base)
@@ -117,9 +108,7 @@ class DeepDream(Technique):
 
     def draw(self, art, job, env, path: Path) -> bool:
         m = art.metrics
-        dream = (art.main.transpose(1, 2, 0) * 255).round().astype(np.uint8)
-        if dream.shape[2] == 1:
-            dream = dream[..., 0]
+        dream = to_picture(art.main)
         gain = f"{m['gain']:.1f}×" if m["gain"] is not None else "from zero"
         figures.picture_row([env.picture(job.image), dream],
                             ["original", f"dreamt at {job.layer}: layer norm {gain}"], path)

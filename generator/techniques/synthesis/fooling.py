@@ -9,11 +9,9 @@ most likely other class instead — the nearest class to fool it into — and th
 `retargeted`). An image counts as fooled only when the target, a class other than the original, is top-1 after the
 last step (on the 8-bit image shown); one that is not is listed in `meta["unmet"]` and its figure says "not fooled".
 
-Budgets. 8 of 255 grey levels (step 1) fools EfficientNet-Lite0 on every sample photo within 40 steps, but on the
-28-px greyscale Fashion-MNIST net it fooled none of the 7 sample images of other classes into 'Bag' (16/255, step 1
-or 2: 4 of 7). Inputs under 64 px a side therefore get `epsilon` 24 and `step` 3 by default (all 7, and Bag → its
-nearest other class; 20/255 already made all of them top-1 but some only at p ≈ 0.45): with few pixels, each one
-must carry more of the change. `step` defaults to epsilon / 8."""
+Budgets: by default `epsilon` 8 of 255 grey levels, and 24 for inputs under 64 px a side (with few pixels, each one
+must carry more of the change); `step` defaults to epsilon / 8.
+How the defaults were chosen: site_src/tuning.md#fooling-images."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,11 +22,12 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from generator import figures
+from generator.figures import to_picture
+from generator.optvis.render import SMALL_INPUT  # models under this many px a side get SMALL_EPSILON
 from generator.techniques.attribution.base import resolve_target
 from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
 
-SMALL_INPUT = 64  # as generator/optvis/render.py's: models under this many px a side get SMALL_EPSILON
 EPSILON, SMALL_EPSILON = 8.0, 24.0
 
 
@@ -93,11 +92,9 @@ class Fooling(Technique):
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         p: FoolingParams = jobs[0].params
         model = ctx.model
-        mean = torch.tensor(model.input.mean, device=ctx.device).view(1, -1, 1, 1)
-        std = torch.tensor(model.input.std, device=ctx.device).view(1, -1, 1, 1)
-        original = (ctx.batch([j.image for j in jobs]) * std + mean).clamp(0, 1)  # pixels in 0..1
+        original = model.denormalize(ctx.batch([j.image for j in jobs])).clamp(0, 1)  # pixels in 0..1
         with torch.no_grad():
-            logits_before = model.logits((original - mean) / std).float()
+            logits_before = model.logits(model.normalize(original)).float()
         before = logits_before.softmax(1)
         requested = int(resolve_target(model, p.target)) if p.target is not None else None
         chosen, retargeted = choose_targets(logits_before, requested)
@@ -110,7 +107,7 @@ class Fooling(Technique):
         steps_taken = torch.zeros(len(jobs), dtype=torch.long)
         for step in range(1, p.steps + 1):
             x.requires_grad_(True)
-            logits = model.logits((x - mean) / std).float()
+            logits = model.logits(model.normalize(x)).float()
             loss = F.cross_entropy(logits, targets, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
             with torch.no_grad():
@@ -130,7 +127,7 @@ class Fooling(Technique):
         # The L∞ bound and the range hold in 8-bit pixels too: what the page shows is what was measured.
         x = (x * 255).round() / 255
         with torch.no_grad():
-            after = model.logits((x - mean) / std).float().softmax(1)
+            after = model.logits(model.normalize(x)).float().softmax(1)
         out = []
         for i, job in enumerate(jobs):
             t = int(targets[i])
@@ -162,12 +159,12 @@ class Fooling(Technique):
 
     def draw(self, art, job, env, path: Path) -> bool:
         m = art.metrics
-        fooled = (art.arrays["fooled"].transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        fooled = to_picture(art.arrays["fooled"])
         diff = art.arrays["difference"].transpose(1, 2, 0)
         gain = 127.5 / max(m["epsilon"] / 255.0, 1e-6)  # ±epsilon spans the whole grey range
         shown = np.clip(diff * gain + 127.5, 0, 255).astype(np.uint8)
-        if fooled.shape[2] == 1:
-            fooled, shown = fooled[..., 0], shown[..., 0]
+        if shown.shape[2] == 1:
+            shown = shown[..., 0]
         picture = env.picture(job.image)
         if m["fooled"]:
             middle = f"fooled: {m['top1_after']} ({m['target_after']:.2f})"

@@ -17,20 +17,11 @@ indices nearest each cluster centre (-1 pads small clusters), `classes` (F,) the
 `assignment` (N,) the facet of every data-set image (-1: not in a chosen class), and per facet its cluster's
 `sizes`, the class probability `before` and `after`, and its `tv_weights`.
 
-Defaults, tuned by looking (the Fashion-MNIST net at 28 px; EfficientNet-Lite0 at 128 and 224 px on the sample-photo
-crops). Learning rate 0.01 (as class visualization's, `optvis.render.CLASS_DEFAULTS`), not Lucid's 0.05: Adam moves
-every Fourier coefficient by about `lr` per step whatever its gradient, so at 0.05 one step buries the mean image
-under coloured noise, and a few hundred steps turn every facet of a class into the same saturated, blocky pattern;
-at 0.005 the additions are faint. `decay_power` 1 (Lucid's), not class visualization's 1.5: the pixel change per
-step then hardly depends on the image size (with 1/f^1.5 it grows as √size, and at 224 px the low frequencies swamp
-the facet with large white and black blobs within 128 steps). Pixels instead of Fourier coefficients give colour
-noise at 224 px. The TV weight is relative to each facet's class-score gradient (`score_gradients`), because that
-gradient is 9× smaller per pixel for EfficientNet at 224 px than for the Fashion-MNIST net: an absolute weight that
-suits one flattens the other into its background. At lr 0.01, 128 steps, TV 0.1 (relative) the facets keep their
-own shape — long sleeves stay long, a clutch gains a clasp, grass gains baseball stitching, a retina gains worms —
-and reach p ≈ 1. The Fashion-MNIST classifier takes 28 × 28 inputs only, so `size` is ignored for such models and
-the padding is left out of the transforms: padded to 32 px and resampled back to 28 (class visualization's way) the
-facets came out blockier, and one shirt facet stopped at p = 0.86 instead of 1.00.
+Defaults: Fourier image with `decay_power` 1 (Lucid's), Adam lr 0.01 (as class visualization's), 128 steps, a TV
+weight of 0.1 relative to each facet's class-score gradient (`score_gradients`, so one weight suits models whose
+gradients differ by an order of magnitude). A model that takes only its own input size (the 28 × 28 Fashion-MNIST
+classifier) ignores `size` and gets no padding in its transforms.
+How the defaults were chosen: site_src/tuning.md#multifaceted-feature-visualization.
 
 Differences from the paper: it reduced the fc7 features to 2-D with t-SNE before k-means and used k = 10 clusters of
 ImageNet training images; here k-means runs on the penultimate features themselves, over the report's data set.
@@ -54,7 +45,7 @@ from generator.techniques.dataset.feature_pass import penultimate
 from generator.techniques.attribution.base import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
-from generator.techniques.synthesis.class_visualization import rose
+from generator.techniques.synthesis.outcome import rose
 from generator.optvis.transforms import Pad
 
 PREDICT_BATCH = 64  # data-set images per forward when the model's own predictions pick the members
@@ -156,9 +147,6 @@ class Multifaceted(Technique):
 
     # -- the work -----------------------------------------------------------------------------------------------
 
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        return [self.one(ctx, job) for job in jobs]
-
     def one(self, ctx, job: Job) -> Artifact:
         from sklearn.cluster import KMeans
 
@@ -175,9 +163,7 @@ class Multifaceted(Technique):
         vectors = ctx.features.layer(layer).vectors
         fixed = not model.takes_other_sizes()  # a fixed-size classifier (Fashion-MNIST's): its own size only
         size = model.input.size if fixed else p.size or min(model.input.size, 224)
-        channels = 3 if model.input.mode == "RGB" else 1
-        mean_t = torch.tensor(model.input.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.tensor(model.input.std, dtype=torch.float32).view(1, -1, 1, 1)
+        channels = model.channels
 
         facet_class, facet_size, members, means, empty, per_class = [], [], [], [], [], []
         assignment = np.full(len(owner), -1, dtype=np.int64)  # data-set image → its facet
@@ -199,7 +185,7 @@ class Multifaceted(Technique):
                 dist = np.linalg.norm(np.asarray(vectors[member], dtype=np.float64) - centre, axis=1)
                 nearest = member[np.argsort(dist, kind="stable")[: p.thumbnails]]
                 members.append(np.pad(nearest, (0, p.thumbnails - len(nearest)), constant_values=-1))
-                means.append(self.mean_image(ctx, member, mean_t, std_t))
+                means.append(self.mean_image(ctx, member))
                 facet_class.append(c)
                 facet_size.append(int(len(member)))
         if not facet_class:
@@ -253,11 +239,11 @@ class Multifaceted(Technique):
                         meta)
 
     @staticmethod
-    def mean_image(ctx, member: np.ndarray, mean_t: torch.Tensor, std_t: torch.Tensor) -> torch.Tensor:
+    def mean_image(ctx, member: np.ndarray) -> torch.Tensor:
         """The average of the members' preprocessed crops, in [0, 1] pixels: (C, H, W)."""
         total = None
         for i in member:
-            x = imagelib.preprocess(ctx.dataset.image(int(i)), ctx.model.input)[None].float() * std_t + mean_t
+            x = ctx.model.denormalize(imagelib.preprocess(ctx.dataset.image(int(i)), ctx.model.input)[None].float())
             x = x.double()
             total = x if total is None else total + x
         return (total / len(member))[0].float().clamp(0, 1)
@@ -267,10 +253,8 @@ class Multifaceted(Technique):
         """Mean |∂ class logit / ∂ pixel| ([0, 1] pixel units) of each element's class at its image: the scale its
         TV weight is relative to (measured on the mean images: about 0.5 for the Fashion-MNIST net at 28 px, 0.06
         for EfficientNet-Lite0 at 224 px and 0.16 at 128 px)."""
-        mean = torch.tensor(ctx.model.input.mean, device=ctx.device).view(1, -1, 1, 1)
-        std = torch.tensor(ctx.model.input.std, device=ctx.device).view(1, -1, 1, 1)
         x = images.detach().to(ctx.device).float().clone().requires_grad_(True)
-        logits = ctx.model.logits((x - mean) / std).float()
+        logits = ctx.model.logits(ctx.model.normalize(x)).float()
         picked = logits[torch.arange(len(classes), device=ctx.device), torch.tensor(classes, device=ctx.device)]
         (grad,) = torch.autograd.grad(picked.sum(), x)
         return [float(g) for g in grad.abs().flatten(1).mean(1)]

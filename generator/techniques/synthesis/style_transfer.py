@@ -5,40 +5,22 @@ several layers match a style image's; a small total-variation term keeps it from
 Two networks give the style, side by side on every content × style row:
 - the model itself (content and style from its own layers, the classic recipe);
 - random multi-scale filters (Ustyuzhaninov et al. 2017, `generator/optvis/random_filters.py`) for the style, with
-  the content still from the model's content layer.
-Tried on EfficientNet-Lite0 (chelsea in the style of the Hubble deep field and of immunohistochemistry, 128–192 px,
-by looking at the results): the model's own Gram matrices leave a pink-and-green high-frequency noise over the
-photograph and little of the style; the random filters give a clean picture in the style's colours and grain (a
-dark cat with coloured glints; a white, brown and blue one). For the content, the model's middle chosen layer
-(`_blocks.5._act1`, 20 × 20 positions at 160 px) keeps the cat recognizable and leaves the style room. Content
-from the random filters works too at their full-resolution widths (3–11 px), but pins nearly every pixel (the
-content loss rises to ~2.5 before the style shows) and the valid convolutions leave coloured stripes along the
-borders; at their downsampled widths the style drew a grid aligned with the downsampling (box-filter version), and
-from strided or position-sampled filters a dot grid or grain. So content comes from the model.
+  the content still from the model's content layer (by default the model's middle chosen layer).
 
 Activation smoothing (`smoothing`, on by default): the model's style is also painted with SWAG (Wang, Li &
 Vasconcelos, CVPR 2021): a softmax over all of a layer's activations before both the Gram matrices and the content
 comparison (`matching.smooth_activations`), shown beside the plain Gram result, and each model result is measured
-by the random filters (which made neither). Measured on EfficientNet-Lite0 (chelsea, 160 px, the default
-settings, weight 100; random filters with seed 1 as the judge, Gram distance to the style as a multiple of the
-content photograph's): hubble_deep_field plain 1.00× / SWAG 0.97×, immunohistochemistry 0.98× / 0.99×, the
-procedural swirls 0.97× / 1.00×, mosaic 1.03× / 1.02×; colour-histogram distances within 0.01 of each other. By
-eye, SWAG removes the plain result's pink-and-green high-frequency noise and leaves a smoother cat, but it takes
-on no more of the style (with mosaic both show faint dark grout lines; neither takes the style's colours); style
-weights 1e3–1e5 change nothing. So on Lite0 it does not stylize better, and the page shows both side by side with
-the numbers; the weight row keeps the random filters.
+by the random filters (which made neither). The weight row keeps the random filters.
 
-The cause of the weak plain result was the style layers, not the activations: by default every chosen layer was
-matched, EfficientNet-Lite0's head included (1280 channels on 5 × 5 positions at 160 px), whose Gram matrix no image
-can match, so the loss stalled at 0.3–0.45 whatever the weight. The default style layers are now those with at
-least a quarter as many positions as channels (`default_style_layers`): chelsea in the style of swirls at 128 px
-then reaches 0.11× the photograph's Gram distance to the style by the random filters (all five layers: 0.98×) and
-is plainly painted in blue swirls.
+Style layers: by default the chosen layers with at least a quarter as many positions as channels
+(`default_style_layers`), since a layer whose Gram matrix no image can match (EfficientNet-Lite0's head) stalls the
+loss whatever the weight.
 
 A row of results at increasing style weight (`style_weights`, first style) shows the trade-off. The optimization
 starts from the content photograph (`start: content`; Gatys et al. start from noise, `start: noise`): the style
 loss then falls from its value on the photograph, and the content loss, zero there by definition, rises as the
-style takes over — the page reports both. From noise both fall."""
+style takes over — the page reports both. From noise both fall.
+How the defaults were chosen: site_src/tuning.md#neural-style-transfer."""
 from __future__ import annotations
 
 from pathlib import Path

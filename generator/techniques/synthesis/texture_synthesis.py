@@ -9,15 +9,16 @@ page shows, per texture:
 - the same synthesis with a single layer of random multi-scale filters (Ustyuzhaninov et al. 2017,
   `generator/optvis/random_filters.py`): no training at all, and the best texture this product makes.
 
-The Gram loss of a result falls by construction, and noise can match a network's statistics too (the issue's
-EfficientNet-Lite0 trial cut its Gram loss by 99% and still gave coloured noise). So each result is also measured by
-a network that did not make it — the model's results by the random filters, the random filters' result by the model
-(all its chosen layers) — and by the distance of its colour histogram to the source's, each next to the same number
-for the noise image the synthesis started from. A result that is no closer to the source than that noise, by the
-other network, is a texture only in the eyes of the network that made it.
+The Gram loss of a result falls by construction, and noise can match a network's statistics too (a 99% lower Gram
+loss can still be coloured noise). So each result is also measured by a network that did not make it — the
+model's results by the random filters, the random filters' result by the model (all its chosen layers) — and by
+the distance of its colour histogram to the source's, each next to the same number for the noise image the
+synthesis started from. A result that is no closer to the source than that noise, by the other network, is a
+texture only in the eyes of the network that made it.
 
 Both syntheses use `generator.optvis.matching` (L-BFGS on the pixels, coarse to fine). One job per texture; the
-model's layer sets of one texture are optimized as one batch."""
+model's layer sets of one texture are optimized as one batch.
+How the defaults were chosen: site_src/tuning.md#texture-synthesis-gram-matrices."""
 from __future__ import annotations
 
 from pathlib import Path

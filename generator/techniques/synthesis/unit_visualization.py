@@ -5,13 +5,13 @@ of the top-patches view (so each unit page shows both), and each result is compa
 over the data set. All channels of a layer are optimized as one batch. Models with small inputs (under 64 px a side)
 get the image at 4× their size with the adjustments of `class_visualization.fourier_setup`.
 
-A channel silent on its starting image (its ReLU/ReLU6 closed everywhere) passes no gradient, and plain ascent left
-its image at the start: EfficientNet-Lite0's `_act_head` channels 365, 914, 1096 and 1279 stayed at 0.000, as did
-Fashion-MNIST's `features.6` channel 17, though they fire on many data-set images. The ascent therefore runs with
+A channel silent on its starting image (its ReLU/ReLU6 closed everywhere) passes no gradient, and plain ascent
+would leave its image at the start, though such channels fire on many data-set images. The ascent therefore runs with
 Lucid's redirected rectifier gradient (`generator/optvis/redirect.py`) for the whole optimization: an element whose
 gradient a rectifier blocks entirely gets the part that opens it, and an element whose unit fires follows the exact
 gradient (unchanged results for those). Every channel's activation before and after is kept (`before`, `after`); a
-channel whose activation still did not rise is marked on its tile ("did not move") and listed in `meta["unmet"]`."""
+channel whose activation still did not rise is marked on its tile ("did not move") and listed in `meta["unmet"]`.
+How the defaults were chosen: site_src/tuning.md#unit-visualization."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +25,7 @@ from generator.figures import to_picture
 from generator.hooks import record_outputs
 from generator.artifacts import Artifact, Job, Params, Scope
 from generator.techniques.base import Technique
-from generator.techniques.synthesis.class_visualization import fourier_setup
+from generator.optvis.setup import fourier_setup
 from generator.techniques.dataset.max_patches import spread
 
 
@@ -102,9 +102,6 @@ class UnitVisualization(Technique):
             return spread(outs[layer].float().flatten(2).amax(2).cpu().numpy(), params.per_layer)
         return np.unique(np.linspace(0, count - 1, min(params.per_layer, count)).round().astype(int)).tolist()
 
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        return [self.one(ctx, job) for job in jobs]
-
     def one(self, ctx, job: Job) -> Artifact:
         p: UnitVisualizationParams = job.params
         model, layer = ctx.model, job.layer
@@ -145,22 +142,16 @@ class UnitVisualization(Technique):
 
     @staticmethod
     def output_channels(ctx, layer: str) -> int:
-        channels = 3 if ctx.model.input.mode == "RGB" else 1
-        x = torch.zeros(1, channels, ctx.model.input.size, ctx.model.input.size, device=ctx.device)
-        with torch.no_grad(), record_outputs(ctx.model.module, [layer]) as outs:
-            ctx.model.module(x)
-        out = outs[layer]
-        if out.dim() != 4:
-            raise ValueError(f"'{layer}' has no channel maps (output {tuple(out.shape[1:])})")
-        return int(out.shape[1])
+        shape = ctx.model.probe().shapes[layer]
+        if shape is None or len(shape) != 3:
+            raise ValueError(f"'{layer}' has no channel maps (output {shape})")
+        return int(shape[0])
 
     @staticmethod
     def activation(ctx, layer: str, images: torch.Tensor, chosen: list[int]) -> np.ndarray:
         """Each image's own channel, spatially averaged, on the untransformed image."""
-        mean = torch.tensor(ctx.model.input.mean, device=ctx.device).view(1, -1, 1, 1)
-        std = torch.tensor(ctx.model.input.std, device=ctx.device).view(1, -1, 1, 1)
         with torch.no_grad(), record_outputs(ctx.model.module, [layer]) as outs:
-            ctx.model.module((images.to(ctx.device).float() - mean) / std)
+            ctx.model.module(ctx.model.normalize(images.to(ctx.device).float()))
         maps = outs[layer].float().mean((2, 3))
         return maps[torch.arange(len(chosen)), torch.tensor(chosen)].cpu().numpy()
 

@@ -1,0 +1,58 @@
+"""How a Fourier-parameterized synthesis (class and unit visualization) is set up on a model: the image, learning
+rate, transforms and regularizers that `fourier_setup` decides from the model's input size."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from generator.optvis.param import fft_image
+from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS, Regularizers
+from generator.optvis.transforms import compose, gaussian_blur, resize, standard_transforms
+
+
+@dataclass
+class FourierSetup:
+    """How a Fourier-parameterized synthesis runs on a model: what `fourier_setup` decides from the input size."""
+
+    size: int  # side of the optimized image
+    param: Any  # optvis.FFTImage, at its start
+    lr: float
+    transforms: Any  # the random transforms, then `fit`
+    regularizers: Any  # optvis.Regularizers or None
+    fit: Any  # deterministic map from the optimized image to the model's input (None: as it is)
+    note: str | None  # what differs from the plain Lucid setting, for the page (None: nothing)
+
+    def model_view(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, size, size) images in [0, 1] → what the model is shown (without the random transforms)."""
+        return images if self.fit is None else self.fit.apply(images, self.fit.sample(torch.Generator()))
+
+
+def fourier_setup(model, batch: int, seed: int, *, size: int | None, default_size: int, lr: float,
+                  decay_power: float, strength: float) -> FourierSetup:
+    """The Fourier image, learning rate, transforms and regularizers for `batch` images on `model`.
+
+    Inputs of SMALL_INPUT px or more: Lucid's setting as tuned on EfficientNet-Lite0 (`size` or the input size, at
+    most `default_size`; a model of one input size gets exactly that size). Smaller inputs: SMALL_INPUT_DEFAULTS —
+    optimized at `size` or 4× the input size, the model sees a blurred, resized copy; decay power + 0.5, lr × 0.25,
+    a periodic blur (what each one fixed: site_src/tuning.md#class-visualization)."""
+    side = model.input.size
+    channels = model.channels
+    rgb = channels == 3
+    if side >= SMALL_INPUT:
+        fixed = not model.takes_other_sizes()
+        n = side if fixed else size or min(side, default_size)
+        fit = [resize(n)] if fixed else []  # pad and scale change the size; such a model needs it back
+        param = fft_image(batch, n, seed=seed, channels=channels, decay_power=decay_power, decorrelate=rgb)
+        return FourierSetup(n, param, lr, compose([standard_transforms(n, strength)] + fit), None, None, None)
+    d = SMALL_INPUT_DEFAULTS
+    n = size or side * d["upsample"]
+    k = n / side  # optimized pixels per model pixel
+    fit = compose(([gaussian_blur(d["antialias_sigma"] * k)] if n > side else []) + [resize(side)])
+    power, rate = decay_power + d["decay_power_add"], lr * d["lr_factor"]
+    param = fft_image(batch, n, seed=seed, channels=channels, decay_power=power, decorrelate=rgb)
+    regularizers = Regularizers(blur_every=d["blur_every"], blur_sigma=d["blur_sigma"] * k)
+    note = (f"small input: optimized at {n} px, shown to the model blurred (σ = {d['antialias_sigma'] * k:g} px) "
+            f"and resized to {side} px; decay power {power:g}, learning rate {rate:g}, {regularizers.describe()} steps")
+    return FourierSetup(n, param, rate, compose([standard_transforms(n, strength), fit]), regularizers, fit, note)

@@ -1,0 +1,219 @@
+"""The figures stage: each artifact's figure drawn by its technique's `draw()`, its arrays written as data files, and
+the manifest record of both. Figures and data files of cached results are copied from the previous output while
+the code that drew them is unchanged. Returns records; artifacts are never written into."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from generator import figures
+from generator.errors import one_line
+from generator.comparison import comparison, figure_path
+from generator.pipeline import ModelPages, Result
+from generator.techniques import registry
+from generator.techniques.dataset import figures as dataset_figures
+
+
+def stem(result: Result) -> str:
+    parts = [p for p in (result.job.layer, result.job.image) if p]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", "__".join(parts)) or "model"
+
+
+def drawing_digest(kind: str) -> str:
+    """A digest of the code that draws a technique's figures: a cached figure is reused only while it matches."""
+    technique = registry.get(kind)
+    h = hashlib.sha256()
+    for module in sorted({figures.__name__, dataset_figures.__name__, *(c.__module__ for c in type(technique).__mro__)}):
+        source = getattr(sys.modules.get(module), "__file__", None)
+        if source:
+            h.update(Path(source).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def previous_records(output: Path) -> dict[str, dict[str, Any]]:
+    """key → manifest record of the last build in `output`, to reuse figures and data files of cached results."""
+    try:
+        records = json.loads((output / "manifest.json").read_text())["artifacts"]
+        return {r["key"]: r for r in records if isinstance(r, dict) and r.get("key")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], None],
+                  previous: Path | None = None) -> list[dict[str, Any]]:
+    """Draw each artifact's figure and save its arrays: the main one as `.npy` (the record's `data`, what a reader
+    loads first), the others in one `.npz` beside it (`archive`); return the manifest records. Figures of cached
+    results are copied from the `previous` output when the drawing code has not changed since, and so are their
+    data files when they list the same arrays (a cached result's arrays are those its file was written from). A
+    figure that fails to draw turns its result into a failure shown on the page. Each record is also kept in
+    `pages.drawn` under its job's key, for the pages."""
+    old = previous_records(previous) if previous else {}
+    digests: dict[str, str] = {}
+    records = []
+    for i, r in enumerate(pages.results):
+        progress(1)
+        if r.artifact is None:
+            continue
+        name = pages.model.name
+        figure = f"{name}/figures/{r.job.kind}/{stem(r)}.png"
+        data = f"{name}/data/{r.job.kind}/{stem(r)}.npy"
+        rest = dict(list(r.artifact.arrays.items())[1:])
+        archive = f"{name}/data/{r.job.kind}/{stem(r)}.npz" if rest else None
+        (folder / data).parent.mkdir(parents=True, exist_ok=True)
+        before = old.get(r.job.key)
+        arrays = array_records(r.artifact.arrays, registry.get(r.job.kind), data, archive)
+        files = [f for f in (data, archive) if f]
+        if (r.status == "cached" and before and before.get("data") == data and before.get("archive") == archive
+                and all((previous / f).is_file() for f in files) and _shapes(before.get("arrays")) == _shapes(arrays)):
+            for f in files:
+                shutil.copy2(previous / f, folder / f)
+        else:
+            np.save(folder / data, r.artifact.main, allow_pickle=False)
+            if archive:
+                write_arrays(folder / archive, rest)
+        drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
+        try:
+            olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
+            reusable = (r.status == "cached" and before and before.get("figure") and before.get("drawing") == drawing
+                        and before["params"] == r.job.params.model_dump(mode="json")
+                        and all(f and (previous / f).is_file() for f in olds.values()))
+            if reusable:
+                for f in olds.values():
+                    (folder / f).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(previous / f, folder / f)
+                named = olds
+            else:
+                drawn = registry.get(r.job.kind).draw(r.artifact, r.job, pages.draw, folder / figure)
+                named = ({k: str(Path(v).relative_to(folder)) for k, v in drawn.items()} if isinstance(drawn, dict)
+                         else {"main": figure} if drawn else {})
+        except Exception as exc:
+            pages.results[i] = Result(r.job, "failed", r.seconds, None, f"drawing the figure: {one_line(exc)}")
+            continue
+        main = next(iter(named.values()), None)
+        records.append({
+            "model": name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
+            "target": r.artifact.meta.get("target"), "params": r.job.params.model_dump(mode="json"),
+            "metrics": r.artifact.metrics, "figure": main, "figures": named, "data": data, "archive": archive,
+            "arrays": arrays,
+            "key": r.job.key, "drawing": drawing if named else None,
+        })
+        pages.drawn[r.job.key] = records[-1]
+    return records
+
+
+def array_records(arrays: dict[str, np.ndarray], technique, data: str, archive: str | None) -> list[dict[str, Any]]:
+    """What the manifest lists of each array of an artifact, in its order (the main array first): name, shape,
+    dtype, meaning (the technique's `arrays`) and the file that holds it (`data`, or the `archive` for the rest)."""
+    return [{"name": name, "shape": list(np.shape(value)), "dtype": str(np.asarray(value).dtype),
+             "meaning": technique.meaning(name), "file": data if i == 0 else archive}
+            for i, (name, value) in enumerate(arrays.items())]
+
+
+def _shapes(listed: Any) -> list[tuple] | None:
+    try:
+        return [(a["name"], list(a["shape"]), a["dtype"]) for a in listed]
+    except (TypeError, KeyError):
+        return None
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Every array of an artifact into one .npz, deflated (level 1: images saved as float32 shrink to about a
+    third): `np.load(path, allow_pickle=False)[name]`. Written member by member like np.savez_compressed, so any
+    array name works and an object array fails here rather than when someone loads it."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+
+
+def draw_comparisons(folder: Path, pages: ModelPages) -> None:
+    """The attribution comparison's figure of each image: every method's map of the first target side by side, in
+    the spec's order, with its deletion and insertion curves where scored; kept in `pages.drawn` as
+    "comparison:<image>" → {figure, error}."""
+    found = comparison(pages, list(dict.fromkeys(r.job.kind for r in pages.results)))
+    for entry in (found or {}).get("images", []):
+        rows = entry["in_order"]
+        if not rows:
+            continue
+        figure, error = figure_path(pages.model.name, entry["image"]), None
+        arrays = [row["result"].artifact.arrays for row in rows]
+        scored = [row["deletion_auc"] is not None for row in rows]
+        try:
+            figures.attribution_comparison(
+                pages.draw.picture(entry["image"]), [a["map"][0] for a in arrays],
+                [row["title"] + (f" ({row['constant']}: not scored)" if row["constant"] else "") for row in rows],
+                folder / figure, signed=[row["signed"] for row in rows],
+                deletion=[a["deletion"][0] if "deletion" in a and ok else None for a, ok in zip(arrays, scored)],
+                insertion=[a["insertion"][0] if "insertion" in a and ok else None for a, ok in zip(arrays, scored)],
+                deletion_auc=[row["deletion_auc"] for row in rows],
+                insertion_auc=[row["insertion_auc"] for row in rows],
+                target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
+        except Exception as exc:
+            figure, error = None, f"drawing the figure: {one_line(exc)}"
+        pages.drawn[f"comparison:{entry['image']}"] = {"figure": figure, "error": error}
+
+
+OVERVIEW = "overview.png"  # the home page's figure (site_src/index.md shows reports/overview.png)
+# What the overview shows of each model, in this order: technique → how to take one picture from its artifact.
+_OVERVIEW_KINDS = ("gradcam", "class_visualization", "unit_visualization", "deepdream", "style_transfer",
+                   "texture_synthesis", "fooling")
+
+
+def overview_tiles(pages: ModelPages, most: int = 4) -> list[tuple[np.ndarray, str]]:
+    """Up to `most` pictures that show what the report holds for one model, each with a short caption: a Grad-CAM
+    overlay, a class and a unit visualization, a dream, a painted or grown image; the inputs when none of these ran."""
+    tiles: list[tuple[np.ndarray, str]] = []
+    done = [r for r in pages.results if r.artifact is not None and r.status != "failed"]
+    for kind in _OVERVIEW_KINDS:
+        r = next((r for r in done if r.job.kind == kind), None)
+        if r is None or len(tiles) >= most:
+            continue
+        a, meta = r.artifact.arrays, r.artifact.meta
+        try:
+            if kind == "gradcam":
+                picture = pages.draw.picture(r.job.image)
+                target = (meta.get("targets") or [{}])[0].get("label", "")
+                tiles.append(((figures.heat_overlay(picture, a["map"][0], False, 99.0) * 255).astype(np.uint8),
+                              f"Grad-CAM: {target}"))
+            elif kind == "class_visualization":
+                label = (meta.get("classes") or [{}])[0].get("label", "")
+                tiles.append((figures.to_picture(a["regularized"][0], rgb=True), f"class: {label}"))
+            elif kind == "unit_visualization":
+                unit = (meta.get("units") or [{}])[0].get("channel", 0)
+                tiles.append((figures.to_picture(a[next(iter(a))][0], rgb=True), f"unit {r.job.layer} #{unit}"))
+            elif kind == "deepdream":
+                tiles.append((figures.to_picture(a["dream"], rgb=True), f"DeepDream at {r.job.layer}"))
+            elif kind in ("style_transfer", "texture_synthesis"):
+                what = "style transfer" if kind == "style_transfer" else "texture (Gram)"
+                tiles.append((figures.to_picture(a["results"][-1], rgb=True), what))
+            elif kind == "fooling":
+                tiles.append((figures.to_picture(a["fooled"], rgb=True), f"fooling: {meta.get('target', '')}"))
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue  # an artifact of another shape: leave it out of the overview
+    if not tiles:
+        for r in (r for r in done if r.job.kind == "input"):
+            if len(tiles) < most:
+                tiles.append((pages.draw.picture(r.job.image), pages.draw.image_name(r.job.image)))
+    return tiles
+
+
+def write_overview(folder: Path, all_pages: list[ModelPages]) -> None:
+    """The home page's figure (`OVERVIEW` in the output folder): a row of four pictures per model (at most three
+    models), captioned."""
+    rows = [(pages.model.name, overview_tiles(pages)) for pages in all_pages[:3]]
+    rows = [(name, tiles) for name, tiles in rows if tiles]
+    if not rows:
+        return
+    cols = max(len(tiles) for _, tiles in rows)
+    blank = np.full((8, 8, 3), 255, np.uint8)
+    grid = [[t[0] for t in tiles] + [blank] * (cols - len(tiles)) for _, tiles in rows]
+    cells = [[t[1] for t in tiles] + [""] * (cols - len(tiles)) for _, tiles in rows]
+    figures.picture_grid(grid, cells, [name for name, _ in rows], [""] * cols, folder / OVERVIEW)

@@ -1,0 +1,57 @@
+"""Publishing folders: the output and the site are built in a staging folder beside them and swapped in only when
+complete, so a crash never leaves them half-written; `build_site` runs `mkdocs build --strict` that way."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from generator.errors import ConvscopeError
+
+
+def staging_folder(prefix: str, parent: Path | None) -> Path:
+    """A staging folder that becomes the output: mkdtemp makes it private (0700), but the pages and the site must
+    be readable like any folder the user makes (a web server reads them as another user)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+    return path
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Swap a finished folder into place; the old one is removed only once the new one is there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    shutil.move(str(new), str(target))
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_site(config: Path, site: Path, console: Console) -> bool:
+    """`mkdocs build --strict` into a temporary folder, swapped into `site` only when it succeeds."""
+    if not config.is_file():
+        raise ConvscopeError("--site", f"no MkDocs config at {config}")
+    site = site.resolve()
+    site.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging_folder(f".{site.name}.", site.parent)
+    try:
+        with console.status("mkdocs build --strict"):
+            proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config), "-d", str(tmp)],
+                                  capture_output=True, text=True)
+        if proc.returncode != 0:
+            console.print(f"[red]mkdocs build --strict failed; {site} left as it was[/]")
+            console.print(proc.stderr.strip() or proc.stdout.strip(), highlight=False, markup=False)
+            return False
+        replace_folder(tmp, site)
+        console.print(f"site → {site}")
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
