@@ -21,6 +21,18 @@ class Scope:
     core: bool = False  # every model runs it (the inputs, the architecture table); never chosen in the spec
 
 
+# The scopes techniques declare, by name.
+PER_IMAGE = Scope("image")
+CORE_PER_IMAGE = Scope("image", core=True)
+PER_LAYER = Scope("layer")
+PER_LAYER_WITH_DATASET = Scope("layer", dataset="follows")
+PER_LAYER_ACROSS_DATASET = Scope("layer", dataset="needs")
+PER_LAYER_AND_IMAGE = Scope("layer×image")
+PER_MODEL = Scope("model")
+CORE_PER_MODEL = Scope("model", core=True)
+PER_MODEL_ACROSS_DATASET = Scope("model", dataset="needs")
+
+
 @dataclass(frozen=True)
 class Reads:
     """What a job reads besides its model, technique, parameters, layer and image, as its parameters decide; each

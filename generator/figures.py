@@ -242,6 +242,24 @@ def channel_grid(maps: np.ndarray, channels: list[int], dead: np.ndarray, path: 
     _save(fig, path)
 
 
+def _map_row(fig, row_axes, picture: np.ndarray, m: np.ndarray, label: str, method: str, cmap, vmin: float,
+             vmax: float):
+    """One row of an attribution figure: the image, the map with its colour bar, the map over the image; returns
+    the map's axes."""
+    ax_img, ax_map, ax_over = row_axes
+    ax_img.imshow(picture, interpolation=_interpolation(picture))
+    ax_img.set_title(_short(label, 34), fontsize=FONT)
+    im = ax_map.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax_map.set_title(_short(method, 34), fontsize=FONT)
+    ax_over.imshow(picture, interpolation=_interpolation(picture))
+    ax_over.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
+    ax_over.set_title("overlay", fontsize=FONT)
+    for ax in row_axes:
+        ax.set_axis_off()
+    _colour_bar(fig, im, row_axes.tolist())
+    return ax_map
+
+
 def attribution_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], path: Path, method: str,
                      meaning: str, signed: bool = False) -> None:
     """One row per target: the image, the map (own colour scale with a bar), the map over the image."""
@@ -253,17 +271,7 @@ def attribution_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], p
             cmap, vmin, vmax = DIVERGING, -v, v
         else:
             cmap, vmin, vmax = SEQUENTIAL, 0.0, float(m.max()) or 1.0
-        ax_img, ax_map, ax_over = axes[row]
-        ax_img.imshow(picture, interpolation=_interpolation(picture))
-        ax_img.set_title(_short(label, 34), fontsize=FONT)
-        im = ax_map.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
-        ax_map.set_title(_short(method, 34), fontsize=FONT)
-        ax_over.imshow(picture, interpolation=_interpolation(picture))
-        ax_over.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6)
-        ax_over.set_title("overlay", fontsize=FONT)
-        for ax in axes[row]:
-            ax.set_axis_off()
-        _colour_bar(fig, im, axes[row].tolist())
+        _map_row(fig, axes[row], picture, m, label, method, cmap, vmin, vmax)
     _footnote(fig, f"Colour: {meaning}; each row on its own scale.")
     _save(fig, path)
 
@@ -348,20 +356,10 @@ def occlusion_rows(picture: np.ndarray, maps: np.ndarray, labels: list[str], pat
     fig, axes = plt.subplots(t, 3, figsize=(COLUMN, ROW * t + 0.35), squeeze=False, layout="constrained")
     for row, (m, label) in enumerate(zip(maps, labels)):
         v = float(np.abs(m).max()) or 1.0
-        ax_img, ax_map, ax_over = axes[row]
-        ax_img.imshow(picture, interpolation=_interpolation(picture))
-        ax_img.set_title(_short(label, 34), fontsize=FONT)
-        im = ax_map.imshow(m, cmap=DIVERGING, vmin=-v, vmax=v)
+        ax_map = _map_row(fig, axes[row], picture, m, label, method, DIVERGING, -v, v)
         h = m.shape[0]
         ax_map.add_patch(Rectangle((1, h - 1 - window), window, window, fill=False, edgecolor="black", lw=1.2))
         ax_map.text(1 + window / 2, h - 3 - window, "window", ha="center", va="bottom", fontsize=MIN_FONT)
-        ax_map.set_title(_short(method, 34), fontsize=FONT)
-        ax_over.imshow(picture, interpolation=_interpolation(picture))
-        ax_over.imshow(m, cmap=DIVERGING, vmin=-v, vmax=v, alpha=0.6)
-        ax_over.set_title("overlay", fontsize=FONT)
-        for ax in axes[row]:
-            ax.set_axis_off()
-        _colour_bar(fig, im, axes[row].tolist())
     _footnote(fig, f"Colour: {meaning}; each row on its own symmetric scale.")
     _save(fig, path)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -18,8 +18,9 @@ from generator.artifacts import Artifact, Job, Reads
 Status = Literal["ran", "cached", "failed"]
 
 
-@dataclass
-class Result:
+class Result(NamedTuple):
+    """What became of one job: run, taken from the cache, or failed (with why, in one line)."""
+
     job: Job
     status: Status
     seconds: float

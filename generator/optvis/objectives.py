@@ -148,35 +148,46 @@ def _channel_maps(acts: Activations, layer: str, index: Index) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ChannelMean(Term):
+class LayerTerm(Term):
+    """A quantity of one recorded layer."""
+
     layer: str
-    index: Index
 
     def layers(self) -> tuple[str, ...]:
         return (self.layer,)
-
-    def value(self, acts: Activations) -> torch.Tensor:
-        maps = _channel_maps(acts, self.layer, self.index)
-        return maps.flatten(1).mean(1) if maps.dim() > 1 else maps
-
-    def name(self, b: int | None = None) -> str:
-        index = _pick(self.index, b)
-        channels = ", ".join(map(str, index)) if isinstance(index, tuple) else index
-        return f"mean of {self.layer} channel {channels}"
 
 
 @dataclass(frozen=True)
-class Neuron(Term):
-    layer: str
+class ChannelTerm(LayerTerm):
+    """A quantity of one channel of a layer (with per-element indices, element b's channel index[b])."""
+
     index: Index
+
+    def maps(self, acts: Activations) -> torch.Tensor:
+        return _channel_maps(acts, self.layer, self.index)
+
+    def channels(self, b: int | None) -> str:
+        index = _pick(self.index, b)
+        return ", ".join(map(str, index)) if isinstance(index, tuple) else str(index)
+
+
+@dataclass(frozen=True)
+class ChannelMean(ChannelTerm):
+    def value(self, acts: Activations) -> torch.Tensor:
+        maps = self.maps(acts)
+        return maps.flatten(1).mean(1) if maps.dim() > 1 else maps
+
+    def name(self, b: int | None = None) -> str:
+        return f"mean of {self.layer} channel {self.channels(b)}"
+
+
+@dataclass(frozen=True)
+class Neuron(ChannelTerm):
     y: int | None = None
     x: int | None = None
 
-    def layers(self) -> tuple[str, ...]:
-        return (self.layer,)
-
     def value(self, acts: Activations) -> torch.Tensor:
-        maps = _channel_maps(acts, self.layer, self.index)
+        maps = self.maps(acts)
         if maps.dim() == 1:
             return maps
         h, w = maps.shape[-2:]
@@ -185,19 +196,12 @@ class Neuron(Term):
         return maps[:, y, x]
 
     def name(self, b: int | None = None) -> str:
-        index = _pick(self.index, b)
-        channels = ", ".join(map(str, index)) if isinstance(index, tuple) else index
         where = "centre" if self.y is None and self.x is None else f"({self.y}, {self.x})"
-        return f"{self.layer} channel {channels} unit at {where}"
+        return f"{self.layer} channel {self.channels(b)} unit at {where}"
 
 
 @dataclass(frozen=True)
-class LayerL2(Term):
-    layer: str
-
-    def layers(self) -> tuple[str, ...]:
-        return (self.layer,)
-
+class LayerL2(LayerTerm):
     def value(self, acts: Activations) -> torch.Tensor:
         return acts.layer(self.layer).flatten(1).norm(dim=1)
 

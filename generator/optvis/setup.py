@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field
 
+from generator.artifacts import Params
 from generator.optvis.param import fft_image
 from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS, Regularizers
 from generator.optvis.transforms import compose, gaussian_blur, resize, standard_transforms
@@ -56,3 +58,16 @@ def fourier_setup(model, batch: int, seed: int, *, size: int | None, default_siz
     note = (f"small input: optimized at {n} px, shown to the model blurred (σ = {d['antialias_sigma'] * k:g} px) "
             f"and resized to {side} px; decay power {power:g}, learning rate {rate:g}, {regularizers.describe()} steps")
     return FourierSetup(n, param, rate, compose([standard_transforms(n, strength), fit]), regularizers, fit, note)
+
+
+class FourierParams(Params):
+    """The parameters of a technique that runs `fourier_setup` (class and unit visualization); each adds its own
+    `size`, `lr` and `transform_strength`."""
+
+    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother; "
+                                                           "inputs under 64 px: 0.5 more)")
+
+    def fourier(self, model, batch: int, seed: int, default_size: int) -> FourierSetup:
+        """`fourier_setup` with these parameters."""
+        return fourier_setup(model, batch, seed, size=self.size, default_size=default_size, lr=self.lr,
+                             decay_power=self.decay_power, strength=self.transform_strength)

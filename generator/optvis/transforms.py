@@ -137,17 +137,24 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return _affine(x, theta)
 
 
+class _RandomChoice(Transform):
+    """A transform whose one parameter is drawn uniformly from a tuple of numbers: the field `choices` names."""
+
+    choices = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, self.choices, tuple(float(v) for v in getattr(self, self.choices)))
+
+    def sample(self, generator: torch.Generator) -> float:
+        return _choice(getattr(self, self.choices), generator)
+
+
 @dataclass(frozen=True)
-class RandomScale(Transform):
+class RandomScale(_RandomChoice):
     """Zoom by a factor chosen uniformly from `scales` (Lucid: 1 + (i − 5)/50 for i in 0..10, i.e. 0.9..1.1)."""
 
     scales: tuple[float, ...]
-
-    def __post_init__(self):
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-
-    def sample(self, generator: torch.Generator) -> float:
-        return _choice(self.scales, generator)
+    choices = "scales"
 
     def apply(self, x: torch.Tensor, params: float) -> torch.Tensor:
         return zoom(x, params)
@@ -157,16 +164,11 @@ class RandomScale(Transform):
 
 
 @dataclass(frozen=True)
-class RandomRotate(Transform):
+class RandomRotate(_RandomChoice):
     """Rotate by an angle (degrees) chosen uniformly from `angles` (Lucid: −10..10 with extra weight on 0)."""
 
     angles: tuple[float, ...]
-
-    def __post_init__(self):
-        object.__setattr__(self, "angles", tuple(float(a) for a in self.angles))
-
-    def sample(self, generator: torch.Generator) -> float:
-        return _choice(self.angles, generator)
+    choices = "angles"
 
     def apply(self, x: torch.Tensor, params: float) -> torch.Tensor:
         return rotate(x, params)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from generator import figures
 from generator.hooks import record_outputs
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_LAYER_AND_IMAGE
 from generator.techniques.base import Technique
 
 
@@ -28,7 +28,7 @@ class Activations(Technique):
     title = "Activation maps"
     summary = "each chosen layer's channel maps for each image, with statistics"
     Params = ActivationsParams
-    scope = Scope("layer×image")
+    scope = PER_LAYER_AND_IMAGE
     arrays = {"activation": "(C, h, w) float32: the layer's output for the image, every channel (the figure draws "
                             "max_channels of them)"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from generator.layers import layer_table
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, CORE_PER_MODEL
 from generator.techniques.base import Technique
 
 
@@ -18,7 +18,7 @@ class Architecture(Technique):
     summary = "layer table with output shapes, parameters and receptive fields"
     version = 3
     Params = ArchitectureParams
-    scope = Scope("model", core=True)
+    scope = CORE_PER_MODEL
     arrays = {
         "receptive_fields": "(rows, 3) float64: receptive field size, stride and offset (centre of unit (0, 0)) in "
                             "input pixels of each row of the layer table, in `names` order; NaN where unknown",

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_LAYER
 from generator.techniques.base import Technique
 from generator.errors import did_you_mean
 
@@ -35,7 +35,7 @@ class Filters(Technique):
     summary = "convolution weights: first layer in colour, deeper layers per input channel"
     version = 3
     Params = FiltersParams
-    scope = Scope("layer")
+    scope = PER_LAYER
     arrays = {"weight": "(out, in / groups, kh, kw) float32: the conv layer's weights, every filter (the figure "
                         "draws max_filters of them)"}
 
@@ -68,19 +68,15 @@ class Filters(Technique):
                 problems.append(f"layers[{i}]: '{name}' is not a Conv2d in {model.name}; {did_you_mean(name, sorted(names), 'conv layers')}")
         return problems
 
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        out = []
-        for job in jobs:
-            conv = ctx.model.resolve(job.layer)
-            w = conv.weight.detach().float().cpu().numpy()
-            kind = self.layout(w.shape, conv.groups)
-            meta = {
-                "layout": kind,
-                "metrics": {"filters": int(w.shape[0]), "inputs_per_filter": int(w.shape[1]), "kernel": list(w.shape[2:]),
-                            "groups": int(conv.groups), "stride": list(conv.stride)},
-            }
-            out.append(Artifact({"weight": w}, meta))
-        return out
+    def one(self, ctx, job: Job) -> Artifact:
+        conv = ctx.model.resolve(job.layer)
+        w = conv.weight.detach().float().cpu().numpy()
+        meta = {
+            "layout": self.layout(w.shape, conv.groups),
+            "metrics": {"filters": int(w.shape[0]), "inputs_per_filter": int(w.shape[1]), "kernel": list(w.shape[2:]),
+                        "groups": int(conv.groups), "stride": list(conv.stride)},
+        }
+        return Artifact({"weight": w}, meta)
 
     @staticmethod
     def layout(shape: tuple[int, ...], groups: int) -> str:

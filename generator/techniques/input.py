@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from generator import figures
-from generator.artifacts import Artifact, Job, Scope
+from generator.artifacts import Artifact, Job, CORE_PER_IMAGE
 from generator.techniques.base import Technique
 from generator.images import display
 
@@ -13,17 +13,13 @@ class Input(Technique):
     kind = "input"
     title = "Inputs"
     summary = "the preprocessed tensor each image becomes (resize, centre crop, normalize)"
-    scope = Scope("image", core=True)
+    scope = CORE_PER_IMAGE
     arrays = {"input": "the preprocessed image the model is given: (C, H, W) float32, resized, centre-cropped and "
                        "normalized with the model's mean and std"}
 
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        spec = ctx.model.input
-        out = []
-        for job in jobs:
-            x = ctx.input(job.image).cpu().numpy()
-            out.append(Artifact({"input": x}, {"metrics": {"shape": list(x.shape)}, "preprocess": spec.model_dump()}))
-        return out
+    def one(self, ctx, job: Job) -> Artifact:
+        x = ctx.input(job.image).cpu().numpy()
+        return Artifact({"input": x}, {"metrics": {"shape": list(x.shape)}, "preprocess": ctx.model.input.model_dump()})
 
     def draw(self, art, job, env, path: Path) -> bool:
         # A small input (28 px) is enlarged with crisp pixels, so that it is visible beside 224-px photos.

@@ -7,7 +7,7 @@ import torch
 from pydantic import Field
 
 from generator import figures
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_IMAGE
 from generator.techniques.base import Technique
 
 
@@ -20,7 +20,7 @@ class Predictions(Technique):
     title = "Predictions"
     summary = "top-k classes with probabilities for each image"
     Params = PredictionsParams
-    scope = Scope("image")
+    scope = PER_IMAGE
     arrays = {"probabilities": "(classes,) float32: the softmax probability of every class, in the model's class "
                                "order (the top-k shown are the largest)"}
 

@@ -13,7 +13,7 @@ from generator.checks import ReportSpec
 from generator.techniques import registry
 from generator.artifacts import Job
 from generator.optvis.transforms import blur_image
-from generator.techniques.synthesis.class_visualization import fourier_setup
+from generator.optvis.setup import fourier_setup
 
 
 def visualize(ctx, **kw):

@@ -20,7 +20,8 @@ from generator.spec import InputSpec
 from generator.techniques import registry
 from generator.artifacts import Job
 from generator.hooks import hook_count
-from generator.techniques.synthesis.feature_inversion import LayerProbe, invert, pixel_correlation, tv_beta
+from generator.optvis.objectives import image_tv as tv_beta
+from generator.techniques.synthesis.feature_inversion import LayerProbe, invert, pixel_correlation
 
 KIND = "feature_inversion"
 

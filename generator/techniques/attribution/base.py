@@ -21,7 +21,7 @@ from generator.techniques.attribution import faithfulness as faith
 from generator import figures
 from generator.batching import images_per_forward
 from generator.errors import did_you_mean
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_IMAGE
 from generator.techniques.base import Technique
 from generator.models import weights_digest
 
@@ -117,7 +117,7 @@ def constant_description(m: np.ndarray) -> str:
 
 class AttributionTechnique(Technique):
     Params = AttributionParams
-    scope = Scope("image")
+    scope = PER_IMAGE
     colour_map_meaning = "how much each pixel raised the class score (bright = more)"
     arrays = {"map": "(targets, H, W) float32: the attribution of each input pixel, one map per target",
               **ATTRIBUTION_ARRAYS}

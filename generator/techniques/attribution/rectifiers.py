@@ -47,19 +47,13 @@ class GuidedActivation(torch.autograd.Function):
         inside = x > 0
         if upper != math.inf:
             inside &= x < upper
-        ctx.save_for_backward(inside)  # a mask, not x: an in-place caller overwrites x right after
-        ctx.slope = slope
+        # f'(x), not x: an in-place caller overwrites x right after (upper is inf for LeakyReLU)
+        ctx.save_for_backward(torch.where(inside, 1.0, slope) if slope else inside)
         return fn(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (inside,) = ctx.saved_tensors
-        grad = grad.clamp(min=0)
-        if ctx.slope:
-            local = torch.where(inside, 1.0, ctx.slope).to(grad.dtype)  # upper is inf for LeakyReLU
-        else:
-            local = inside.to(grad.dtype)
-        return grad * local, None, None, None
+        return _guided_gradient(ctx, grad), None, None, None
 
 
 class GuidedGate(torch.autograd.Function):
@@ -75,8 +69,13 @@ class GuidedGate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (local,) = ctx.saved_tensors
-        return grad.clamp(min=0) * local.to(grad.dtype), None
+        return _guided_gradient(ctx, grad), None
+
+
+def _guided_gradient(ctx, grad: torch.Tensor) -> torch.Tensor:
+    """relu(dL/dy) · the local factor a guided function saved in its forward."""
+    (local,) = ctx.saved_tensors
+    return grad.clamp(min=0) * local.to(grad.dtype)
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:

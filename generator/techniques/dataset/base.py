@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from generator.techniques.dataset.feature_pass import penultimate
-from generator.artifacts import Params, Scope
+from generator.artifacts import Params, PER_LAYER_ACROSS_DATASET
 from generator.techniques.base import Technique
 
 
@@ -14,7 +14,7 @@ class FeatureSpaceParams(Params):
 
 
 class FeatureSpaceTechnique(Technique):
-    scope = Scope("layer", dataset="needs")
+    scope = PER_LAYER_ACROSS_DATASET
 
     def layers(self, model, params: FeatureSpaceParams) -> list[str]:
         return [params.layer or penultimate(model)]

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from generator.techniques.dataset import figures as dataset_figures
 from generator.layers import receptive_fields
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_LAYER_ACROSS_DATASET
 from generator.techniques.base import Technique
 
 
@@ -48,7 +48,7 @@ class MaxPatches(Technique):
     title = "Top patches and unit pages"
     summary = "for chosen channels, the data-set patches that activate them most, cropped at the receptive field"
     Params = MaxPatchesParams
-    scope = Scope("layer", dataset="needs")
+    scope = PER_LAYER_ACROSS_DATASET
     version = 2
     arrays = {
         "values": "(channels, top_k) float32: each chosen channel's largest activation in each of its top images, "

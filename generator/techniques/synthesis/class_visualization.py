@@ -30,9 +30,9 @@ from pydantic import Field
 from generator import figures, optvis
 from generator.figures import to_picture
 from generator.techniques.attribution.base import resolve_target, target_problems
-from generator.artifacts import Artifact, Job, Params, Reads, Scope
+from generator.artifacts import Artifact, Job, Params, Reads, PER_MODEL
 from generator.techniques.base import Technique
-from generator.optvis.setup import fourier_setup
+from generator.optvis.setup import FourierParams
 from generator.techniques.synthesis.outcome import rose
 
 METHODS = ("plain", "regularized", "fourier")
@@ -40,7 +40,7 @@ METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (
                  "fourier": "Fourier + transforms (Lucid)"}
 
 
-class ClassVisualizationParams(Params):
+class ClassVisualizationParams(FourierParams):
     classes: list[str | int] | None = Field(None, min_length=1, description="classes to draw, at least one (labels "
                                                                             "or indices; default: the top-1 classes "
                                                                             "of the model's images)")
@@ -51,8 +51,6 @@ class ClassVisualizationParams(Params):
     steps: int = Field(256, ge=1, le=5000, description="steps of the Fourier (Lucid-style) optimization")
     lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the Fourier optimization (inputs under "
                                                    "64 px: a quarter of it)")
-    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother; "
-                                                           "inputs under 64 px: 0.5 more)")
     transform_strength: float = Field(1.0, ge=0, le=3, description="scale of the random pad/jitter/scale/rotate")
     pixel_steps: int = Field(128, ge=1, le=5000, description="steps of the plain and the regularized pixel ascent")
     plain_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the plain ascent")
@@ -72,7 +70,7 @@ class ClassVisualization(Technique):
     title = "Class visualization"
     summary = "images optimized to maximize a class score: plain, regularized and Fourier-parameterized side by side"
     Params = ClassVisualizationParams
-    scope = Scope("model")
+    scope = PER_MODEL
     version = 3
     arrays = {
         "fourier": "(classes, C, S, S) float32: the Fourier-parameterized (Lucid-style) image of each class, pixels in "
@@ -109,8 +107,7 @@ class ClassVisualization(Technique):
         classes = self.targets(ctx, p)
         labels = [model.label(c) for c in classes]
         b = len(classes)
-        fourier = fourier_setup(model, b, ctx.seed, size=p.size, default_size=224, lr=p.lr,
-                                decay_power=p.decay_power, strength=p.transform_strength)
+        fourier = p.fourier(model, b, ctx.seed, default_size=224)
         fixed = not model.takes_other_sizes()
         # The pixel methods work in the model's own pixels: its size when it takes one size only or is small.
         size = model.input.size if fixed or fourier.fit is not None else fourier.size

@@ -13,7 +13,7 @@ from pydantic import Field
 from generator import figures
 from generator.figures import to_picture
 from generator.hooks import record_outputs
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_LAYER_AND_IMAGE
 from generator.techniques.base import Technique
 
 
@@ -42,7 +42,7 @@ class DeepDream(Technique):
     title = "DeepDream"
     summary = "an image changed to amplify what a layer already sees in it, over several octaves"
     Params = DeepDreamParams
-    scope = Scope("layer×image")
+    scope = PER_LAYER_AND_IMAGE
     arrays = {"dream": "(C, H, W) float32: the dreamt image at the model's input size, pixels in [0, 1]"}
 
     def layers(self, model, params: DeepDreamParams) -> list[str]:

@@ -47,7 +47,7 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.artifacts import Artifact, Job, Params, Reads, Scope
+from generator.artifacts import Artifact, Job, Params, Reads, PER_IMAGE
 from generator.techniques.base import Technique
 from generator.figures import to_picture
 from generator.optvis import fft_image, pixel_image
@@ -199,7 +199,7 @@ class FeatureInversion(Technique):
     title = "Feature inversion"
     summary = "images reconstructed from one layer's features alone: what each layer keeps of an image"
     Params = FeatureInversionParams
-    scope = Scope("image")
+    scope = PER_IMAGE
     arrays = {"reconstructions": "(layers, C, S, S) float32: the image reconstructed from each layer's features "
                                  "(in meta['layers'] order, the metrics' order), pixels in [0, 1]",
               "original": "(C, S, S) float32: the model's crop of the image at the reconstruction size, pixels in "

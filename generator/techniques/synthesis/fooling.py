@@ -25,7 +25,7 @@ from generator import figures
 from generator.figures import to_picture
 from generator.optvis.render import SMALL_INPUT  # models under this many px a side get SMALL_EPSILON
 from generator.techniques.attribution.base import resolve_target
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_IMAGE
 from generator.techniques.base import Technique
 
 EPSILON, SMALL_EPSILON = 8.0, 24.0
@@ -78,7 +78,7 @@ class Fooling(Technique):
     title = "Fooling images"
     summary = "imperceptible changes that make the model see a chosen class"
     Params = FoolingParams
-    scope = Scope("image")
+    scope = PER_IMAGE
     version = 2
     arrays = {"fooled": "(C, H, W) float32: the changed image, pixels in [0, 1] on the 8-bit grid (k / 255)",
               "difference": "(C, H, W) float32: fooled − original in [0, 1] pixel units, within ±epsilon / 255"}

@@ -43,7 +43,7 @@ from generator import figures, images as imagelib, optvis
 from generator.figures import to_picture
 from generator.techniques.dataset.feature_pass import penultimate
 from generator.techniques.attribution.base import resolve_target, target_problems
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_MODEL_ACROSS_DATASET
 from generator.techniques.base import Technique
 from generator.techniques.synthesis.outcome import rose
 from generator.optvis.transforms import Pad
@@ -93,7 +93,7 @@ class Multifaceted(Technique):
     summary = ("one class visualization per kind of image the class is recognized from, each started at the mean "
                "image of a k-means cluster of the data set")
     Params = MultifacetedParams
-    scope = Scope("model", dataset="needs")
+    scope = PER_MODEL_ACROSS_DATASET
     version = 3
     arrays = {
         "facets": "(facets, C, S, S) float32: each facet's class visualization, pixels in [0, 1]",

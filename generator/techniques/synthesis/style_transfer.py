@@ -32,13 +32,14 @@ from pydantic import Field
 
 from generator import figures
 from generator.figures import to_picture
-from generator.artifacts import Artifact, Job, Params, Reads, Scope
+from generator.artifacts import Artifact, Job, Reads, PER_IMAGE
 from generator.techniques.base import Technique
-from generator.techniques.synthesis.texture_synthesis import channels_of, layer_problems, NOISE_SD, random_size_problems, source_tensor
+from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, GramParams, centre,
+                                                 image_set_problems, layer_problems, source_tensor)
 from generator.optvis import matching
 
 
-class StyleTransferParams(Params):
+class StyleTransferParams(GramParams):
     images: list[str] | None = Field(None, description="image sets of the content photographs (default: the "
                                                        "model's images)")
     styles: list[str] | None = Field(None, description="image sets of the style images; every content image is "
@@ -60,9 +61,7 @@ class StyleTransferParams(Params):
         [0.1, 1.0, 100.0], description="style weights of the row of results for the first style (empty: no row)")
     tv_weight: float = Field(0.3, ge=0, description="weight of the total variation (mean absolute difference of "
                                                     "neighbouring pixels)")
-    steps: int = Field(60, ge=1, le=5000, description="L-BFGS evaluations (forward + backward) at full size")
-    coarse_steps: int = Field(40, ge=0, le=5000, description="evaluations at half size first (0: single scale)")
-    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="'lbfgs' (as Gatys et al.) or 'adam'")
+    steps: int = Field(60, ge=1, le=5000, description=STEPS)
     lr: float = Field(0.02, gt=0, le=1, description="Adam's learning rate")
     start: Literal["content", "noise"] = Field("content", description="start from the content photograph or from "
                                                                       "noise around its mean colour")
@@ -71,20 +70,11 @@ class StyleTransferParams(Params):
                                               "matrices and the content comparison, beside the plain Gram result")
     random_filters: bool = Field(True, description="also paint with the style of random multi-scale filters "
                                                    "(Ustyuzhaninov et al. 2017)")
-    random_seed: int = Field(0, ge=0, description="seed of the random filters")
-    random_kernel_sizes: list[Annotated[int, Field(ge=1, le=127)]] = Field(
-        [3, 5, 7, 11, 15, 23, 37], min_length=1, description="widths of the random filters, in pixels (above 11 px "
-                                                             "they are applied to a 2× or 4× downsampled image)")
-    random_filter_count: int = Field(128, ge=1, le=1024, description="random filters per width")
 
     def quick(self) -> "StyleTransferParams":
         return self.model_copy(update={"size": min(self.size, 80), "style_size": min(self.style_size, 96),
                                        "steps": min(self.steps, 8), "coarse_steps": 0,
                                        "style_weights": self.style_weights[:2]})
-
-    @property
-    def scales(self) -> tuple[float, ...]:
-        return (0.5, 1.0) if self.coarse_steps else (1.0,)
 
 
 def content_layer_of(model, params: StyleTransferParams) -> str | None:
@@ -112,13 +102,10 @@ def default_style_layers(model, side: int) -> list[str]:
 def content_tensor(record, channels: int, size: int) -> torch.Tensor:
     """The content photograph as (C, size, size) in [0, 1]: its centre square (as the model's own crop), resized."""
     x = matching.to_tensor(record.image, channels)
-    h, w = x.shape[-2:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return matching.resize(x[None, :, top:top + side, left:left + side], (size, size))[0]
+    side = min(x.shape[-2:])
+    return matching.resize(centre(x, side, side)[None], (size, size))[0]
 
 
-PLAIN, SMOOTHED = "plain Gram", "activation smoothing (SWAG)"
 
 
 def measure(matching, results: list[dict], images: list[np.ndarray], styles: dict, content: torch.Tensor, own,
@@ -148,17 +135,13 @@ def measure(matching, results: list[dict], images: list[np.ndarray], styles: dic
                                   judge_ratio=float(d[k] / d[-1]) if d[-1] > 0 else None)
 
 
-def style_tensor(record, channels: int, side: int) -> torch.Tensor:
-    return source_tensor(record, channels, side)
-
-
 class StyleTransfer(Technique):
     kind = "style_transfer"
     title = "Neural style transfer"
     summary = ("a content photograph repainted with the Gram-matrix statistics of a style image: the model's own "
                "style next to random multi-scale filters'")
     Params = StyleTransferParams
-    scope = Scope("image")
+    scope = PER_IMAGE
     version = 4
     arrays = {
         "results": "(results, C, H, W) float32: every painted image, pixels in [0, 1] (which style, network and "
@@ -205,48 +188,38 @@ class StyleTransfer(Technique):
 
     def check(self, model, params: StyleTransferParams) -> list[str]:
         p = params
-        problems = []
-        if p.images is not None and not p.images:
-            problems.append("images: an empty list; name at least one image set, or leave it out for the model's "
-                            "images")
+        problems = image_set_problems(p.images)
         if p.styles is not None and not p.styles:
             problems.append("styles: an empty list; name at least one image set of style images, or leave it out "
                             "to paint each content image in the style of the next")
-        synth = [max(8, round(p.size * s)) for s in p.scales]  # the image sides at each scale
-        sizes = synth if model.takes_other_sizes() else [model.input.size]  # ... and what the model sees
+        sizes = p.seen_sides(model)
         content = content_layer_of(model, p)
         if content is None:
             problems.append(f"content_layer: {model.name} has no chosen layers; name the content layer")
         else:
             problems += layer_problems(model, None, "content_layer", [content], sizes, "style transfer")
         problems += layer_problems(model, p.style_layers, "style_layers", model.layers, sizes, "style transfer")
-        if p.random_filters:
-            problems += random_size_problems(p.random_kernel_sizes, synth,
-                                             "the coarse scale" if p.coarse_steps else "the synthesis")
+        problems += p.random_size_problems()
         return list(dict.fromkeys(problems))
-
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        return [self.one(ctx, job) for job in jobs]
 
     def one(self, ctx, job: Job) -> Artifact:
         p: StyleTransferParams = job.params
         model, device = ctx.model, ctx.device
-        channels = channels_of(model)
+        channels = model.channels
         style_ids = self.style_ids(ctx, job)
         content = content_tensor(ctx.images[job.image], channels, p.size).to(device)
         h, w = content.shape[-2:]
-        styles = {i: style_tensor(ctx.images[i], channels, p.style_size).to(device) for i in style_ids}
+        styles = {i: source_tensor(ctx.images[i], channels, p.style_size).to(device) for i in style_ids}
         if p.start == "content":
             start = content[None].clone()
         else:
             start = matching.noise_start(1, channels, h, w, ctx.seed, mean=content.mean((1, 2)).cpu(),
                                          sd=NOISE_SD).to(device)
         own = matching.model_network(model)
-        rnd = matching.random_network(channels, p.random_seed, device=device, kernel_sizes=p.random_kernel_sizes,
-                                          filters=p.random_filter_count) if p.random_filters else None
+        rnd = p.random_network(channels, device) if p.random_filters else None
         content_layer = content_layer_of(model, p)
-        sides = [max(8, round(p.size * s)) for s in p.scales] if model.takes_other_sizes() else [model.input.size]
-        style_layers = list(p.style_layers) if p.style_layers is not None else default_style_layers(model, min(sides))
+        style_layers = (list(p.style_layers) if p.style_layers is not None
+                        else default_style_layers(model, min(p.seen_sides(model))))
         options = dict(steps=p.steps, coarse_steps=p.coarse_steps, scales=p.scales, optimizer=p.optimizer, lr=p.lr,
                        tv_weight=p.tv_weight)
         done: dict[tuple, int] = {}
@@ -297,9 +270,7 @@ class StyleTransfer(Technique):
         # Each style as shown: its centre at the scale its statistics were taken, cut to the result's size.
         shown = []
         for sid in style_ids:
-            s = styles[sid]
-            top, left = max(0, (s.shape[-2] - h) // 2), max(0, (s.shape[-1] - w) // 2)
-            crop = s[:, top:top + h, left:left + w]
+            crop = centre(styles[sid], h, w)
             canvas = torch.ones(channels, h, w, device=device)
             canvas[:, :crop.shape[-2], :crop.shape[-1]] = crop
             shown.append(canvas.cpu().numpy())

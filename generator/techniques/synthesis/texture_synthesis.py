@@ -22,7 +22,6 @@ How the defaults were chosen: site_src/tuning.md#texture-synthesis-gram-matrices
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -30,22 +29,19 @@ from pydantic import Field
 
 from generator import figures
 from generator.figures import to_picture
-from generator.artifacts import Artifact, Job, Params, Reads, Scope
+from generator.artifacts import Artifact, Job, Reads, PER_IMAGE
 from generator.techniques.base import Technique
-from generator.errors import did_you_mean
 from generator.optvis import matching
+from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, GramParams, centre,
+                                                 image_set_problems, layer_problems, source_tensor)
 
-PLAIN, SMOOTHED = "plain Gram", "activation smoothing (SWAG)"
-# The start: Gaussian noise of this sd around the source's mean colour (faint, so little of it is left over; the
-# reference that results are measured against is stronger noise, `matching.reference_noise`).
-NOISE_SD = 0.05
 # The model's statistics "pin down" a texture when its result, measured by the random filters, is at most this
 # fraction of the reference noise's distance from the source. On EfficientNet-Lite0 (brick, grass, gravel at
 # 128 px) the random filters' results, measured by the model, are at 0.2–0.5 of the noise's distance.
 PINNED = 0.5
 
 
-class TextureSynthesisParams(Params):
+class TextureSynthesisParams(GramParams):
     images: list[str] | None = Field(None, description="image sets of the texture photographs (default: the "
                                                        "model's images)")
     layers: list[str] | None = Field(None, description="the model's layers whose Gram matrices are matched, "
@@ -55,91 +51,15 @@ class TextureSynthesisParams(Params):
     source_size: int = Field(256, ge=16, le=2048, description="shorter side the texture photograph is resized to "
                                                               "before its statistics are taken (larger: bigger "
                                                               "texture elements in the result)")
-    steps: int = Field(80, ge=1, le=5000, description="L-BFGS evaluations (forward + backward) at full size")
-    coarse_steps: int = Field(40, ge=0, le=5000, description="evaluations at half size first (0: single scale)")
-    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="'lbfgs' (as Gatys et al.) or 'adam'")
-    lr: float = Field(0.02, gt=0, le=1, description="Adam's learning rate (L-BFGS takes unit steps with a line "
-                                                    "search)")
-    smoothing: bool = Field(True, description="also synthesize with all of the model's layers under activation "
-                                              "smoothing (SWAG: Wang, Li & Vasconcelos 2021): a softmax over all of "
-                                              "a layer's activations before the Gram matrices; shown beside the "
-                                              "plain Gram results")
-    random_filters: bool = Field(True, description="also synthesize with random multi-scale filters "
-                                                   "(Ustyuzhaninov et al. 2017) and measure each network's result "
-                                                   "with the other")
-    random_seed: int = Field(0, ge=0, description="seed of the random filters")
-    random_kernel_sizes: list[Annotated[int, Field(ge=1, le=127)]] = Field(
-        [3, 5, 7, 11, 15, 23, 37], min_length=1, description="widths of the random filters, in pixels (above 11 px "
-                                                             "they are applied to a 2× or 4× downsampled image)")
-    random_filter_count: int = Field(128, ge=1, le=1024, description="random filters per width")
+    steps: int = Field(80, ge=1, le=5000, description=STEPS)
 
     def quick(self) -> "TextureSynthesisParams":
         return self.model_copy(update={"size": min(self.size, 64), "source_size": min(self.source_size, 96),
                                        "steps": min(self.steps, 10), "coarse_steps": 0})
 
-    @property
-    def scales(self) -> tuple[float, ...]:
-        return (0.5, 1.0) if self.coarse_steps else (1.0,)
-
 
 def model_layers(model, params) -> list[str]:
     return list(params.layers) if params.layers is not None else list(model.layers)
-
-
-def layer_problems(model, layers: list[str] | None, key: str, default: list[str], sizes: list[int],
-                   what: str) -> list[str]:
-    """Problems with a list of layers to match (`key` names it): empty, unknown (did you mean), or without a
-    spatial map at the smallest synthesis size (`sizes`: the smallest image sides the network sees)."""
-    if layers is not None and not layers:
-        return [f"{key}: an empty list; name at least one layer"]
-    wanted = list(layers) if layers is not None else list(default)
-    if not wanted:
-        return [f"{key}: {model.name} has no chosen layers; list the layers to match"]
-    names = model.module_names()
-    problems = []
-    for i, layer in enumerate(wanted):
-        if layer not in names:
-            where = f"{key}[{i}]" if layers is not None else key
-            problems.append(f"{where}: no module '{layer}' in {model.name}; {did_you_mean(layer, names, 'modules')}")
-    if problems:
-        return problems
-    net = matching.model_network(model)
-    side = min(sizes)
-    try:
-        shapes = matching.output_shapes(net, wanted, (side, side), device=model.device)
-    except Exception as exc:  # the forward fails: the input is smaller than the layers' downsampling
-        return [f"size: {side} px is too small for {model.name} ({type(exc).__name__}); {what} needs a larger size"]
-    for i, layer in enumerate(wanted):
-        shape = shapes.get(layer)
-        where = f"{key}[{i}]" if layers is not None else key
-        if shape is None or len(shape) != 3:
-            got = shape if shape is not None else "no output"
-            problems.append(f"{where}: '{layer}' has no spatial extent (output {got}); {what} needs layers with "
-                            "spatial maps, such as conv layers'")
-        elif min(shape[1:]) < 1:
-            problems.append(f"size: {side} px is too small for '{layer}' (output {shape}); {what} needs a larger "
-                            "size")
-    return problems
-
-
-def random_size_problems(kernels: list[int], sizes: list[int], what: str) -> list[str]:
-    largest = max(kernels)
-    if min(sizes) < largest:
-        return [f"size: the random filters span up to {largest} px, and {what} works at {min(sizes)} px; use a "
-                f"size of at least {2 * largest} with coarse steps, {largest} without"]
-    return []
-
-
-def channels_of(model) -> int:
-    return 3 if model.input.mode == "RGB" else 1
-
-
-def source_tensor(record, channels: int, side: int) -> torch.Tensor:
-    """A texture photograph (its full-resolution 8-bit image) as (C, h, w) in [0, 1], shorter side `side`."""
-    x = matching.to_tensor(record.image, channels)
-    h, w = x.shape[-2:]
-    k = side / min(h, w)
-    return matching.resize(x[None], (max(side, round(h * k)), max(side, round(w * k))))[0]
 
 
 class TextureSynthesis(Technique):
@@ -148,7 +68,7 @@ class TextureSynthesis(Technique):
     summary = ("textures made from noise by matching Gram matrices: the model's layers, deeper and deeper, next to "
                "random multi-scale filters")
     Params = TextureSynthesisParams
-    scope = Scope("image")
+    scope = PER_IMAGE
     version = 3
     arrays = {
         "results": "(runs, C, size, size) float32: the synthesized textures, pixels in [0, 1]; runs: the model's "
@@ -169,26 +89,14 @@ class TextureSynthesis(Technique):
 
     def check(self, model, params: TextureSynthesisParams) -> list[str]:
         p = params
-        problems = []
-        if p.images is not None and not p.images:
-            problems.append("images: an empty list; name at least one image set, or leave it out for the model's "
-                            "images")
-        sizes = [max(8, round(p.size * s)) for s in p.scales]
-        if not model.takes_other_sizes():
-            sizes = [model.input.size]
-        problems += layer_problems(model, p.layers, "layers", model.layers, sizes, "texture synthesis")
-        if p.random_filters:
-            problems += random_size_problems(p.random_kernel_sizes, [max(8, round(p.size * s)) for s in p.scales],
-                                             "the coarse scale" if p.coarse_steps else "the synthesis")
-        return problems
-
-    def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
-        return [self.one(ctx, job) for job in jobs]
+        return (image_set_problems(p.images)
+                + layer_problems(model, p.layers, "layers", model.layers, p.seen_sides(model), "texture synthesis")
+                + p.random_size_problems())
 
     def one(self, ctx, job: Job) -> Artifact:
         p: TextureSynthesisParams = job.params
         model, device = ctx.model, ctx.device
-        channels = channels_of(model)
+        channels = model.channels
         layers = model_layers(model, p)
         source = source_tensor(ctx.images[job.image], channels, p.source_size).to(device)
         start = matching.noise_start(1, channels, p.size, p.size, ctx.seed, mean=source.mean((1, 2)).cpu(),
@@ -200,8 +108,7 @@ class TextureSynthesis(Technique):
         if p.smoothing:
             nets.append((own, layers, "smoothed"))
         if p.random_filters:
-            rnd = matching.random_network(channels, p.random_seed, device=device, kernel_sizes=p.random_kernel_sizes,
-                                          filters=p.random_filter_count)
+            rnd = p.random_network(channels, device)
             nets.append((rnd, rnd.module.layers, "random"))
         images, runs = [], []
         for net, used, kind in nets:  # one optimization each: L-BFGS on a batch would couple them
@@ -246,9 +153,7 @@ class TextureSynthesis(Technique):
             metrics.update(best_set=best + 1, best_layer=layers[best], best_ratio=ratios[best],
                            pinned=ratios[best] is not None and ratios[best] <= PINNED)
         # The source as shown: its centre, at the scale its statistics were taken (the results' pixel scale).
-        h, w = source.shape[-2:]
-        top, left = max(0, (h - p.size) // 2), max(0, (w - p.size) // 2)
-        shown = source[:, top:top + p.size, left:left + p.size].cpu().numpy()
+        shown = centre(source, p.size, p.size).cpu().numpy()
         meta = {"runs": runs, "metrics": metrics, "size": p.size, "source_size": p.source_size,
                 "scales": list(p.scales)}
         return Artifact({"results": np.stack(images).astype(np.float32), "start": start[0].cpu().numpy(),

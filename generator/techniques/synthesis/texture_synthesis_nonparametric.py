@@ -13,8 +13,9 @@ from pydantic import Field
 
 from generator.techniques.synthesis import efros_leung
 from generator import figures
-from generator.artifacts import Artifact, Job, Params, Reads, Scope
+from generator.artifacts import Artifact, Job, Params, Reads, PER_IMAGE
 from generator.techniques.base import Technique
+from generator.techniques.synthesis.gram import image_set_problems
 
 
 class TextureSynthesisNonparametricParams(Params):
@@ -73,7 +74,7 @@ class TextureSynthesisNonparametric(Technique):
     title = "Texture synthesis (non-parametric)"
     summary = "a texture grown pixel by pixel by copying from the source where the neighbourhood matches (no network)"
     Params = TextureSynthesisNonparametricParams
-    scope = Scope("image")
+    scope = PER_IMAGE
     arrays = {"texture": "(size, size, 3) uint8: the synthesized texture, RGB",
               "provenance": "(size, size) int32: flat index (y · source width + x) of the source pixel each "
                             "texture pixel copies",
@@ -84,10 +85,7 @@ class TextureSynthesisNonparametric(Technique):
 
     def check(self, model, params: TextureSynthesisNonparametricParams) -> list[str]:
         p = params
-        problems = []
-        if p.images is not None and not p.images:
-            problems.append("images: an empty list; name at least one image set, or leave it out for the model's "
-                            "images")
+        problems = image_set_problems(p.images)
         if p.scale is not None and p.source_size > p.scale:
             problems.append(f"source_size: {p.source_size} is larger than the resized image (scale {p.scale}); "
                             f"at most {p.scale}")

@@ -23,9 +23,9 @@ from pydantic import Field
 from generator import figures, optvis
 from generator.figures import to_picture
 from generator.hooks import record_outputs
-from generator.artifacts import Artifact, Job, Params, Scope
+from generator.artifacts import Artifact, Job, Params, PER_LAYER_WITH_DATASET
 from generator.techniques.base import Technique
-from generator.optvis.setup import fourier_setup
+from generator.optvis.setup import FourierParams
 from generator.techniques.dataset.max_patches import spread
 
 
@@ -47,7 +47,7 @@ def image_contrast(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).std(1) / spread
 
 
-class UnitVisualizationParams(Params):
+class UnitVisualizationParams(FourierParams):
     channels: list[int] | None = Field(None, min_length=1, description="channels to draw in every layer, at least "
                                                                        "one (default: those of "
                                                                        "max_patches with a data set, else evenly "
@@ -58,8 +58,6 @@ class UnitVisualizationParams(Params):
                                                               "model resized)")
     steps: int = Field(128, ge=1, le=5000)
     lr: float = Field(0.02, gt=0, le=1, description="Adam learning rate (inputs under 64 px: a quarter of it)")
-    decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother; "
-                                                           "inputs under 64 px: 0.5 more)")
     transform_strength: float = Field(1.0, ge=0, le=3)
 
     def quick(self) -> "UnitVisualizationParams":
@@ -72,7 +70,7 @@ class UnitVisualization(Technique):
     title = "Unit visualization"
     summary = "for chosen channels of each layer, the image that maximizes the channel (Fourier parameterization)"
     Params = UnitVisualizationParams
-    scope = Scope("layer", dataset="follows")
+    scope = PER_LAYER_WITH_DATASET
     version = 4
     arrays = {
         "images": "(channels, C, S, S) float32: the image that maximizes each chosen channel's mean activation, "
@@ -107,8 +105,7 @@ class UnitVisualization(Technique):
         model, layer = ctx.model, job.layer
         count = self.output_channels(ctx, layer)
         chosen = self.channels(ctx, layer, p, count)
-        setup = fourier_setup(model, len(chosen), ctx.seed, size=p.size, default_size=128, lr=p.lr,
-                              decay_power=p.decay_power, strength=p.transform_strength)
+        setup = p.fourier(model, len(chosen), ctx.seed, default_size=128)
         size = setup.size
         start = self.activation(ctx, layer, setup.model_view(setup.param().detach()), chosen)
         result = optvis.render(model.module, optvis.channel(layer, chosen), setup.param, mean=model.input.mean,

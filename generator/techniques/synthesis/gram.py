@@ -1,0 +1,116 @@
+"""What the Gram-matrix syntheses (texture synthesis, style transfer) share: their optimization and random-filter
+parameters, the checks of the layers they match, and photographs as source tensors (`generator/optvis/matching.py`
+does the optimizing)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+
+from generator.artifacts import Params
+from generator.optvis import matching
+
+PLAIN, SMOOTHED = "plain Gram", "activation smoothing (SWAG)"
+# The start: Gaussian noise of this sd around the source's mean colour (faint, so little of it is left over; the
+# reference that results are measured against is stronger noise, `matching.reference_noise`).
+NOISE_SD = 0.05
+STEPS = "L-BFGS evaluations (forward + backward) at full size"
+
+
+class GramParams(Params):
+    """The parameters texture synthesis and style transfer share (each adds its own `size`, `steps`, …)."""
+
+    coarse_steps: int = Field(40, ge=0, le=5000, description="evaluations at half size first (0: single scale)")
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="'lbfgs' (as Gatys et al.) or 'adam'")
+    lr: float = Field(0.02, gt=0, le=1, description="Adam's learning rate (L-BFGS takes unit steps with a line "
+                                                    "search)")
+    smoothing: bool = Field(True, description="also synthesize with all of the model's layers under activation "
+                                              "smoothing (SWAG: Wang, Li & Vasconcelos 2021): a softmax over all of "
+                                              "a layer's activations before the Gram matrices; shown beside the "
+                                              "plain Gram results")
+    random_filters: bool = Field(True, description="also synthesize with random multi-scale filters "
+                                                   "(Ustyuzhaninov et al. 2017) and measure each network's result "
+                                                   "with the other")
+    random_seed: int = Field(0, ge=0, description="seed of the random filters")
+    random_kernel_sizes: list[Annotated[int, Field(ge=1, le=127)]] = Field(
+        [3, 5, 7, 11, 15, 23, 37], min_length=1, description="widths of the random filters, in pixels (above 11 px "
+                                                             "they are applied to a 2× or 4× downsampled image)")
+    random_filter_count: int = Field(128, ge=1, le=1024, description="random filters per width")
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return (0.5, 1.0) if self.coarse_steps else (1.0,)
+
+    def sides(self) -> list[int]:
+        """The side of the synthesized image at each scale (`size`: the subclass's field)."""
+        return [max(8, round(self.size * s)) for s in self.scales]
+
+    def seen_sides(self, model) -> list[int]:
+        """The image sides the model sees: those of `sides`, or its one input size for a model that takes no other."""
+        return self.sides() if model.takes_other_sizes() else [model.input.size]
+
+    def random_network(self, channels: int, device) -> matching.Network:
+        return matching.random_network(channels, self.random_seed, device=device, kernel_sizes=self.random_kernel_sizes,
+                                       filters=self.random_filter_count)
+
+    def random_size_problems(self) -> list[str]:
+        """The random filters (when on) against the smallest synthesized side."""
+        largest, smallest = max(self.random_kernel_sizes), min(self.sides())
+        if not self.random_filters or smallest >= largest:
+            return []
+        what = "the coarse scale" if self.coarse_steps else "the synthesis"
+        return [f"size: the random filters span up to {largest} px, and {what} works at {smallest} px; use a "
+                f"size of at least {2 * largest} with coarse steps, {largest} without"]
+
+
+def image_set_problems(images: list[str] | None) -> list[str]:
+    """An empty list of image sets (None: the model's images)."""
+    if images is not None and not images:
+        return ["images: an empty list; name at least one image set, or leave it out for the model's images"]
+    return []
+
+
+def layer_problems(model, layers: list[str] | None, key: str, default: list[str], sizes: list[int],
+                   what: str) -> list[str]:
+    """Problems with a list of layers to match (`key` names it): empty, unknown (did you mean), or without a
+    spatial map at the smallest synthesis size (`sizes`: the smallest image sides the network sees)."""
+    if layers is not None and not layers:
+        return [f"{key}: an empty list; name at least one layer"]
+    wanted = list(layers) if layers is not None else list(default)
+    if not wanted:
+        return [f"{key}: {model.name} has no chosen layers; list the layers to match"]
+    where = [f"{key}[{i}]" if layers is not None else key for i in range(len(wanted))]
+    problems = [f"{where[i]}: {problem}" for i, layer in enumerate(wanted) if (problem := model.missing_module(layer))]
+    if problems:
+        return problems
+    net = matching.model_network(model)
+    side = min(sizes)
+    try:
+        shapes = matching.output_shapes(net, wanted, (side, side), device=model.device)
+    except Exception as exc:  # the forward fails: the input is smaller than the layers' downsampling
+        return [f"size: {side} px is too small for {model.name} ({type(exc).__name__}); {what} needs a larger size"]
+    for i, layer in enumerate(wanted):
+        shape = shapes.get(layer)
+        if shape is None or len(shape) != 3:
+            got = shape if shape is not None else "no output"
+            problems.append(f"{where[i]}: '{layer}' has no spatial extent (output {got}); {what} needs layers with "
+                            "spatial maps, such as conv layers'")
+        elif min(shape[1:]) < 1:
+            problems.append(f"size: {side} px is too small for '{layer}' (output {shape}); {what} needs a larger "
+                            "size")
+    return problems
+
+
+def centre(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The centre (at most) `height` × `width` of a (..., H, W) tensor."""
+    top, left = max(0, (x.shape[-2] - height) // 2), max(0, (x.shape[-1] - width) // 2)
+    return x[..., top:top + height, left:left + width]
+
+
+def source_tensor(record, channels: int, side: int) -> torch.Tensor:
+    """A photograph (its full-resolution 8-bit image) as (C, h, w) in [0, 1], shorter side `side`."""
+    x = matching.to_tensor(record.image, channels)
+    h, w = x.shape[-2:]
+    k = side / min(h, w)
+    return matching.resize(x[None], (max(side, round(h * k)), max(side, round(w * k))))[0]
