@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/matching.py [SECTION ...] [options]        (sections: nonparametric, style; default: all)
 
-nonparametric — Efros & Leung texture synthesis: our synthesizer (generator/efros_leung.py: wavefronts of
+nonparametric — Efros & Leung texture synthesis: our synthesizer (generator/techniques/synthesis/efros_leung.py: wavefronts of
 independent pixels, all source windows compared by one matrix product, a float32 screen with exact float64
 re-measurement) against the same algorithm written the plain way, in numpy, on the same source and the same
 per-pixel random draws:

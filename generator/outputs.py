@@ -54,7 +54,7 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
     results are copied from the `previous` output when the drawing code has not changed since, and so are their
     data files when they list the same arrays (a cached result's arrays are those its file was written from). A
     figure that fails to draw turns its result into a failure shown on the page. Each record is also kept in
-    `pages.drawn` under its job's key, for the pages."""
+    `pages.drawn` under its job's (kind, layer, image), for the pages."""
     old = previous_records(previous) if previous else {}
     digests: dict[str, str] = {}
     records = []
@@ -105,7 +105,7 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             "arrays": arrays,
             "key": r.job.key, "drawing": drawing if named else None,
         })
-        pages.drawn[r.job.key] = records[-1]
+        pages.drawn[(r.job.kind, r.job.layer, r.job.image)] = records[-1]
     return records
 
 
@@ -136,8 +136,8 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def draw_comparisons(folder: Path, pages: ModelPages) -> None:
     """The attribution comparison's figure of each image: every method's map of the first target side by side, in
-    the spec's order, with its deletion and insertion curves where scored; kept in `pages.drawn` as
-    "comparison:<image>" → {figure, error}."""
+    the spec's order, with its deletion and insertion curves where scored; kept in `pages.drawn` under
+    ("comparison", None, image) as {figure, error}."""
     found = comparison(pages, list(dict.fromkeys(r.job.kind for r in pages.results)))
     for entry in (found or {}).get("images", []):
         rows = entry["in_order"]
@@ -158,7 +158,7 @@ def draw_comparisons(folder: Path, pages: ModelPages) -> None:
                 target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
         except Exception as exc:
             figure, error = None, f"drawing the figure: {one_line(exc)}"
-        pages.drawn[f"comparison:{entry['image']}"] = {"figure": figure, "error": error}
+        pages.drawn[("comparison", None, entry["image"])] = {"figure": figure, "error": error}
 
 
 OVERVIEW = "overview.png"  # the home page's figure (site_src/index.md shows reports/overview.png)

@@ -30,13 +30,13 @@ class Result(NamedTuple):
 
 @dataclass
 class ModelPages:
-    """One model's results on their way to pages: `drawn` holds, by job key, the manifest record of what the
-    figures stage wrote for each result (figures, data files, arrays)."""
+    """One model's results on their way to pages: `drawn` holds, by (kind, layer, image), the manifest record of
+    what the figures stage wrote for each result (figures, data files, arrays)."""
 
     model: LoadedModel
     draw: DrawContext
     results: list[Result] = field(default_factory=list)
-    drawn: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drawn: dict[tuple[str, str | None, str | None], dict[str, Any]] = field(default_factory=dict)
 
 
 def inapplicable(model: LoadedModel, params_by_kind: dict) -> dict[str, str]:

@@ -26,7 +26,7 @@ def unmet(r: Result) -> bool:
 
 def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
     meta = r.artifact.meta if r.artifact else {}
-    drawn = pages.drawn.get(r.job.key, {}) if r.artifact else {}
+    drawn = pages.drawn.get((r.job.kind, r.job.layer, r.job.image), {}) if r.artifact else {}
     rel = lambda p: p.split("/", 1)[1] if p else None  # noqa: E731  (pages live in the model's folder)
     return {
         "layer": r.job.layer, "image": r.job.image,
@@ -134,7 +134,7 @@ def comparison_page_context(pages: ModelPages, kinds: list[str]) -> dict[str, An
     if found is None:
         return None
     for entry in found["images"]:
-        drawn = pages.drawn.get(f"comparison:{entry['image']}", {})
+        drawn = pages.drawn.get(("comparison", None, entry["image"]), {})
         entry["figure"] = drawn["figure"].split("/", 1)[1] if drawn.get("figure") else None
         entry["error"] = drawn.get("error")
     return found

@@ -6,7 +6,7 @@ A technique subclasses `AttributionTechnique` and implements `attribute` (number
 Honesty rules every method shares (`run`): a map that is constant (all zeros included: a Grad-CAM whose weighted sum
 is negative everywhere) ranks no pixel before another, so it is labelled on its figure, listed in `meta["unmet"]`,
 and never scored (no deletion/insertion curve or AUC: NaN in the arrays, absent from the comparison's ranking).
-Deletion and insertion record the class's log-odds, not its probability (generator/faithfulness.py says why)."""
+Deletion and insertion record the class's log-odds, not its probability (techniques/attribution/faithfulness.py says why)."""
 from __future__ import annotations
 
 import dataclasses
@@ -177,7 +177,7 @@ class AttributionTechnique(Technique):
     def evaluate(self, ctx, x: torch.Tensor, classes: torch.Tensor, maps: np.ndarray, params,
                  constant: np.ndarray | None = None) -> dict:
         """Faithfulness numbers of all maps at once (one row per (image, target) pair): deletion/insertion curves
-        and the randomization cascade's rank correlations (generator/faithfulness.py says how and why). Rows that
+        and the randomization cascade's rank correlations (techniques/attribution/faithfulness.py says how and why). Rows that
         are `constant` maps get no curves (NaN): a constant map orders no pixel."""
         checks: dict = {}
         start = time.perf_counter()
@@ -247,8 +247,12 @@ class AttributionTechnique(Technique):
             metrics["sanity_flag"] = bool(means and means[-1] is not None and means[-1] > faith.SANITY_THRESHOLD)
             art.meta["sanity"] = checks["sanity"]
 
+    def figure_title(self, art: Artifact) -> str:
+        """The title of an artifact's figure: the technique's (Grad-CAM adds its layer)."""
+        return self.title
+
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        figures.attribution_rows(env.picture(job.image), art.main, target_labels(art), path, self.title,
+        figures.attribution_rows(env.picture(job.image), art.main, target_labels(art), path, self.figure_title(art),
                                  self.colour_map_meaning, signed=self.signed)
         return True
 

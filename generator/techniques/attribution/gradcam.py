@@ -25,7 +25,7 @@ one backward of the sum of each row's class logit gives every row's gradient, si
 mode. The hook (`generator.hooks.hooked`) is removed also when the forward raises.
 
 Guided Grad-CAM: the Grad-CAM map (at input resolution) times guided backpropagation's input gradient
-(generator/guided.py: every ReLU-family call guided, modules, in-place and functional), elementwise per colour
+(techniques/attribution/rectifiers.py: every ReLU-family call guided, modules, in-place and functional), elementwise per colour
 channel, as in the paper; the map is the largest absolute value over the colour channels.
 
 On CUDA, the backward through adaptive average pooling is not deterministic: maps agree to float tolerance, not
@@ -41,13 +41,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from generator import figures
 from generator.hooks import hooked
 from generator.techniques.attribution.rectifiers import no_rectifier
-from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
-    target_labels)
+from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, CLIP_PERCENTILE, display_maps
+from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, draw_guided
 
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 MIN_SIDE = 7
@@ -177,11 +175,8 @@ class GradCAM(AttributionTechnique):
             art.meta["layer_rule"] = None if jobs[0].params.layer else DEFAULT_RULE
         return arts
 
-    def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        method = f"{self.title} at {art.meta.get('layer', '?')}"
-        figures.attribution_rows(env.picture(job.image), art.main, target_labels(art), path, method,
-                                 self.colour_map_meaning)
-        return True
+    def figure_title(self, art: Artifact) -> str:
+        return f"{self.title} at {art.meta.get('layer', '?')}"
 
 
 class GuidedGradCAM(GradCAM):
@@ -208,7 +203,5 @@ class GuidedGradCAM(GradCAM):
         return self.compute(ctx, x, targets, params)["map"]
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
-                            target_labels(art), path, f"{self.title} at {art.meta.get('layer', '?')}",
-                            "max |guided Grad-CAM| over channels", CLIP_PERCENTILE, bar_label="|guided Grad-CAM|")
-        return True
+        return draw_guided(art, job, env, path, self.figure_title(art), "max |guided Grad-CAM| over channels",
+                           bar_label="|guided Grad-CAM|")

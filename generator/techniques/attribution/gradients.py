@@ -3,6 +3,7 @@ GrabCut): class gradients of a batch, the channel reduction of Simonyan's map, a
 figures."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def batch_field(what: str):
                                                   "cache; 32 on CUDA)")
 
 
+def copy_batches(rows: int, copies: int, batch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The (row, copy) indices of `copies` copies of each of `rows` rows (noisy copies, path points), `batch` pairs
+    at a time in row-major order: two index tensors per pass."""
+    for start in range(0, rows * copies, batch):
+        flat = torch.arange(start, min(start + batch, rows * copies), device=device)
+        yield flat // copies, flat % copies
+
+
 def gradient_batch(model, x: torch.Tensor, per_image: int, given: int | None = None) -> int:
     """Copies per forward/backward pass for `per_image` copies of each row of x: `given`, else sized to the device."""
     return given or images_per_gradient(model, x[:1], len(x) * per_image)
@@ -68,6 +77,14 @@ def display_maps(maps: np.ndarray, signed: bool, percentile: float = CLIP_PERCEN
         top = float(np.percentile(np.abs(m), percentile)) or float(np.abs(m).max()) or 1.0
         out[i] = np.clip(m, -top if signed else 0.0, top)
     return out
+
+
+def draw_guided(art: Artifact, job: Job, env, path: Path, title: str, meaning: str, **kw) -> bool:
+    """The image | colour gradient (`guided` array) | map figure of the guided methods, the map clipped at the 99th
+    percentile for display."""
+    figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
+                        target_labels(art), path, title, meaning, CLIP_PERCENTILE, **kw)
+    return True
 
 
 class GradientDrawing:

@@ -18,14 +18,12 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from generator import figures
 from generator.errors import ConvscopeError
 from generator.hooks import hooked
 from generator.techniques.attribution.rectifiers import SMOOTH_RECTIFIERS, guided_relus, no_rectifier, rectifiers
 from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import CLIP_PERCENTILE, channel_max_abs, class_gradients, display_maps
-from generator.techniques.attribution.base import target_labels
+from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, draw_guided
 
 
 class GuidedBackpropParams(AttributionParams):
@@ -174,6 +172,4 @@ class GuidedBackprop(AttributionTechnique):
         return out
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
-                            target_labels(art), path, self.title, "max |gradient| over channels", CLIP_PERCENTILE)
-        return True
+        return draw_guided(art, job, env, path, self.title, "max |gradient| over channels")

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique, flag
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import GradientDrawing, batch_field, gradient_batch
+from generator.techniques.attribution.gradients import GradientDrawing, batch_field, copy_batches, gradient_batch
 
 GAP_WARNING = 0.1
 """A completeness gap above 10 % of |F(x) − F(x′)| means the path integral missed: the target is flagged on its
@@ -84,10 +84,7 @@ def integrated_gradients(model, x: torch.Tensor, baseline: torch.Tensor, targets
     delta = x - baseline
     targets = targets.to(x.device)
     total = torch.zeros_like(x)
-    n = len(x)
-    for start in range(0, n * steps, batch):
-        flat = torch.arange(start, min(start + batch, n * steps), device=x.device)
-        row, k = flat // steps, flat % steps
+    for row, k in copy_batches(len(x), steps, batch, x.device):
         leaf = (baseline[row] + alphas[k].view(-1, 1, 1, 1) * delta[row]).requires_grad_(True)
         with torch.enable_grad():
             logits = _logits(model, leaf)

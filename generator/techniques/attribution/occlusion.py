@@ -7,7 +7,7 @@ cover it (what Captum's `Occlusion` computes), so the map is at input resolution
 covering the pixel lowers the score (evidence for the class), negative where it raises it (evidence against).
 
 The score (`score`): by default the class's **log-odds**, log p/(1 − p) = z_c − log Σ_{j≠c} exp z_j in nats,
-computed from the logits (generator/faithfulness.py `log_odds`), the same score the deletion/insertion curves use.
+computed from the logits (techniques/attribution/faithfulness.py `log_odds`), the same score the deletion/insertion curves use.
 The softmax probability (`score: probability`, Zeiler & Fergus's and Captum's usual target) saturates: on a model
 that gives p = 1.00 (the Fashion-MNIST network on its test images) covering any patch moves p by 1e-6 and the map
 is numerical noise, while the log-odds still falls by nats where the evidence is.

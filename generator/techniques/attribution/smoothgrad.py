@@ -22,12 +22,10 @@ import torch
 from pydantic import Field
 
 from generator.techniques.attribution.rectifiers import no_rectifier
-from generator import figures
-from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
-    target_labels)
+from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import (CLIP_PERCENTILE, GradientDrawing, batch_field,
-    class_gradients, display_maps, gradient_batch)
+from generator.techniques.attribution.gradients import (GradientDrawing, batch_field, class_gradients, copy_batches,
+    draw_guided, gradient_batch)
 
 
 class SmoothGradParams(AttributionParams):
@@ -60,10 +58,7 @@ def smooth_gradients(model, x: torch.Tensor, targets: torch.Tensor, noise: float
     targets = targets.to(x.device)
     magnitude = torch.zeros_like(x)
     total = torch.zeros_like(x)
-    n = len(x)
-    for start in range(0, n * samples, batch):
-        flat = torch.arange(start, min(start + batch, n * samples), device=x.device)
-        row, s = flat // samples, flat % samples
+    for row, s in copy_batches(len(x), samples, batch, x.device):
         noisy = x[row] + sigma[row].view(-1, 1, 1, 1) * z[s]
         grad = class_gradients(model, noisy, targets[row], guided=guided)
         magnitude.index_add_(0, row, grad.abs())
@@ -99,8 +94,5 @@ class SmoothGrad(GradientDrawing, AttributionTechnique):
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
         if "guided" in art.arrays:
-            figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
-                                target_labels(art), path, "SmoothGrad of guided backprop",
-                                "mean |gradient|, max over channels", CLIP_PERCENTILE)
-            return True
+            return draw_guided(art, job, env, path, "SmoothGrad of guided backprop", "mean |gradient|, max over channels")
         return super().draw(art, job, env, path)

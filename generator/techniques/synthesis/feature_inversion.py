@@ -103,6 +103,7 @@ class LayerProbe:
         self.target = dict(module.named_modules())[layer]
         self.straight = straight_through and isinstance(self.target, CLIPPING)
         self._hooks = ExitStack()
+        self.handles = []  # the hooks attached while inside the block
         self.output = self.input = None
 
     def __enter__(self) -> "LayerProbe":
@@ -120,10 +121,12 @@ class LayerProbe:
                 stack.enter_context(hooked(self.module, {self.layer: pre_hook}, pre=True))
             stack.enter_context(hooked(self.module, {self.layer: hook}))
             self._hooks = stack.pop_all()
+        self.handles = [pre_hook, hook] if self.straight else [hook]
         return self
 
     def __exit__(self, *exc) -> None:
         self._hooks.close()
+        self.handles = []
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.output = self.input = None

@@ -1,7 +1,7 @@
 """Non-parametric texture synthesis (Efros & Leung 1999): a texture grown pixel by pixel, each pixel copied from the
 source pixel whose neighbourhood best matches what has been grown around it so far. No network is involved: this is
 the classical baseline that the Gram-matrix texture synthesis is compared with, and its result does not depend on
-the model (the job's cache key names the model all the same). The algorithm is in `generator/efros_leung.py`."""
+the model (the job's cache key names the model all the same). The algorithm is in `techniques/synthesis/efros_leung.py`."""
 from __future__ import annotations
 
 from pathlib import Path

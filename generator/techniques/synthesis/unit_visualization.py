@@ -3,7 +3,7 @@ layer, the image that maximizes the channel's mean activation, in Lucid's decorr
 random transforms. Deeper layers show larger, more object-like structures. With a data set the channels are those
 of the top-patches view (so each unit page shows both), and each result is compared with the channel's average
 over the data set. All channels of a layer are optimized as one batch. Models with small inputs (under 64 px a side)
-get the image at 4× their size with the adjustments of `class_visualization.fourier_setup`.
+get the image at 4× their size with the adjustments of `optvis.setup.fourier_setup`.
 
 A channel silent on its starting image (its ReLU/ReLU6 closed everywhere) passes no gradient, and plain ascent
 would leave its image at the start, though such channels fire on many data-set images. The ascent therefore runs with
