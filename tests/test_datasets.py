@@ -15,7 +15,7 @@ from generator.errors import ConvscopeError, SpecErrors
 from generator.checks import ReportSpec
 
 
-def spec_with(folder: Path, **datasets) -> Spec:
+def spec_with(folder: Path, **datasets) -> ReportSpec:
     data = tiny_spec(dataset=next(iter(datasets)))
     data["datasets"] = datasets
     return ReportSpec.load(write_spec(folder, data))

@@ -137,19 +137,19 @@ def test_truncated_file_names_it(tmp_path):
 # ------------------------------------------------------------------------------------------------ sets
 
 
-def spec_with(tmp_path: Path, images: dict) -> Spec:
+def spec_with(tmp_path: Path, images: dict) -> ReportSpec:
     spec = ReportSpec.parse({"images": images, "models": [{"name": "m", "factory": "x:y"}]})
     spec._path = (tmp_path / "spec.yml").resolve()
     return spec
 
 
-def load_ok(spec: Spec) -> dict:
+def load_ok(spec: ReportSpec) -> dict:
     sets, problems = imagelib.load_sets(spec)
     assert problems == []
     return sets
 
 
-def problems_of(spec: Spec) -> list[str]:
+def problems_of(spec: ReportSpec) -> list[str]:
     sets, problems = imagelib.load_sets(spec)
     assert problems
     return problems

@@ -13,11 +13,11 @@ from generator.models import LoadedModel, ModelLoader, select_logits
 from generator.checks import ReportSpec
 
 
-def load_spec(folder, **model) -> Spec:
+def load_spec(folder, **model) -> ReportSpec:
     return ReportSpec.load(write_spec(folder, tiny_spec(**model)))
 
 
-def problems(spec: Spec) -> list[str]:
+def problems(spec: ReportSpec) -> list[str]:
     with pytest.raises(SpecErrors) as info:
         prepare(spec)
     return info.value.errors

@@ -27,6 +27,7 @@ class Activations(Technique):
     kind = "activations"
     title = "Activation maps"
     summary = "each chosen layer's channel maps for each image, with statistics"
+    version = 1
     Params = ActivationsParams
     scope = PER_LAYER_AND_IMAGE
     arrays = {"activation": "(C, h, w) float32: the layer's output for the image, every channel (the figure draws "

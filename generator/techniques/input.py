@@ -13,6 +13,7 @@ class Input(Technique):
     kind = "input"
     title = "Inputs"
     summary = "the preprocessed tensor each image becomes (resize, centre crop, normalize)"
+    version = 1
     scope = CORE_PER_IMAGE
     arrays = {"input": "the preprocessed image the model is given: (C, H, W) float32, resized, centre-cropped and "
                        "normalized with the model's mean and std"}

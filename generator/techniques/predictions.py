@@ -19,6 +19,7 @@ class Predictions(Technique):
     kind = "predictions"
     title = "Predictions"
     summary = "top-k classes with probabilities for each image"
+    version = 1
     Params = PredictionsParams
     scope = PER_IMAGE
     arrays = {"probabilities": "(classes,) float32: the softmax probability of every class, in the model's class "

@@ -204,13 +204,13 @@ class Occlusion(AttributionTechnique):
     summary = "drop in the class score (log-odds) when a sliding patch covers each part of the image"
     version = 3  # 3: drops in log-odds by default; log-odds faithfulness; constant maps unscored
     Params = OcclusionParams
+    colour_map_meaning = "drop in the class's log-odds when covered: red = evidence for the class, blue = against"
     signed = True
     arrays = {"map": "(targets, H, W) float32: score(image) − score(patch covered), the score being the class's "
                      "log-odds log p/(1 − p) in nats (or its probability with score: probability, meta['occlusion']"
                      "['score']), averaged over the windows that cover each pixel (signed: positive = evidence for "
                      "the class); one map per target",
               **ATTRIBUTION_ARRAYS}
-    colour_map_meaning = "drop in the class's log-odds when covered: red = evidence for the class, blue = against"
 
     def reads(self, params: OcclusionParams) -> Reads:
         return Reads(whole_set=params.fill == "mean")  # the patch colour is the mean over the model's images

@@ -170,6 +170,7 @@ class SaliencyGrabCut(AttributionTechnique):
     summary = "the class's saliency seeds OpenCV's GrabCut: an object mask for the class"
     version = 3  # 3: SmoothGrad × Grad-CAM seeds, border as background; log-odds faithfulness
     Params = SaliencyGrabCutParams
+    colour_map_meaning = "GrabCut foreground (1) / background (0)"
     arrays = {"map": "(targets, H, W) float32: GrabCut's foreground mask, 1 = foreground, 0 = background; one per "
                      "target",
               "saliency": "(targets, H, W) float32: the seed map the pixels were ranked by: SmoothGrad's mean "
@@ -179,7 +180,6 @@ class SaliencyGrabCut(AttributionTechnique):
                        "0 background, 1 foreground, 2 probable background, 3 probable foreground (OpenCV's GC_* "
                        "values)",
               **ATTRIBUTION_ARRAYS}
-    colour_map_meaning = "GrabCut foreground (1) / background (0)"
     saliency_meaning = "seed map: SmoothGrad × Grad-CAM, smoothed"
 
     def compute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> dict[str, torch.Tensor]:

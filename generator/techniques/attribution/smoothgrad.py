@@ -72,13 +72,13 @@ class SmoothGrad(GradientDrawing, AttributionTechnique):
     summary = "a gradient map averaged over noisy copies of the image: less speckle, the same evidence"
     version = 4  # 4: log-odds faithfulness; constant maps unscored
     Params = SmoothGradParams
+    colour_map_meaning = "mean |∂score/∂x|, max over channels"
+    signed = False
     arrays = {"map": "(targets, H, W) float32: the mean over noisy copies of |class-logit gradient| (plain or guided, "
                      "by `of`), max over colour channels; one map per target",
               "guided": "(targets, C, H, W) float32: with of: guided_backprop, the signed guided gradient averaged "
                         "over the noisy copies",
               **ATTRIBUTION_ARRAYS}
-    colour_map_meaning = "mean |∂score/∂x|, max over channels"
-    signed = False
 
     def inapplicable(self, model, params: SmoothGradParams) -> str | None:
         return no_rectifier(model) if params.of == "guided_backprop" else None

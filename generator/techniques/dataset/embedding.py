@@ -30,6 +30,7 @@ class Embedding(FeatureSpaceTechnique):
     kind = "embedding"
     title = "t-SNE and PCA embedding"
     summary = "the data set mapped to 2-D by t-SNE and PCA of a layer's features, with Karpathy's thumbnail grid"
+    version = 1
     Params = EmbeddingParams
     arrays = {
         "tsne": "(images, 2) float32: t-SNE coordinates of every data-set image (in data-set order) from the "

@@ -47,9 +47,9 @@ class MaxPatches(Technique):
     kind = "max_patches"
     title = "Top patches and unit pages"
     summary = "for chosen channels, the data-set patches that activate them most, cropped at the receptive field"
+    version = 2
     Params = MaxPatchesParams
     scope = PER_LAYER_ACROSS_DATASET
-    version = 2
     arrays = {
         "values": "(channels, top_k) float32: each chosen channel's largest activation in each of its top images, "
                   "largest first (the tiles' captions)",

@@ -36,8 +36,8 @@ class NearestNeighbors(FeatureSpaceTechnique):
     kind = "nearest_neighbors"
     title = "Nearest neighbours"
     summary = "the data-set images nearest to a query in feature space, beside the nearest in pixel space"
-    Params = NearestNeighborsParams
     version = 2
+    Params = NearestNeighborsParams
     arrays = {
         "feature_neighbors": "(queries, k) int64: data-set indices of each query's nearest images in the layer's "
                              "feature space (its channels' spatial means), nearest first",

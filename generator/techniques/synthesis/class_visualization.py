@@ -30,7 +30,7 @@ from pydantic import Field
 from generator import figures, optvis
 from generator.figures import to_picture
 from generator.techniques.attribution.base import resolve_target, target_problems
-from generator.artifacts import Artifact, Job, Params, Reads, PER_MODEL
+from generator.artifacts import Artifact, Job, Reads, PER_MODEL
 from generator.techniques.base import Technique
 from generator.optvis.setup import FourierParams
 from generator.techniques.synthesis.outcome import rose
@@ -69,9 +69,9 @@ class ClassVisualization(Technique):
     kind = "class_visualization"
     title = "Class visualization"
     summary = "images optimized to maximize a class score: plain, regularized and Fourier-parameterized side by side"
+    version = 3
     Params = ClassVisualizationParams
     scope = PER_MODEL
-    version = 3
     arrays = {
         "fourier": "(classes, C, S, S) float32: the Fourier-parameterized (Lucid-style) image of each class, pixels in "
                    "[0, 1] (S: the Fourier size, 4× the input for inputs under 64 px)",

@@ -13,6 +13,8 @@ from pydantic import Field
 from generator import figures
 from generator.figures import to_picture
 from generator.hooks import record_outputs
+from generator.optvis.ascent import input_gradient, normalized_step
+from generator.optvis.transforms import Jitter
 from generator.artifacts import Artifact, Job, Params, PER_LAYER_AND_IMAGE
 from generator.techniques.base import Technique
 
@@ -41,6 +43,7 @@ class DeepDream(Technique):
     kind = "deepdream"
     title = "DeepDream"
     summary = "an image changed to amplify what a layer already sees in it, over several octaves"
+    version = 1
     Params = DeepDreamParams
     scope = PER_LAYER_AND_IMAGE
     arrays = {"dream": "(C, H, W) float32: the dreamt image at the model's input size, pixels in [0, 1]"}
@@ -71,6 +74,7 @@ class DeepDream(Technique):
         side = base.shape[-1]
         gen = torch.Generator().manual_seed(ctx.seed)
         fixed = not ctx.model.takes_other_sizes()
+        shake = Jitter(p.jitter)
 
         def norm(x: torch.Tensor) -> torch.Tensor:
             if fixed and x.shape[-1] != side:  # a fixed-size model sees each octave resampled to its input size
@@ -86,12 +90,8 @@ class DeepDream(Technique):
             resized = F.interpolate(base, size=size, mode="bilinear", align_corners=False, antialias=True)
             x = (resized + F.interpolate(detail, size=size, mode="bilinear", align_corners=False)).clamp(0, 1)
             for _ in range(p.steps):
-                dy, dx = (torch.randint(-p.jitter, p.jitter + 1, (2,), generator=gen).tolist() if p.jitter else (0, 0))
-                shifted = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
-                (grad,) = torch.autograd.grad(norm(shifted).sum(), shifted)
-                grad = torch.roll(grad, (-dy, -dx), (2, 3))
-                grad = grad / (grad.abs().flatten(1).mean(1).view(-1, 1, 1, 1) + 1e-8)
-                x = (x + p.step_size * grad).clamp(0, 1).detach()
+                _, grad = input_gradient(norm, x, jitter=shake, generator=gen)
+                x = normalized_step(x, grad, p.step_size)
             detail = x - resized
             with torch.no_grad():
                 per_octave.append(norm(x).cpu())

@@ -201,13 +201,13 @@ class FeatureInversion(Technique):
     kind = "feature_inversion"
     title = "Feature inversion"
     summary = "images reconstructed from one layer's features alone: what each layer keeps of an image"
+    version = 1
     Params = FeatureInversionParams
     scope = PER_IMAGE
     arrays = {"reconstructions": "(layers, C, S, S) float32: the image reconstructed from each layer's features "
                                  "(in meta['layers'] order, the metrics' order), pixels in [0, 1]",
               "original": "(C, S, S) float32: the model's crop of the image at the reconstruction size, pixels in "
                           "[0, 1]"}
-    version = 1
 
     def reads(self, params: FeatureInversionParams) -> Reads:
         return Reads(model_layers=params.layers is None)

@@ -26,6 +26,7 @@ from generator.figures import to_picture
 from generator.optvis.render import SMALL_INPUT  # models under this many px a side get SMALL_EPSILON
 from generator.techniques.attribution.base import resolve_target
 from generator.artifacts import Artifact, Job, Params, PER_IMAGE
+from generator.optvis.ascent import input_gradient, signed_step
 from generator.techniques.base import Technique
 
 EPSILON, SMALL_EPSILON = 8.0, 24.0
@@ -77,9 +78,9 @@ class Fooling(Technique):
     kind = "fooling"
     title = "Fooling images"
     summary = "imperceptible changes that make the model see a chosen class"
+    version = 2
     Params = FoolingParams
     scope = PER_IMAGE
-    version = 2
     arrays = {"fooled": "(C, H, W) float32: the changed image, pixels in [0, 1] on the 8-bit grid (k / 255)",
               "difference": "(C, H, W) float32: fooled − original in [0, 1] pixel units, within ±epsilon / 255"}
 
@@ -106,10 +107,8 @@ class Fooling(Technique):
         first_top1 = [None] * len(jobs)
         steps_taken = torch.zeros(len(jobs), dtype=torch.long)
         for step in range(1, p.steps + 1):
-            x.requires_grad_(True)
-            logits = model.logits(model.normalize(x)).float()
-            loss = F.cross_entropy(logits, targets, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
+            logits, grad = input_gradient(lambda x: model.logits(model.normalize(x)).float(), x,
+                                          loss=lambda logits: F.cross_entropy(logits, targets, reduction="sum"))
             with torch.no_grad():
                 probs = logits.softmax(1)
                 hit = probs.gather(1, targets[:, None])[:, 0] >= p.confidence
@@ -119,10 +118,8 @@ class Fooling(Technique):
                         first_top1[i] = step - 1  # the image of the previous step already did it
                 if bool(done.all()):
                     break
-                move = (~done).float().view(-1, 1, 1, 1)
                 steps_taken += (~done).cpu().long()
-                x = x.detach() - alpha * grad.sign() * move
-                x = torch.min(torch.max(x, original - eps), original + eps).clamp(0, 1)
+                x = signed_step(x, grad, alpha, original, eps, (~done).float())
         x = x.detach()
         # The L∞ bound and the range hold in 8-bit pixels too: what the page shows is what was measured.
         x = (x * 255).round() / 255

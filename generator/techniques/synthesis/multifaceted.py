@@ -92,9 +92,9 @@ class Multifaceted(Technique):
     title = "Multifaceted feature visualization"
     summary = ("one class visualization per kind of image the class is recognized from, each started at the mean "
                "image of a k-means cluster of the data set")
+    version = 3
     Params = MultifacetedParams
     scope = PER_MODEL_ACROSS_DATASET
-    version = 3
     arrays = {
         "facets": "(facets, C, S, S) float32: each facet's class visualization, pixels in [0, 1]",
         "means": "(facets, C, S, S) float32: each facet's start, the mean of its cluster's preprocessed crops in "

@@ -140,9 +140,9 @@ class StyleTransfer(Technique):
     title = "Neural style transfer"
     summary = ("a content photograph repainted with the Gram-matrix statistics of a style image: the model's own "
                "style next to random multi-scale filters'")
+    version = 4
     Params = StyleTransferParams
     scope = PER_IMAGE
-    version = 4
     arrays = {
         "results": "(results, C, H, W) float32: every painted image, pixels in [0, 1] (which style, network and "
                    "weight each is: the arrays below)",

@@ -67,9 +67,9 @@ class TextureSynthesis(Technique):
     title = "Texture synthesis (Gram matrices)"
     summary = ("textures made from noise by matching Gram matrices: the model's layers, deeper and deeper, next to "
                "random multi-scale filters")
+    version = 3
     Params = TextureSynthesisParams
     scope = PER_IMAGE
-    version = 3
     arrays = {
         "results": "(runs, C, size, size) float32: the synthesized textures, pixels in [0, 1]; runs: the model's "
                    "first 1, 2, … layers (plain Gram), then (smoothing) all of its layers with activation smoothing "

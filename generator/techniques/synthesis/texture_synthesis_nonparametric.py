@@ -73,6 +73,7 @@ class TextureSynthesisNonparametric(Technique):
     kind = "texture_synthesis_nonparametric"
     title = "Texture synthesis (non-parametric)"
     summary = "a texture grown pixel by pixel by copying from the source where the neighbourhood matches (no network)"
+    version = 1
     Params = TextureSynthesisNonparametricParams
     scope = PER_IMAGE
     arrays = {"texture": "(size, size, 3) uint8: the synthesized texture, RGB",

@@ -23,7 +23,7 @@ from pydantic import Field
 from generator import figures, optvis
 from generator.figures import to_picture
 from generator.hooks import record_outputs
-from generator.artifacts import Artifact, Job, Params, PER_LAYER_WITH_DATASET
+from generator.artifacts import Artifact, Job, PER_LAYER_WITH_DATASET
 from generator.techniques.base import Technique
 from generator.optvis.setup import FourierParams
 from generator.techniques.dataset.max_patches import spread
@@ -69,9 +69,9 @@ class UnitVisualization(Technique):
     kind = "unit_visualization"
     title = "Unit visualization"
     summary = "for chosen channels of each layer, the image that maximizes the channel (Fourier parameterization)"
+    version = 4
     Params = UnitVisualizationParams
     scope = PER_LAYER_WITH_DATASET
-    version = 4
     arrays = {
         "images": "(channels, C, S, S) float32: the image that maximizes each chosen channel's mean activation, "
                   "pixels in [0, 1]",
