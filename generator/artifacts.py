@@ -54,8 +54,18 @@ class Params(BaseModel):
     def cache_fields(self) -> dict:
         return self.model_dump(mode="json", exclude=set(self.drawing_only))
 
+    # What `quick()` (previews and tests: `convscope build --quick`) caps, by field: a number caps the value (a
+    # None takes the cap), any other value replaces it. A class adds to its bases' caps.
+    quick_caps: ClassVar[dict[str, Any]] = {}
+
     def quick(self) -> "Params":
-        return self
+        update = {}
+        for cls in reversed(type(self).__mro__):
+            for name, cap in vars(cls).get("quick_caps", {}).items():
+                value = getattr(self, name)
+                numeric = isinstance(cap, (int, float)) and not isinstance(cap, bool)
+                update[name] = (cap if value is None else min(value, cap)) if numeric else cap
+        return self.model_copy(update=update) if update else self
 
 
 @dataclass

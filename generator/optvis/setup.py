@@ -60,12 +60,29 @@ def fourier_setup(model, batch: int, seed: int, *, size: int | None, default_siz
     return FourierSetup(n, param, rate, compose([standard_transforms(n, strength), fit]), regularizers, fit, note)
 
 
+def side_field(at_most: int) -> Any:
+    """The `size` parameter of a Fourier-parameterized technique (None: decided from the model's input size)."""
+    return Field(None, ge=16, le=512, description=f"side of the Fourier image (default: the model's input size, at "
+                                                  f"most {at_most}; under 64 px: 4× the input size, shown to the "
+                                                  "model resized)")
+
+
+def steps_field(default: int) -> Any:
+    return Field(default, ge=1, le=5000, description="steps of the Fourier (Lucid-style) optimization")
+
+
+def lr_field(default: float) -> Any:
+    return Field(default, gt=0, le=1, description="Adam learning rate of the Fourier optimization (inputs under 64 "
+                                                  "px: a quarter of it)")
+
+
 class FourierParams(Params):
     """The parameters of a technique that runs `fourier_setup` (class and unit visualization); each adds its own
-    `size`, `lr` and `transform_strength`."""
+    `size`, `steps` and `lr` (with `side_field`, `steps_field` and `lr_field`: their defaults differ)."""
 
     decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother; "
                                                            "inputs under 64 px: 0.5 more)")
+    transform_strength: float = Field(1.0, ge=0, le=3, description="scale of the random pad/jitter/scale/rotate")
 
     def fourier(self, model, batch: int, seed: int, default_size: int) -> FourierSetup:
         """`fourier_setup` with these parameters."""

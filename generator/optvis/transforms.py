@@ -137,44 +137,29 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return _affine(x, theta)
 
 
-class _RandomChoice(Transform):
-    """A transform whose one parameter is drawn uniformly from a tuple of numbers: the field `choices` names."""
+@dataclass(frozen=True)
+class RandomChoice(Transform):
+    """Zoom (`op="scale"`, by a factor) or rotate (`op="rotate"`, by degrees) by a value drawn uniformly from `values`
+    (Lucid: scales 1 + (i − 5)/50 for i in 0..10, i.e. 0.9..1.1; angles −10..10 with extra weight on 0)."""
 
-    choices = ""
+    op: str
+    values: tuple[float, ...]
 
     def __post_init__(self):
-        object.__setattr__(self, self.choices, tuple(float(v) for v in getattr(self, self.choices)))
+        if self.op not in ("scale", "rotate"):
+            raise ValueError(f"op must be 'scale' or 'rotate', not {self.op!r}")
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
 
     def sample(self, generator: torch.Generator) -> float:
-        return _choice(getattr(self, self.choices), generator)
-
-
-@dataclass(frozen=True)
-class RandomScale(_RandomChoice):
-    """Zoom by a factor chosen uniformly from `scales` (Lucid: 1 + (i − 5)/50 for i in 0..10, i.e. 0.9..1.1)."""
-
-    scales: tuple[float, ...]
-    choices = "scales"
+        return _choice(self.values, generator)
 
     def apply(self, x: torch.Tensor, params: float) -> torch.Tensor:
-        return zoom(x, params)
+        return zoom(x, params) if self.op == "scale" else rotate(x, params)
 
     def describe(self) -> str:
-        return f"scale {min(self.scales):g}–{max(self.scales):g}"
-
-
-@dataclass(frozen=True)
-class RandomRotate(_RandomChoice):
-    """Rotate by an angle (degrees) chosen uniformly from `angles` (Lucid: −10..10 with extra weight on 0)."""
-
-    angles: tuple[float, ...]
-    choices = "angles"
-
-    def apply(self, x: torch.Tensor, params: float) -> torch.Tensor:
-        return rotate(x, params)
-
-    def describe(self) -> str:
-        return f"rotate ±{max(abs(a) for a in self.angles):g}°"
+        if self.op == "scale":
+            return f"scale {min(self.values):g}–{max(self.values):g}"
+        return f"rotate ±{max(abs(a) for a in self.values):g}°"
 
 
 def gaussian_kernel(sigma: float, dtype=torch.float32) -> torch.Tensor:
@@ -242,12 +227,12 @@ def jitter(d: int) -> Jitter:
     return Jitter(int(d))
 
 
-def random_scale(scales: Sequence[float]) -> RandomScale:
-    return RandomScale(tuple(scales))
+def random_scale(scales: Sequence[float]) -> RandomChoice:
+    return RandomChoice("scale", tuple(scales))
 
 
-def random_rotate(angles: Sequence[float]) -> RandomRotate:
-    return RandomRotate(tuple(angles))
+def random_rotate(angles: Sequence[float]) -> RandomChoice:
+    return RandomChoice("rotate", tuple(angles))
 
 
 def gaussian_blur(sigma: float) -> GaussianBlur:

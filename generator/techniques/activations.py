@@ -19,8 +19,7 @@ class ActivationsParams(Params):
     order: Literal["index", "strongest"] = Field("index", description="which channels to draw: the first ones, or the most active")
     drawing_only = frozenset({"max_channels", "order"})
 
-    def quick(self) -> "ActivationsParams":
-        return self.model_copy(update={"max_channels": min(self.max_channels, 16)})
+    quick_caps = {"max_channels": 16}
 
 
 class Activations(Technique):

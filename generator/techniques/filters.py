@@ -21,8 +21,7 @@ class FiltersParams(Params):
     max_inputs: int = Field(16, ge=1, le=512, description="input channels shown per filter (grayscale tiles)")
     drawing_only = frozenset({"max_filters", "max_inputs"})
 
-    def quick(self) -> "FiltersParams":
-        return self.model_copy(update={"max_filters": min(self.max_filters, 16), "max_inputs": min(self.max_inputs, 8)})
+    quick_caps = {"max_filters": 16, "max_inputs": 8}
 
 
 def convs(model) -> list[str]:

@@ -39,9 +39,7 @@ class AttributionParams(Params):
     )
     sanity_stages: int = Field(3, ge=1, le=20, description="how many top stages the randomization cascade covers")
 
-    def quick(self) -> "AttributionParams":
-        return self.model_copy(update={"faithfulness_steps": min(self.faithfulness_steps, 8),
-                                       "sanity_stages": min(self.sanity_stages, 1)})
+    quick_caps = {"faithfulness_steps": 8, "sanity_stages": 1}
 
 
 def resolve_target(model, target: str | int) -> int | str:

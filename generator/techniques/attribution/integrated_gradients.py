@@ -43,8 +43,7 @@ class IntegratedGradientsParams(AttributionParams):
     )
     batch: int | None = batch_field("path points")
 
-    def quick(self) -> "IntegratedGradientsParams":
-        return super().quick().model_copy(update={"steps": min(self.steps, 8)})
+    quick_caps = {"steps": 8}
 
 
 def path_points(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,9 +81,8 @@ class OcclusionParams(AttributionParams):
             return window, window
         return window, self.stride or max(1, window // 2)
 
-    def quick(self) -> "OcclusionParams":
-        # Non-overlapping windows: about a quarter of the forwards at the default stride = window / 2.
-        return super().quick().model_copy(update={"stride": "window"})
+    # Non-overlapping windows: about a quarter of the forwards at the default stride = window / 2.
+    quick_caps = {"stride": "window"}
 
 
 def starts(length: int, window: int, stride: int) -> list[int]:

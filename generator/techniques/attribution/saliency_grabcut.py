@@ -83,9 +83,7 @@ class SaliencyGrabCutParams(AttributionParams):
                              "must not exceed 1")
         return self
 
-    def quick(self) -> "SaliencyGrabCutParams":
-        return super().quick().model_copy(update={"iterations": min(self.iterations, 2),
-                                                  "samples": min(self.samples, 4)})
+    quick_caps = {"iterations": 2, "samples": 4}
 
 
 def gate_layer(model, params: SaliencyGrabCutParams) -> str | None:

@@ -34,8 +34,7 @@ class SmoothGradParams(AttributionParams):
     of: Literal["saliency", "guided_backprop"] = Field("saliency", description="which gradient is smoothed")
     batch: int | None = batch_field("noisy copies")
 
-    def quick(self) -> "SmoothGradParams":
-        return super().quick().model_copy(update={"samples": min(self.samples, 4)})
+    quick_caps = {"samples": 4}
 
 
 def noise_draws(seed: int, samples: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -22,8 +22,7 @@ class EmbeddingParams(FeatureSpaceParams):
     cell: int = Field(40, ge=16, le=128, description="pixels per thumbnail in the grid")
     drawing_only = frozenset({"cell"})
 
-    def quick(self) -> "EmbeddingParams":
-        return self.model_copy(update={"grid": min(self.grid, 8)})
+    quick_caps = {"grid": 8}
 
 
 class Embedding(FeatureSpaceTechnique):

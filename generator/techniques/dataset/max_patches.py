@@ -23,8 +23,7 @@ class MaxPatchesParams(Params):
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
     top_k: int = Field(8, ge=1, le=64, description="patches per channel")
 
-    def quick(self) -> "MaxPatchesParams":
-        return self.model_copy(update={"per_layer": min(self.per_layer, 4), "top_k": min(self.top_k, 4)})
+    quick_caps = {"per_layer": 4, "top_k": 4}
 
 
 def spread(maxima: np.ndarray, count: int) -> list[int]:

@@ -28,8 +28,7 @@ class NearestNeighborsParams(FeatureSpaceParams):
     queries: int = Field(8, ge=1, le=64, description="queries drawn from the data set, spread over its classes")
     query_set: str | None = Field(None, description="an image set of the model to use as queries instead")
 
-    def quick(self) -> "NearestNeighborsParams":
-        return self.model_copy(update={"queries": min(self.queries, 4), "k": min(self.k, 4)})
+    quick_caps = {"queries": 4, "k": 4}
 
 
 class NearestNeighbors(FeatureSpaceTechnique):

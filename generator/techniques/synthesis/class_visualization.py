@@ -32,8 +32,8 @@ from generator.figures import to_picture
 from generator.techniques.attribution.base import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Reads, PER_MODEL
 from generator.techniques.base import Technique
-from generator.optvis.setup import FourierParams
-from generator.techniques.synthesis.outcome import rose
+from generator.optvis.setup import FourierParams, lr_field, side_field, steps_field
+from generator.techniques.synthesis.classes import classes_field, max_classes_field, rose
 
 METHODS = ("plain", "regularized", "fourier")
 METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (Yosinski 2015)",
@@ -41,17 +41,11 @@ METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (
 
 
 class ClassVisualizationParams(FourierParams):
-    classes: list[str | int] | None = Field(None, min_length=1, description="classes to draw, at least one (labels "
-                                                                            "or indices; default: the top-1 classes "
-                                                                            "of the model's images)")
-    max_classes: int = Field(4, ge=1, le=32, description="classes drawn when 'classes' is not given")
-    size: int | None = Field(None, ge=16, le=512, description="side of the Fourier image (default: the model's input "
-                                                              "size, at most 224; under 64 px: 4× the input size, "
-                                                              "shown to the model resized)")
-    steps: int = Field(256, ge=1, le=5000, description="steps of the Fourier (Lucid-style) optimization")
-    lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the Fourier optimization (inputs under "
-                                                   "64 px: a quarter of it)")
-    transform_strength: float = Field(1.0, ge=0, le=3, description="scale of the random pad/jitter/scale/rotate")
+    classes: list[str | int] | None = classes_field("the top-1 classes of the model's images")
+    max_classes: int = max_classes_field(4)
+    size: int | None = side_field(224)
+    steps: int = steps_field(256)
+    lr: float = lr_field(0.01)
     pixel_steps: int = Field(128, ge=1, le=5000, description="steps of the plain and the regularized pixel ascent")
     plain_lr: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the plain ascent")
     regularized_lr: float = Field(0.03, gt=0, le=1, description="Adam learning rate of the regularized ascent")
@@ -60,9 +54,7 @@ class ClassVisualizationParams(FourierParams):
                                                                    "outside 0..steps are left out; none left: no "
                                                                    "strip)")
 
-    def quick(self) -> "ClassVisualizationParams":
-        return self.model_copy(update={"steps": min(self.steps, 24), "pixel_steps": min(self.pixel_steps, 12),
-                                       "size": min(self.size or 64, 64), "max_classes": min(self.max_classes, 2)})
+    quick_caps = {"steps": 24, "pixel_steps": 12, "size": 64, "max_classes": 2}
 
 
 class ClassVisualization(Technique):

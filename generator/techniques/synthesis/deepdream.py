@@ -28,8 +28,7 @@ class DeepDreamParams(Params):
     step_size: float = Field(0.01, gt=0, le=1, description="pixel change per step (0..1 units) for a unit-mean gradient")
     jitter: int = Field(16, ge=0, le=256, description="largest random shift per step, in pixels")
 
-    def quick(self) -> "DeepDreamParams":
-        return self.model_copy(update={"octaves": min(self.octaves, 2), "steps": min(self.steps, 4)})
+    quick_caps = {"octaves": 2, "steps": 4}
 
 
 def layer_norm(module, layer: str, x: torch.Tensor) -> torch.Tensor:

@@ -72,8 +72,7 @@ class FeatureInversionParams(Params):
     size: int = Field(160, ge=8, le=512, description="image side, at most the model's input size (models of one "
                                                      "fixed size use theirs)")
 
-    def quick(self) -> "FeatureInversionParams":
-        return self.model_copy(update={"steps": min(self.steps, 16), "size": min(self.size, 64)})
+    quick_caps = {"steps": 16, "size": 64}
 
 
 class _Reached(Exception):

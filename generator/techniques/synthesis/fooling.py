@@ -44,8 +44,7 @@ class FoolingParams(Params):
     steps: int = Field(60, ge=1, le=10000, description="most steps")
     confidence: float = Field(0.9, gt=0, lt=1, description="stop once the target's probability reaches this")
 
-    def quick(self) -> "FoolingParams":
-        return self.model_copy(update={"steps": min(self.steps, 20)})
+    quick_caps = {"steps": 20}
 
     def budget(self, side: int) -> tuple[float, float]:
         """(epsilon, step) in 0..255 units for a model whose input is `side` px."""

@@ -3,7 +3,7 @@ parameters, the checks of the layers they match, and photographs as source tenso
 does the optimizing)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -62,6 +62,11 @@ class GramParams(Params):
         what = "the coarse scale" if self.coarse_steps else "the synthesis"
         return [f"size: the random filters span up to {largest} px, and {what} works at {smallest} px; use a "
                 f"size of at least {2 * largest} with coarse steps, {largest} without"]
+
+
+def image_sets_field(what: str) -> Any:
+    """The `images` parameter of a technique that runs over image sets of its own: `what` they hold."""
+    return Field(None, description=f"image sets of {what} (default: the model's images)")
 
 
 def image_set_problems(images: list[str] | None) -> list[str]:

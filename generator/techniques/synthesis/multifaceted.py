@@ -45,20 +45,17 @@ from generator.techniques.dataset.feature_pass import penultimate
 from generator.techniques.attribution.base import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Params, PER_MODEL_ACROSS_DATASET
 from generator.techniques.base import Technique
-from generator.techniques.synthesis.outcome import rose
+from generator.techniques.synthesis.classes import classes_field, max_classes_field, rose
 from generator.optvis.transforms import Pad
 
 PREDICT_BATCH = 64  # data-set images per forward when the model's own predictions pick the members
 
 
 class MultifacetedParams(Params):
-    classes: list[str | int] | None = Field(None, min_length=1, description="classes to visualize, at least one "
-                                                                            "(labels or indices; default: the "
-                                                                            "`max_classes` classes with the most "
-                                                                            "data-set images — or the most "
-                                                                            "predicted, when the data set's classes "
-                                                                            "are not the model's)")
-    max_classes: int = Field(3, ge=1, le=32, description="classes visualized when 'classes' is not given")
+    classes: list[str | int] | None = classes_field("the `max_classes` classes with the most data-set images — or "
+                                                    "the most predicted, when the data set's classes are not the "
+                                                    "model's")
+    max_classes: int = max_classes_field(3)
     facets: int = Field(3, ge=1, le=16, description="k-means clusters (facets) per class; fewer when the class has "
                                                     "fewer images")
     steps: int = Field(128, ge=1, le=5000, description="optimization steps from each mean image")
@@ -82,9 +79,7 @@ class MultifacetedParams(Params):
     thumbnails: int = Field(4, ge=1, le=12, description="member images shown per facet (those nearest the cluster "
                                                         "centre)")
 
-    def quick(self) -> "MultifacetedParams":
-        return self.model_copy(update={"steps": min(self.steps, 24), "max_classes": min(self.max_classes, 2),
-                                       "facets": min(self.facets, 2)})
+    quick_caps = {"steps": 24, "max_classes": 2, "facets": 2}
 
 
 class Multifaceted(Technique):

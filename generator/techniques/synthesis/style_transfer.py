@@ -35,13 +35,12 @@ from generator.figures import to_picture
 from generator.artifacts import Artifact, Job, Reads, PER_IMAGE
 from generator.techniques.base import Technique
 from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, GramParams, centre,
-                                                 image_set_problems, layer_problems, source_tensor)
+                                                 image_set_problems, image_sets_field, layer_problems, source_tensor)
 from generator.optvis import matching
 
 
 class StyleTransferParams(GramParams):
-    images: list[str] | None = Field(None, description="image sets of the content photographs (default: the "
-                                                       "model's images)")
+    images: list[str] | None = image_sets_field("the content photographs")
     styles: list[str] | None = Field(None, description="image sets of the style images; every content image is "
                                                        "painted in every style (default: each content image in the "
                                                        "style of the next content image)")
@@ -71,10 +70,10 @@ class StyleTransferParams(GramParams):
     random_filters: bool = Field(True, description="also paint with the style of random multi-scale filters "
                                                    "(Ustyuzhaninov et al. 2017)")
 
+    quick_caps = {"size": 80, "style_size": 96, "steps": 8, "coarse_steps": 0}
+
     def quick(self) -> "StyleTransferParams":
-        return self.model_copy(update={"size": min(self.size, 80), "style_size": min(self.style_size, 96),
-                                       "steps": min(self.steps, 8), "coarse_steps": 0,
-                                       "style_weights": self.style_weights[:2]})
+        return super().quick().model_copy(update={"style_weights": self.style_weights[:2]})
 
 
 def content_layer_of(model, params: StyleTransferParams) -> str | None:

@@ -33,7 +33,7 @@ from generator.artifacts import Artifact, Job, Reads, PER_IMAGE
 from generator.techniques.base import Technique
 from generator.optvis import matching
 from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, GramParams, centre,
-                                                 image_set_problems, layer_problems, source_tensor)
+                                                 image_set_problems, image_sets_field, layer_problems, source_tensor)
 
 # The model's statistics "pin down" a texture when its result, measured by the random filters, is at most this
 # fraction of the reference noise's distance from the source. On EfficientNet-Lite0 (brick, grass, gravel at
@@ -42,8 +42,7 @@ PINNED = 0.5
 
 
 class TextureSynthesisParams(GramParams):
-    images: list[str] | None = Field(None, description="image sets of the texture photographs (default: the "
-                                                       "model's images)")
+    images: list[str] | None = image_sets_field("the texture photographs")
     layers: list[str] | None = Field(None, description="the model's layers whose Gram matrices are matched, "
                                                        "shallow to deep; results for the first, the first two, … "
                                                        "(default: the model's chosen layers)")
@@ -53,9 +52,7 @@ class TextureSynthesisParams(GramParams):
                                                               "texture elements in the result)")
     steps: int = Field(80, ge=1, le=5000, description=STEPS)
 
-    def quick(self) -> "TextureSynthesisParams":
-        return self.model_copy(update={"size": min(self.size, 64), "source_size": min(self.source_size, 96),
-                                       "steps": min(self.steps, 10), "coarse_steps": 0})
+    quick_caps = {"size": 64, "source_size": 96, "steps": 10, "coarse_steps": 0}
 
 
 def model_layers(model, params) -> list[str]:

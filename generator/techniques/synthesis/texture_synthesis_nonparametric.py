@@ -15,12 +15,11 @@ from generator.techniques.synthesis import efros_leung
 from generator import figures
 from generator.artifacts import Artifact, Job, Params, Reads, PER_IMAGE
 from generator.techniques.base import Technique
-from generator.techniques.synthesis.gram import image_set_problems
+from generator.techniques.synthesis.gram import image_set_problems, image_sets_field
 
 
 class TextureSynthesisNonparametricParams(Params):
-    images: list[str] | None = Field(None, description="image sets of the textures to grow from (default: the "
-                                                       "model's images)")
+    images: list[str] | None = image_sets_field("the textures to grow from")
     scale: int | None = Field(128, ge=8, le=2048, description="the texture image is first resized so its shorter side "
                                                             "is this many pixels (None: source_size, the whole image)")
     source_size: int = Field(96, ge=8, le=512, description="side of the square cut from the resized image's centre: "
@@ -30,8 +29,7 @@ class TextureSynthesisNonparametricParams(Params):
     epsilon: float = Field(0.1, ge=0, le=10, description="candidates: source windows within (1 + epsilon) × the "
                                                          "smallest distance")
 
-    def quick(self) -> "TextureSynthesisNonparametricParams":
-        return self.model_copy(update={"source_size": min(self.source_size, 48), "size": min(self.size, 64)})
+    quick_caps = {"source_size": 48, "size": 64}
 
 
 def source_picture(image: Image.Image, p: TextureSynthesisNonparametricParams) -> np.ndarray:

@@ -25,7 +25,7 @@ from generator.figures import to_picture
 from generator.hooks import record_outputs
 from generator.artifacts import Artifact, Job, PER_LAYER_WITH_DATASET
 from generator.techniques.base import Technique
-from generator.optvis.setup import FourierParams
+from generator.optvis.setup import FourierParams, lr_field, side_field, steps_field
 from generator.techniques.dataset.max_patches import spread
 
 
@@ -53,16 +53,11 @@ class UnitVisualizationParams(FourierParams):
                                                                        "max_patches with a data set, else evenly "
                                                                        "spaced)")
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
-    size: int | None = Field(None, ge=16, le=512, description="image side (default: the model's input size, at most "
-                                                              "128; under 64 px: 4× the input size, shown to the "
-                                                              "model resized)")
-    steps: int = Field(128, ge=1, le=5000)
-    lr: float = Field(0.02, gt=0, le=1, description="Adam learning rate (inputs under 64 px: a quarter of it)")
-    transform_strength: float = Field(1.0, ge=0, le=3)
+    size: int | None = side_field(128)
+    steps: int = steps_field(128)
+    lr: float = lr_field(0.02)
 
-    def quick(self) -> "UnitVisualizationParams":
-        return self.model_copy(update={"steps": min(self.steps, 16), "per_layer": min(self.per_layer, 4),
-                                       "size": min(self.size or 64, 64)})
+    quick_caps = {"steps": 16, "per_layer": 4, "size": 64}
 
 
 class UnitVisualization(Technique):
