@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Expansion = Literal["model", "layer", "image", "layer×image"]
 
@@ -19,6 +19,12 @@ class Scope:
     over: Expansion  # one job per model, per chosen layer, per image, or per layer and image
     dataset: Literal["none", "needs", "follows"] = "none"  # needs: looks across it; follows: uses it when there
     core: bool = False  # every model runs it (the inputs, the architecture table); never chosen in the spec
+
+
+def drawing_field(default: Any, **constraints: Any) -> Any:
+    """A parameter that changes only how a result is drawn (how many channels a figure shows): left out of the cache
+    key, so changing it redraws the figure from the cached numbers; its JSON Schema says `drawing_only`."""
+    return Field(default, json_schema_extra={"drawing_only": True}, **constraints)
 
 
 # The scopes techniques declare, by name.
@@ -48,11 +54,16 @@ class Params(BaseModel):
     """Base of every technique's parameters: unknown keys are errors; `quick()` shrinks work for previews."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    # Fields that change only how a result is drawn, not what is computed: left out of the cache key.
-    drawing_only: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def drawing_only(cls) -> set[str]:
+        """The fields that change only how a result is drawn, not what is computed (declared with `drawing_field`)."""
+        return {name for name, f in cls.model_fields.items()
+                if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("drawing_only")}
 
     def cache_fields(self) -> dict:
-        return self.model_dump(mode="json", exclude=set(self.drawing_only))
+        """The parameters a result depends on: every field but the drawing-only ones (left out of the cache key)."""
+        return self.model_dump(mode="json", exclude=self.drawing_only())
 
     # What `quick()` (previews and tests: `convscope build --quick`) caps, by field: a number caps the value (a
     # None takes the cap), any other value replaces it. A class adds to its bases' caps.

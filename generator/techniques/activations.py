@@ -6,20 +6,18 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from generator import figures
 from generator.hooks import record_outputs
-from generator.artifacts import Artifact, Job, Params, PER_LAYER_AND_IMAGE
+from generator.artifacts import Artifact, Job, Params, PER_LAYER_AND_IMAGE, drawing_field
 from generator.techniques.base import Technique
 
 
 class ActivationsParams(Params):
-    max_channels: int = Field(48, ge=1, le=1024, description="channels drawn per layer")
-    order: Literal["index", "strongest"] = Field("index", description="which channels to draw: the first ones, or the most active")
-    drawing_only = frozenset({"max_channels", "order"})
-
     quick_caps = {"max_channels": 16}
+
+    max_channels: int = drawing_field(48, ge=1, le=1024, description="channels drawn per layer")
+    order: Literal["index", "strongest"] = drawing_field("index", description="which channels to draw: the first ones, or the most active")
 
 
 class Activations(Technique):

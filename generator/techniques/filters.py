@@ -8,20 +8,19 @@ from pydantic import Field
 from torch import nn
 
 from generator import figures
-from generator.artifacts import Artifact, Job, Params, PER_LAYER
+from generator.artifacts import Artifact, Job, Params, PER_LAYER, drawing_field
 from generator.techniques.base import Technique
 from generator.errors import did_you_mean
 
 
 class FiltersParams(Params):
+    quick_caps = {"max_filters": 16, "max_inputs": 8}
+
     layers: list[str] | None = Field(None, min_length=1, description="conv modules, at least one (default: the "
                                                                      "first conv and the conv feeding each chosen "
                                                                      "layer)")
-    max_filters: int = Field(64, ge=1, le=1024, description="output filters shown per layer")
-    max_inputs: int = Field(16, ge=1, le=512, description="input channels shown per filter (grayscale tiles)")
-    drawing_only = frozenset({"max_filters", "max_inputs"})
-
-    quick_caps = {"max_filters": 16, "max_inputs": 8}
+    max_filters: int = drawing_field(64, ge=1, le=1024, description="output filters shown per layer")
+    max_inputs: int = drawing_field(16, ge=1, le=512, description="input channels shown per filter (grayscale tiles)")
 
 
 def convs(model) -> list[str]:

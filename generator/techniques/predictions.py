@@ -25,6 +25,11 @@ class Predictions(Technique):
     arrays = {"probabilities": "(classes,) float32: the softmax probability of every class, in the model's class "
                                "order (the top-k shown are the largest)"}
 
+    def draw(self, art, job, env, path: Path) -> bool:
+        top = art.meta["top"]
+        figures.prediction_bars(env.picture(job.image), [t["label"] for t in top], [t["probability"] for t in top], path)
+        return True
+
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         with torch.no_grad():
             probs = ctx.model.logits(ctx.batch([j.image for j in jobs])).float().softmax(1).cpu()
@@ -36,8 +41,3 @@ class Predictions(Technique):
             meta = {"top": top, "target": top[0]["label"], "metrics": {"top1": top[0]["label"], "top1_probability": top[0]["probability"]}}
             out.append(Artifact({"probabilities": p.numpy()}, meta))
         return out
-
-    def draw(self, art, job, env, path: Path) -> bool:
-        top = art.meta["top"]
-        figures.prediction_bars(env.picture(job.image), [t["label"] for t in top], [t["probability"] for t in top], path)
-        return True

@@ -27,6 +27,8 @@ from generator.models import weights_digest
 
 
 class AttributionParams(Params):
+    quick_caps = {"faithfulness_steps": 8, "sanity_stages": 1}
+
     targets: list[str | int] | None = Field(
         None, description="classes to explain, by label or index (default: each image's top-1 class)"
     )
@@ -38,8 +40,6 @@ class AttributionParams(Params):
         True, description="model randomization check (Adebayo et al. 2018): recompute maps with top layers randomized"
     )
     sanity_stages: int = Field(3, ge=1, le=20, description="how many top stages the randomization cascade covers")
-
-    quick_caps = {"faithfulness_steps": 8, "sanity_stages": 1}
 
 
 def resolve_target(model, target: str | int) -> int | str:
@@ -85,6 +85,25 @@ ATTRIBUTION_ARRAYS = {
                            "after randomizing the top 1, 2, … stages of the model (Adebayo 2018); NaN where "
                            "undefined (a constant map)",
 }
+
+
+CLIP_PERCENTILE = 99.0  # gradient maps are heavy-tailed: a few pixels would take the whole colour scale
+
+
+def display_maps(maps: np.ndarray, signed: bool, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
+    """Each map clipped at the given percentile of its |values| for display: a handful of extreme pixels would
+    otherwise take the whole colour scale and leave the rest black. The arrays saved as data stay unclipped."""
+    out = np.empty_like(maps, dtype=np.float32)
+    for i, m in enumerate(maps):
+        top = float(np.percentile(np.abs(m), percentile)) or float(np.abs(m).max()) or 1.0
+        out[i] = np.clip(m, -top if signed else 0.0, top)
+    return out
+
+
+def attribution_arrays(meaning: str, **others: str) -> dict[str, str]:
+    """An attribution technique's `arrays`: its map ("(targets, H, W) float32: `meaning`; one map per target"), the
+    faithfulness and sanity arrays every attribution has, and the `others` it publishes (which take precedence)."""
+    return {"map": f"(targets, H, W) float32: {meaning}; one map per target", **ATTRIBUTION_ARRAYS, **others}
 
 
 def target_labels(art: Artifact) -> list[str]:
@@ -250,8 +269,12 @@ class AttributionTechnique(Technique):
         return self.title
 
     def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        figures.attribution_rows(env.picture(job.image), art.main, target_labels(art), path, self.figure_title(art),
+        maps, title = art.main, self.figure_title(art)
+        if self.clip is not None:
+            maps, title = display_maps(maps, self.signed, self.clip), f"{title}\n(shown clipped at the {self.clip:g}th percentile)"
+        figures.attribution_rows(env.picture(job.image), maps, target_labels(art), path, title,
                                  self.colour_map_meaning, signed=self.signed)
         return True
 
     signed = False  # True for maps whose sign matters (integrated gradients): drawn on a diverging scale
+    clip: float | None = None  # gradient maps (heavy-tailed) are shown clipped at this percentile of |values|

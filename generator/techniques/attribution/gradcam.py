@@ -43,7 +43,7 @@ from torch import nn
 
 from generator.hooks import hooked
 from generator.techniques.attribution.rectifiers import no_rectifier
-from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.techniques.attribution.base import AttributionParams, AttributionTechnique, attribution_arrays
 from generator.artifacts import Artifact, Job
 from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, draw_guided
 
@@ -134,12 +134,12 @@ class GradCAM(AttributionTechnique):
     kind = "gradcam"
     title = "Grad-CAM"
     summary = "class-discriminative map of a convolutional layer: its channels weighted by their mean gradient"
-    version = 3  # 3: default layer ≥ 7 × 7; log-odds faithfulness; constant maps unscored
+    # version 3: default layer ≥ 7 × 7; log-odds faithfulness; constant maps unscored
+    version = 3
     Params = GradCAMParams
     colour_map_meaning = "ReLU(Σ_k w_k A_k): how strongly each place supports the class (bright = more)"
-    arrays = {"map": "(targets, H, W) float32: Grad-CAM, ReLU(Σ_k w_k A_k) of the layer (w_k: the mean gradient of "
-                     "the class logit over channel k's map A_k), bilinearly upsampled to the input; one map per "
-                     "target", **ATTRIBUTION_ARRAYS}
+    arrays = attribution_arrays("Grad-CAM, ReLU(Σ_k w_k A_k) of the layer (w_k: the mean gradient of the class logit "
+                                "over channel k's map A_k), bilinearly upsampled to the input")
 
     def check(self, model, params: GradCAMParams) -> list[str]:
         problems = super().check(model, params)
@@ -185,10 +185,10 @@ class GuidedGradCAM(GradCAM):
     summary = "Grad-CAM times guided backpropagation: high-resolution and class-discriminative"
     version = 4
     colour_map_meaning = "max over colour channels of |Grad-CAM × guided gradient| (bright = more)"
-    arrays = {"map": "(targets, H, W) float32: max over colour channels of |Grad-CAM × guided gradient| (the "
-                     "figure's third panel, unclipped); one map per target",
-              "guided": "(targets, C, H, W) float32: the signed product of the upsampled Grad-CAM map and the "
-                        "guided gradient (the figure's second panel)", **ATTRIBUTION_ARRAYS}
+    arrays = attribution_arrays("max over colour channels of |Grad-CAM × guided gradient| (the figure's third panel, "
+                                "unclipped)",
+                                guided="(targets, C, H, W) float32: the signed product of the upsampled Grad-CAM "
+                                       "map and the guided gradient (the figure's second panel)")
 
     def inapplicable(self, model, params: GradCAMParams) -> str | None:
         return super().inapplicable(model, params) or no_rectifier(model)

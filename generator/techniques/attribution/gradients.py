@@ -7,17 +7,15 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 from pydantic import Field
 
 from generator import figures
 from generator.artifacts import Artifact, Job
 from generator.batching import images_per_gradient
-from generator.techniques.attribution.base import target_labels
+from generator.techniques.attribution.base import CLIP_PERCENTILE, display_maps, target_labels
 from generator.techniques.attribution.rectifiers import guided_relus
 
-CLIP_PERCENTILE = 99.0  # gradient maps are heavy-tailed: a few pixels would take the whole colour scale
 
 
 def class_gradients(model, x: torch.Tensor, targets: torch.Tensor, guided: bool = False) -> torch.Tensor:
@@ -69,34 +67,9 @@ def gradient_batch(model, x: torch.Tensor, per_image: int, given: int | None = N
     return given or images_per_gradient(model, x[:1], len(x) * per_image)
 
 
-def display_maps(maps: np.ndarray, signed: bool, percentile: float = CLIP_PERCENTILE) -> np.ndarray:
-    """Each map clipped at the given percentile of its |values| for display: a handful of extreme pixels would
-    otherwise take the whole colour scale and leave the rest black. The arrays saved as data stay unclipped."""
-    out = np.empty_like(maps, dtype=np.float32)
-    for i, m in enumerate(maps):
-        top = float(np.percentile(np.abs(m), percentile)) or float(np.abs(m).max()) or 1.0
-        out[i] = np.clip(m, -top if signed else 0.0, top)
-    return out
-
-
 def draw_guided(art: Artifact, job: Job, env, path: Path, title: str, meaning: str, **kw) -> bool:
     """The image | colour gradient (`guided` array) | map figure of the guided methods, the map clipped at the 99th
     percentile for display."""
     figures.guided_rows(env.picture(job.image), art.arrays["guided"], display_maps(art.main, signed=False),
                         target_labels(art), path, title, meaning, CLIP_PERCENTILE, **kw)
     return True
-
-
-class GradientDrawing:
-    """The image | map | overlay figure with the map clipped at the 99th percentile for display."""
-
-    title: str
-    colour_map_meaning: str
-    signed: bool
-
-    def draw(self, art: Artifact, job: Job, env, path: Path) -> bool:
-        shown = display_maps(art.main, self.signed)
-        figures.attribution_rows(env.picture(job.image), shown, target_labels(art), path,
-                                 f"{self.title}\n(shown clipped at the {CLIP_PERCENTILE:g}th percentile)",
-                                 self.colour_map_meaning, signed=self.signed)
-        return True

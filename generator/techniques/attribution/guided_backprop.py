@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from generator.errors import ConvscopeError
 from generator.hooks import hooked
 from generator.techniques.attribution.rectifiers import SMOOTH_RECTIFIERS, guided_relus, no_rectifier, rectifiers
-from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.techniques.attribution.base import AttributionParams, AttributionTechnique, attribution_arrays
 from generator.artifacts import Artifact, Job
 from generator.techniques.attribution.gradients import channel_max_abs, class_gradients, draw_guided
 
@@ -99,19 +99,18 @@ class GuidedBackprop(AttributionTechnique):
     kind = "guided_backprop"
     title = "Guided backpropagation"
     summary = "input gradient with only positive signals passed back through ReLUs: sharp edges that excite a class"
-    version = 4  # 4: log-odds faithfulness; constant maps unscored
+    # version 4: log-odds faithfulness; constant maps unscored
+    version = 4
     Params = GuidedBackpropParams
     colour_map_meaning = "|guided gradient|, max over channels"
-    arrays = {"map": "(targets, H, W) float32: max over colour channels of |guided gradient| (the figure's third "
-                     "panel, unclipped); one map per target",
-              "guided": "(targets, C, H, W) float32: the signed guided gradient of the class logit (or of the unit, "
-                        "with `layer`) w.r.t. the normalized input",
-              **ATTRIBUTION_ARRAYS,
-              "targets": "(targets,) int64: the class index each row explains (with `layer`: the unit's channel)",
-              "activation": "(1,) float32: with `layer`, the unit's activation on the image (at its maximum or "
-                            "spatial mean, by `at`)",
-              "position": "(1, 2) int64: with `layer` and at: max, the (row, column) of the unit in the layer's "
-                          "map"}
+    arrays = attribution_arrays(
+        "max over colour channels of |guided gradient| (the figure's third panel, unclipped)",
+        guided="(targets, C, H, W) float32: the signed guided gradient of the class logit (or of the unit, with "
+               "`layer`) w.r.t. the normalized input",
+        targets="(targets,) int64: the class index each row explains (with `layer`: the unit's channel)",
+        activation="(1,) float32: with `layer`, the unit's activation on the image (at its maximum or spatial mean, "
+                   "by `at`)",
+        position="(1, 2) int64: with `layer` and at: max, the (row, column) of the unit in the layer's map")
 
     def inapplicable(self, model, params: GuidedBackpropParams) -> str | None:
         return no_rectifier(model)

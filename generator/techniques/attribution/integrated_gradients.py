@@ -22,9 +22,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from pydantic import Field
 
-from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique, flag
+from generator.techniques.attribution.base import (CLIP_PERCENTILE, AttributionParams, AttributionTechnique,
+                                                  attribution_arrays, flag)
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import GradientDrawing, batch_field, copy_batches, gradient_batch
+from generator.techniques.attribution.gradients import batch_field, copy_batches, gradient_batch
 
 GAP_WARNING = 0.1
 """A completeness gap above 10 % of |F(x) − F(x′)| means the path integral missed: the target is flagged on its
@@ -32,6 +33,8 @@ figure, and the result listed in meta['unmet'] (the page's warning, the index's 
 
 
 class IntegratedGradientsParams(AttributionParams):
+    quick_caps = {"steps": 8}
+
     baseline: Literal["black", "blurred"] = Field(
         "black", description="the reference image: a black picture, or a Gaussian blur of the input"
     )
@@ -42,8 +45,6 @@ class IntegratedGradientsParams(AttributionParams):
         "riemann_trapezoid", description="how the path integral is approximated (see the page)"
     )
     batch: int | None = batch_field("path points")
-
-    quick_caps = {"steps": 8}
 
 
 def path_points(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,20 +98,22 @@ def _logits(model, leaf: torch.Tensor) -> torch.Tensor:
     return model.logits(leaf.clone())  # a non-leaf copy: a model may modify its input in place
 
 
-class IntegratedGradients(GradientDrawing, AttributionTechnique):
+class IntegratedGradients(AttributionTechnique):
     kind = "integrated_gradients"
     title = "Integrated gradients"
     summary = ("gradients integrated along the path from a baseline image: signed attributions that sum to the "
                "score change")
-    version = 3  # 3: gaps above 10 % flagged; log-odds faithfulness; constant maps unscored
+    # version 3: gaps above 10 % flagged; log-odds faithfulness; constant maps unscored
+    version = 3
     Params = IntegratedGradientsParams
     colour_map_meaning = "attribution (red +, blue −)"
+    clip = CLIP_PERCENTILE
     signed = True
-    arrays = {"map": "(targets, H, W) float32: signed integrated gradients, summed over colour channels (each "
-                     "pixel's share of F(x) − F(x′), in logits); one map per target",
-              "completeness": "(targets, 3) float32: per target F(x) − F(x′) (the class logit at the image minus at "
-                              "the baseline), the sum of the attributions, and the absolute gap between them",
-              **ATTRIBUTION_ARRAYS}
+    arrays = attribution_arrays("signed integrated gradients, summed over colour channels (each pixel's share of "
+                                "F(x) − F(x′), in logits)",
+                                completeness="(targets, 3) float32: per target F(x) − F(x′) (the class logit at "
+                                             "the image minus at the baseline), the sum of the attributions, and "
+                                             "the absolute gap between them")
 
     def attributions(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
         baseline = make_baseline(ctx.model, x, params.baseline, params.blur_sigma)

@@ -40,13 +40,16 @@ from pydantic import Field, model_validator
 
 from generator import figures, images as imagelib
 from generator.batching import images_per_forward
-from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
-    target_labels)
+from generator.techniques.attribution.base import (AttributionParams, AttributionTechnique, attribution_arrays,
+                                                  target_labels)
 from generator.artifacts import Artifact, Job, Reads
 from generator.techniques.attribution.faithfulness import blur, log_odds
 
 
 class OcclusionParams(AttributionParams):
+    # Non-overlapping windows: about a quarter of the forwards at the default stride = window / 2.
+    quick_caps = {"stride": "window"}
+
     window: int | None = Field(
         None, ge=1, le=4096, description="side of the square patch, in input pixels (default: the input side / 7, "
                                          "rounded: 32 px at 224)")
@@ -80,9 +83,6 @@ class OcclusionParams(AttributionParams):
         if self.stride == "window":
             return window, window
         return window, self.stride or max(1, window // 2)
-
-    # Non-overlapping windows: about a quarter of the forwards at the default stride = window / 2.
-    quick_caps = {"stride": "window"}
 
 
 def starts(length: int, window: int, stride: int) -> list[int]:
@@ -201,15 +201,15 @@ class Occlusion(AttributionTechnique):
     kind = "occlusion"
     title = "Occlusion"
     summary = "drop in the class score (log-odds) when a sliding patch covers each part of the image"
-    version = 3  # 3: drops in log-odds by default; log-odds faithfulness; constant maps unscored
+    # version 3: drops in log-odds by default; log-odds faithfulness; constant maps unscored
+    version = 3
     Params = OcclusionParams
     colour_map_meaning = "drop in the class's log-odds when covered: red = evidence for the class, blue = against"
     signed = True
-    arrays = {"map": "(targets, H, W) float32: score(image) − score(patch covered), the score being the class's "
-                     "log-odds log p/(1 − p) in nats (or its probability with score: probability, meta['occlusion']"
-                     "['score']), averaged over the windows that cover each pixel (signed: positive = evidence for "
-                     "the class); one map per target",
-              **ATTRIBUTION_ARRAYS}
+    arrays = attribution_arrays("score(image) − score(patch covered), the score being the class's log-odds log p/(1 "
+                                "− p) in nats (or its probability with score: probability, "
+                                "meta['occlusion']['score']), averaged over the windows that cover each pixel "
+                                "(signed: positive = evidence for the class)")
 
     def reads(self, params: OcclusionParams) -> Reads:
         return Reads(whole_set=params.fill == "mean")  # the patch colour is the mean over the model's images

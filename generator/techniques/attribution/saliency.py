@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import torch
 
-from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
-from generator.techniques.attribution.gradients import GradientDrawing, saliency_map
+from generator.techniques.attribution.base import CLIP_PERCENTILE, AttributionParams, AttributionTechnique, attribution_arrays
+from generator.techniques.attribution.gradients import saliency_map
 
 
 class SaliencyParams(AttributionParams):
     pass
 
 
-class Saliency(GradientDrawing, AttributionTechnique):
+class Saliency(AttributionTechnique):
     kind = "saliency"
     title = "Saliency (gradient)"
     summary = "gradient of the class score w.r.t. the input pixels: max |∂score/∂x| over colour channels"
-    version = 3  # 3: log-odds faithfulness; constant maps unscored
+    # version 3: log-odds faithfulness; constant maps unscored
+    version = 3
     Params = SaliencyParams
     colour_map_meaning = "|∂score/∂x|, max over channels"
-    arrays = {"map": "(targets, H, W) float32: saliency, max over colour channels of |∂ class logit / ∂ input "
-                     "pixel| (normalized input units), unclipped; one map per target", **ATTRIBUTION_ARRAYS}
+    clip = CLIP_PERCENTILE
+    arrays = attribution_arrays("saliency, max over colour channels of |∂ class logit / ∂ input pixel| (normalized "
+                                "input units), unclipped")
 
     def attribute(self, ctx, x: torch.Tensor, targets: torch.Tensor, params) -> torch.Tensor:
         return saliency_map(ctx.model, x, targets)

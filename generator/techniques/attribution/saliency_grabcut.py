@@ -44,15 +44,17 @@ from pydantic import Field, model_validator
 
 from generator import figures, images as imagelib
 from generator.techniques.attribution.base import (ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique,
-    target_labels)
+                                                  display_maps, target_labels)
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import display_maps, gradient_batch, saliency_map
+from generator.techniques.attribution.gradients import gradient_batch, saliency_map
 from generator.techniques.attribution.gradcam import default_layer, grad_cam, upsample
 from generator.techniques.attribution.smoothgrad import smooth_gradients
 from generator.techniques.attribution.faithfulness import blur
 
 
 class SaliencyGrabCutParams(AttributionParams):
+    quick_caps = {"iterations": 2, "samples": 4}
+
     foreground: float = Field(
         0.02, gt=0, lt=1, description="most salient fraction of pixels seeded as definite foreground")
     probable_foreground: float = Field(
@@ -82,8 +84,6 @@ class SaliencyGrabCutParams(AttributionParams):
             raise ValueError(f"probable_foreground + background ({self.probable_foreground + self.background:g}) "
                              "must not exceed 1")
         return self
-
-    quick_caps = {"iterations": 2, "samples": 4}
 
 
 def gate_layer(model, params: SaliencyGrabCutParams) -> str | None:
@@ -166,7 +166,8 @@ class SaliencyGrabCut(AttributionTechnique):
     kind = "saliency_grabcut"
     title = "Saliency + GrabCut"
     summary = "the class's saliency seeds OpenCV's GrabCut: an object mask for the class"
-    version = 3  # 3: SmoothGrad × Grad-CAM seeds, border as background; log-odds faithfulness
+    # version 3: SmoothGrad × Grad-CAM seeds, border as background; log-odds faithfulness
+    version = 3
     Params = SaliencyGrabCutParams
     colour_map_meaning = "GrabCut foreground (1) / background (0)"
     arrays = {"map": "(targets, H, W) float32: GrabCut's foreground mask, 1 = foreground, 0 = background; one per "

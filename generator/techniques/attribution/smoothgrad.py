@@ -22,19 +22,20 @@ import torch
 from pydantic import Field
 
 from generator.techniques.attribution.rectifiers import no_rectifier
-from generator.techniques.attribution.base import ATTRIBUTION_ARRAYS, AttributionParams, AttributionTechnique
+from generator.techniques.attribution.base import (CLIP_PERCENTILE, AttributionParams,
+                                                  AttributionTechnique, attribution_arrays)
 from generator.artifacts import Artifact, Job
-from generator.techniques.attribution.gradients import (GradientDrawing, batch_field, class_gradients, copy_batches,
+from generator.techniques.attribution.gradients import (batch_field, class_gradients, copy_batches,
     draw_guided, gradient_batch)
 
 
 class SmoothGradParams(AttributionParams):
+    quick_caps = {"samples": 4}
+
     noise: float = Field(0.15, gt=0, le=1, description="noise σ as a fraction of the input's range (max − min)")
     samples: int = Field(16, ge=1, le=1024, description="noisy copies averaged per image")
     of: Literal["saliency", "guided_backprop"] = Field("saliency", description="which gradient is smoothed")
     batch: int | None = batch_field("noisy copies")
-
-    quick_caps = {"samples": 4}
 
 
 def noise_draws(seed: int, samples: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -65,19 +66,20 @@ def smooth_gradients(model, x: torch.Tensor, targets: torch.Tensor, noise: float
     return magnitude / samples, total / samples
 
 
-class SmoothGrad(GradientDrawing, AttributionTechnique):
+class SmoothGrad(AttributionTechnique):
     kind = "smoothgrad"
     title = "SmoothGrad"
     summary = "a gradient map averaged over noisy copies of the image: less speckle, the same evidence"
-    version = 4  # 4: log-odds faithfulness; constant maps unscored
+    # version 4: log-odds faithfulness; constant maps unscored
+    version = 4
     Params = SmoothGradParams
     colour_map_meaning = "mean |∂score/∂x|, max over channels"
+    clip = CLIP_PERCENTILE
     signed = False
-    arrays = {"map": "(targets, H, W) float32: the mean over noisy copies of |class-logit gradient| (plain or guided, "
-                     "by `of`), max over colour channels; one map per target",
-              "guided": "(targets, C, H, W) float32: with of: guided_backprop, the signed guided gradient averaged "
-                        "over the noisy copies",
-              **ATTRIBUTION_ARRAYS}
+    arrays = attribution_arrays("the mean over noisy copies of |class-logit gradient| (plain or guided, by `of`), "
+                                "max over colour channels",
+                                guided="(targets, C, H, W) float32: with of: guided_backprop, the signed guided "
+                                       "gradient averaged over the noisy copies")
 
     def inapplicable(self, model, params: SmoothGradParams) -> str | None:
         return no_rectifier(model) if params.of == "guided_backprop" else None

@@ -10,19 +10,19 @@ from pydantic import Field
 
 from generator.techniques.dataset import figures as dataset_figures, tsne
 from generator.datasets import stratified
-from generator.artifacts import Artifact, Job
+from generator.artifacts import Artifact, Job, drawing_field
 from generator.techniques.dataset.base import FeatureSpaceParams, FeatureSpaceTechnique
 
 TRUST_POINTS = 2000  # trustworthiness compares all pairs: measured on a stratified subset of this many points
 
 
 class EmbeddingParams(FeatureSpaceParams):
-    perplexity: float = Field(30.0, gt=1, le=200, description="t-SNE perplexity (lowered automatically for small data sets)")
-    grid: int = Field(16, ge=4, le=64, description="cells per side of the thumbnail grid")
-    cell: int = Field(40, ge=16, le=128, description="pixels per thumbnail in the grid")
-    drawing_only = frozenset({"cell"})
-
     quick_caps = {"grid": 8}
+
+    grid: int = Field(16, ge=4, le=64, description="cells per side of the thumbnail grid")
+    cell: int = drawing_field(40, ge=16, le=128, description="pixels per thumbnail in the grid")
+    perplexity: float = Field(30.0, gt=1, le=200, description="t-SNE perplexity (lowered automatically for small "
+                                                              "data sets)")
 
 
 class Embedding(FeatureSpaceTechnique):

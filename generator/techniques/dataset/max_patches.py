@@ -18,12 +18,12 @@ from generator.techniques.base import Technique
 
 
 class MaxPatchesParams(Params):
+    quick_caps = {"per_layer": 4, "top_k": 4}
+
     channels: list[int] | None = Field(None, min_length=1, description="channels to show in every layer, at least "
                                                                        "one (default: a spread)")
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
     top_k: int = Field(8, ge=1, le=64, description="patches per channel")
-
-    quick_caps = {"per_layer": 4, "top_k": 4}
 
 
 def spread(maxima: np.ndarray, count: int) -> list[int]:

@@ -23,12 +23,12 @@ AGREEMENT_QUERIES = 5000  # leave-one-out queries behind the page's agreement fi
 
 
 class NearestNeighborsParams(FeatureSpaceParams):
+    quick_caps = {"queries": 4, "k": 4}
+
     k: int = Field(6, ge=1, le=50, description="neighbours shown per query")
     metric: Literal["cosine", "l2"] = Field("cosine", description="distance in feature space (pixel space uses L2)")
     queries: int = Field(8, ge=1, le=64, description="queries drawn from the data set, spread over its classes")
     query_set: str | None = Field(None, description="an image set of the model to use as queries instead")
-
-    quick_caps = {"queries": 4, "k": 4}
 
 
 class NearestNeighbors(FeatureSpaceTechnique):

@@ -41,6 +41,8 @@ METHOD_TITLES = {"plain": "plain (Simonyan 2014)", "regularized": "regularized (
 
 
 class ClassVisualizationParams(FourierParams):
+    quick_caps = {"steps": 24, "pixel_steps": 12, "size": 64, "max_classes": 2}
+
     classes: list[str | int] | None = classes_field("the top-1 classes of the model's images")
     max_classes: int = max_classes_field(4)
     size: int | None = side_field(224)
@@ -53,8 +55,6 @@ class ClassVisualizationParams(FourierParams):
     snapshots: list[int] = Field([0, 16, 64, 128, 256], description="steps shown in the progress strip (steps "
                                                                    "outside 0..steps are left out; none left: no "
                                                                    "strip)")
-
-    quick_caps = {"steps": 24, "pixel_steps": 12, "size": 64, "max_classes": 2}
 
 
 class ClassVisualization(Technique):

@@ -20,6 +20,8 @@ from generator.techniques.base import Technique
 
 
 class DeepDreamParams(Params):
+    quick_caps = {"octaves": 2, "steps": 4}
+
     layers: list[str] | None = Field(None, min_length=1, description="layers to amplify, at least one (default: "
                                                                      "the model's chosen layers)")
     octaves: int = Field(4, ge=1, le=8, description="scales, each `octave_scale` times the previous")
@@ -27,8 +29,6 @@ class DeepDreamParams(Params):
     steps: int = Field(12, ge=1, le=500, description="steps per octave")
     step_size: float = Field(0.01, gt=0, le=1, description="pixel change per step (0..1 units) for a unit-mean gradient")
     jitter: int = Field(16, ge=0, le=256, description="largest random shift per step, in pixels")
-
-    quick_caps = {"octaves": 2, "steps": 4}
 
 
 def layer_norm(module, layer: str, x: torch.Tensor) -> torch.Tensor:

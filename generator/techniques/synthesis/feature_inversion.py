@@ -57,6 +57,8 @@ from generator.hooks import hooked, record_outputs
 
 
 class FeatureInversionParams(Params):
+    quick_caps = {"steps": 16, "size": 64}
+
     layers: list[str] | None = Field(None, description="layers to invert (default: the model's chosen layers)")
     steps: int = Field(200, ge=1, le=5000, description="optimizer steps per layer")
     lr: float = Field(0.05, gt=0, le=1, description="Adam learning rate at the shallowest layers; a layer of stride "
@@ -71,8 +73,6 @@ class FeatureInversionParams(Params):
                                                             "smoother, and faster to find the layout)")
     size: int = Field(160, ge=8, le=512, description="image side, at most the model's input size (models of one "
                                                      "fixed size use theirs)")
-
-    quick_caps = {"steps": 16, "size": 64}
 
 
 class _Reached(Exception):

@@ -33,6 +33,8 @@ EPSILON, SMALL_EPSILON = 8.0, 24.0
 
 
 class FoolingParams(Params):
+    quick_caps = {"steps": 20}
+
     target: str | int | None = Field(None, description="the class to make the model see (label or index; default: "
                                                        "each image's least likely class other than its top-1; an "
                                                        "image whose top-1 is the target is aimed at its most likely "
@@ -43,8 +45,6 @@ class FoolingParams(Params):
                                                               "epsilon / 8)")
     steps: int = Field(60, ge=1, le=10000, description="most steps")
     confidence: float = Field(0.9, gt=0, lt=1, description="stop once the target's probability reaches this")
-
-    quick_caps = {"steps": 20}
 
     def budget(self, side: int) -> tuple[float, float]:
         """(epsilon, step) in 0..255 units for a model whose input is `side` px."""

@@ -52,6 +52,8 @@ PREDICT_BATCH = 64  # data-set images per forward when the model's own predictio
 
 
 class MultifacetedParams(Params):
+    quick_caps = {"steps": 24, "max_classes": 2, "facets": 2}
+
     classes: list[str | int] | None = classes_field("the `max_classes` classes with the most data-set images — or "
                                                     "the most predicted, when the data set's classes are not the "
                                                     "model's")
@@ -78,8 +80,6 @@ class MultifacetedParams(Params):
                                                                       "(Lucid's standard transforms)")
     thumbnails: int = Field(4, ge=1, le=12, description="member images shown per facet (those nearest the cluster "
                                                         "centre)")
-
-    quick_caps = {"steps": 24, "max_classes": 2, "facets": 2}
 
 
 class Multifaceted(Technique):

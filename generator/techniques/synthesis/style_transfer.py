@@ -40,6 +40,8 @@ from generator.optvis import matching
 
 
 class StyleTransferParams(GramParams):
+    quick_caps = {"size": 80, "style_size": 96, "steps": 8, "coarse_steps": 0}
+
     images: list[str] | None = image_sets_field("the content photographs")
     styles: list[str] | None = Field(None, description="image sets of the style images; every content image is "
                                                        "painted in every style (default: each content image in the "
@@ -69,8 +71,6 @@ class StyleTransferParams(GramParams):
                                               "matrices and the content comparison, beside the plain Gram result")
     random_filters: bool = Field(True, description="also paint with the style of random multi-scale filters "
                                                    "(Ustyuzhaninov et al. 2017)")
-
-    quick_caps = {"size": 80, "style_size": 96, "steps": 8, "coarse_steps": 0}
 
     def quick(self) -> "StyleTransferParams":
         return super().quick().model_copy(update={"style_weights": self.style_weights[:2]})

@@ -42,17 +42,17 @@ PINNED = 0.5
 
 
 class TextureSynthesisParams(GramParams):
+    quick_caps = {"size": 64, "source_size": 96, "steps": 10, "coarse_steps": 0}
+
     images: list[str] | None = image_sets_field("the texture photographs")
-    layers: list[str] | None = Field(None, description="the model's layers whose Gram matrices are matched, "
-                                                       "shallow to deep; results for the first, the first two, … "
-                                                       "(default: the model's chosen layers)")
     size: int = Field(128, ge=16, le=1024, description="side of the synthesized square, in pixels")
     source_size: int = Field(256, ge=16, le=2048, description="shorter side the texture photograph is resized to "
                                                               "before its statistics are taken (larger: bigger "
                                                               "texture elements in the result)")
+    layers: list[str] | None = Field(None, description="the model's layers whose Gram matrices are matched, "
+                                                       "shallow to deep; results for the first, the first two, … "
+                                                       "(default: the model's chosen layers)")
     steps: int = Field(80, ge=1, le=5000, description=STEPS)
-
-    quick_caps = {"size": 64, "source_size": 96, "steps": 10, "coarse_steps": 0}
 
 
 def model_layers(model, params) -> list[str]:

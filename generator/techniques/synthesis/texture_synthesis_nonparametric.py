@@ -19,6 +19,8 @@ from generator.techniques.synthesis.gram import image_set_problems, image_sets_f
 
 
 class TextureSynthesisNonparametricParams(Params):
+    quick_caps = {"source_size": 48, "size": 64}
+
     images: list[str] | None = image_sets_field("the textures to grow from")
     scale: int | None = Field(128, ge=8, le=2048, description="the texture image is first resized so its shorter side "
                                                             "is this many pixels (None: source_size, the whole image)")
@@ -28,8 +30,6 @@ class TextureSynthesisNonparametricParams(Params):
     window: int = Field(11, ge=3, le=41, description="side of the (odd) neighbourhood that is matched")
     epsilon: float = Field(0.1, ge=0, le=10, description="candidates: source windows within (1 + epsilon) × the "
                                                          "smallest distance")
-
-    quick_caps = {"source_size": 48, "size": 64}
 
 
 def source_picture(image: Image.Image, p: TextureSynthesisNonparametricParams) -> np.ndarray:

@@ -48,6 +48,8 @@ def image_contrast(images: np.ndarray) -> np.ndarray:
 
 
 class UnitVisualizationParams(FourierParams):
+    quick_caps = {"steps": 16, "per_layer": 4, "size": 64}
+
     channels: list[int] | None = Field(None, min_length=1, description="channels to draw in every layer, at least "
                                                                        "one (default: those of "
                                                                        "max_patches with a data set, else evenly "
@@ -56,8 +58,6 @@ class UnitVisualizationParams(FourierParams):
     size: int | None = side_field(128)
     steps: int = steps_field(128)
     lr: float = lr_field(0.02)
-
-    quick_caps = {"steps": 16, "per_layer": 4, "size": 64}
 
 
 class UnitVisualization(Technique):
