@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from generator.errors import did_you_mean
+
 
 @contextmanager
 def record_outputs(model: nn.Module, names: list[str], detach: bool = True) -> Iterator[dict[str, Any]]:
@@ -68,6 +70,15 @@ def hooked(model: nn.Module, hooks: dict[str, Callable[..., Any]], pre: bool = F
     finally:
         for h in handles:
             h.remove()
+
+
+def missing_module(model: nn.Module, name: str, owner: str) -> str | None:
+    """"no module 'x' in OWNER; did you mean …" when `name` is not a named module of `model`, else None: the one
+    message for a layer name that is not there, wherever it is checked."""
+    names = [n for n, _ in model.named_modules() if n]
+    if name in names:
+        return None
+    return f"no module '{name}' in {owner}; {did_you_mean(name, names, 'modules')}"
 
 
 def hook_count(model: nn.Module) -> int:

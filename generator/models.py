@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from generator.errors import ConvscopeError, did_you_mean, one_line
-from generator.hooks import record_calls
+from generator.hooks import missing_module, record_calls
 from generator.spec import InputSpec, ModelSpec, Spec
 from generator.builtin import efficientnet_lite as lite, fashion_mnist as fm
 
@@ -109,10 +109,7 @@ class LoadedModel:
 
     def missing_module(self, name: str) -> str | None:
         """"no module …; did you mean …" when `name` is not a module of the model, else None."""
-        names = self.module_names()
-        if name in names:
-            return None
-        return f"no module '{name}' in {self.name}; {did_you_mean(name, names, 'modules')}"
+        return missing_module(self.module, name, self.name)
 
     def resolve(self, name: str) -> nn.Module:
         problem = self.missing_module(name) if name else f"no module '' in {self.name}"

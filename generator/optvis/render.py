@@ -49,8 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from generator.errors import did_you_mean
-from generator.hooks import record_outputs
+from generator.hooks import missing_module, record_outputs
 from generator.models import select_logits
 from generator.optvis.objectives import Activations, BaseObjective
 from generator.optvis.param import ImageParam
@@ -128,10 +127,10 @@ def _module_device(model: nn.Module) -> torch.device:
 
 def check_modules(module: nn.Module, names: Iterable[str], owner: str = "the model") -> None:
     """ValueError "no module 'x' in OWNER; did you mean …" for the first of `names` that is no named module."""
-    known = [n for n, _ in module.named_modules() if n]
     for name in names:
-        if name not in known:
-            raise ValueError(f"no module '{name}' in {owner}; {did_you_mean(name, known, 'modules')}")
+        problem = missing_module(module, name, owner)
+        if problem:
+            raise ValueError(problem)
 
 
 @contextmanager
