@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -232,3 +233,13 @@ def default_layers(model: nn.Module, input_shape: tuple[int, int, int], device: 
         return leaves
     step = (len(leaves) - 1) / (count - 1)
     return [leaves[round(i * step)] for i in range(count)]
+
+
+def spread(maxima: np.ndarray, count: int) -> list[int]:
+    """`count` channels evenly spaced over those that fire somewhere in the data set (a dead channel has no top
+    patches to show); all channels if none fires."""
+    alive = np.flatnonzero(np.asarray(maxima).max(0) > 0)
+    pool = alive if len(alive) else np.arange(maxima.shape[1])
+    if len(pool) <= count:
+        return pool.tolist()
+    return pool[np.linspace(0, len(pool) - 1, count).round().astype(int)].tolist()

@@ -134,6 +134,31 @@ class LoadedModel:
         return sum(p.numel() for p in self.module.parameters())
 
 
+def resolve_target(model, target: str | int) -> int | str:
+    """A class index, or an error message (without key path) when the class does not exist."""
+    n = len(model.labels) if model.labels else None
+    if isinstance(target, int):
+        if target < 0 or (n is not None and target >= n):
+            return f"class index {target} is out of range (the model has {n} classes)"
+        return target
+    if model.labels:
+        lowered = [label.lower() for label in model.labels]
+        if target.lower() in lowered:
+            return lowered.index(target.lower())
+        return f"no class '{target}' in {model.name}; {did_you_mean(target, model.labels, 'classes')}"
+    return f"class '{target}' given by name, but {model.name} has no labels; give an index or set 'labels'"
+
+
+def target_problems(model, targets: list | None, key: str) -> list[str]:
+    """'key[i]: message' for each class in `targets` the model does not have (a technique's `check`)."""
+    problems = []
+    for i, target in enumerate(targets or []):
+        resolved = resolve_target(model, target)
+        if isinstance(resolved, str):
+            problems.append(f"{key}[{i}]: {resolved}")
+    return problems
+
+
 def select_logits(out: Any, key: int | str | None) -> torch.Tensor:
     """The logits inside whatever the forward returns: a tensor, or a tuple/dict/object picked by `key`."""
     if key is None:

@@ -11,7 +11,8 @@ from helpers import tiny_net, colour_dataset, data_context, job
 from generator import images as imagelib
 from generator.hooks import record_outputs
 from generator.layers import receptive_fields
-from generator.techniques.dataset.max_patches import MaxPatches, MaxPatchesParams, spread, top_k
+from generator.layers import spread
+from generator.techniques.dataset.max_patches import MaxPatches, MaxPatchesParams, top_k
 
 
 def recompute(ctx, index: int, layer: str) -> torch.Tensor:

@@ -20,10 +20,9 @@ from pydantic import Field
 from generator.techniques.attribution import faithfulness as faith
 from generator import figures
 from generator.batching import images_per_forward
-from generator.errors import did_you_mean
 from generator.artifacts import Artifact, Job, Params, PER_IMAGE
 from generator.techniques.base import Technique
-from generator.models import weights_digest
+from generator.models import resolve_target, target_problems, weights_digest
 
 
 class AttributionParams(Params):
@@ -40,31 +39,6 @@ class AttributionParams(Params):
         True, description="model randomization check (Adebayo et al. 2018): recompute maps with top layers randomized"
     )
     sanity_stages: int = Field(3, ge=1, le=20, description="how many top stages the randomization cascade covers")
-
-
-def resolve_target(model, target: str | int) -> int | str:
-    """A class index, or an error message (without key path) when the class does not exist."""
-    n = len(model.labels) if model.labels else None
-    if isinstance(target, int):
-        if target < 0 or (n is not None and target >= n):
-            return f"class index {target} is out of range (the model has {n} classes)"
-        return target
-    if model.labels:
-        lowered = [label.lower() for label in model.labels]
-        if target.lower() in lowered:
-            return lowered.index(target.lower())
-        return f"no class '{target}' in {model.name}; {did_you_mean(target, model.labels, 'classes')}"
-    return f"class '{target}' given by name, but {model.name} has no labels; give an index or set 'labels'"
-
-
-def target_problems(model, targets: list | None, key: str) -> list[str]:
-    """'key[i]: message' for each class in `targets` the model does not have (a technique's `check`)."""
-    problems = []
-    for i, target in enumerate(targets or []):
-        resolved = resolve_target(model, target)
-        if isinstance(resolved, str):
-            problems.append(f"{key}[{i}]: {resolved}")
-    return problems
 
 
 # What the arrays every attribution artifact holds mean: one row per target (class) explained on the image. Each

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from generator.techniques.dataset import figures as dataset_figures
-from generator.layers import receptive_fields
+from generator.layers import receptive_fields, spread
 from generator.artifacts import Artifact, Job, Params, PER_LAYER_ACROSS_DATASET
 from generator.techniques.base import Technique
 
@@ -24,16 +24,6 @@ class MaxPatchesParams(Params):
                                                                        "one (default: a spread)")
     per_layer: int = Field(12, ge=1, le=256, description="channels per layer when 'channels' is not given")
     top_k: int = Field(8, ge=1, le=64, description="patches per channel")
-
-
-def spread(maxima: np.ndarray, count: int) -> list[int]:
-    """`count` channels evenly spaced over those that fire somewhere in the data set (a dead channel has no top
-    patches to show); all channels if none fires."""
-    alive = np.flatnonzero(np.asarray(maxima).max(0) > 0)
-    pool = alive if len(alive) else np.arange(maxima.shape[1])
-    if len(pool) <= count:
-        return pool.tolist()
-    return pool[np.linspace(0, len(pool) - 1, count).round().astype(int)].tolist()
 
 
 def top_k(values: np.ndarray, k: int) -> np.ndarray:

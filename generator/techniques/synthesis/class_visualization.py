@@ -29,7 +29,7 @@ from pydantic import Field
 
 from generator import figures, optvis
 from generator.figures import to_picture
-from generator.techniques.attribution.base import resolve_target, target_problems
+from generator.models import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Reads, PER_MODEL
 from generator.techniques.base import Technique
 from generator.optvis.setup import FourierParams, lr_field, side_field, steps_field

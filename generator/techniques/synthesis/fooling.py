@@ -24,7 +24,7 @@ from pydantic import Field
 from generator import figures
 from generator.figures import to_picture
 from generator.optvis.render import SMALL_INPUT  # models under this many px a side get SMALL_EPSILON
-from generator.techniques.attribution.base import resolve_target
+from generator.models import resolve_target
 from generator.artifacts import Artifact, Job, Params, PER_IMAGE
 from generator.optvis.ascent import input_gradient, signed_step
 from generator.techniques.base import Technique

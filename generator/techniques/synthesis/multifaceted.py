@@ -42,7 +42,7 @@ from pydantic import Field
 from generator import figures, images as imagelib, optvis
 from generator.figures import to_picture
 from generator.techniques.dataset.feature_pass import penultimate
-from generator.techniques.attribution.base import resolve_target, target_problems
+from generator.models import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Params, PER_MODEL_ACROSS_DATASET
 from generator.techniques.base import Technique
 from generator.techniques.synthesis.classes import classes_field, max_classes_field, rose

@@ -26,7 +26,7 @@ from generator.hooks import record_outputs
 from generator.artifacts import Artifact, Job, PER_LAYER_WITH_DATASET
 from generator.techniques.base import Technique
 from generator.optvis.setup import FourierParams, lr_field, side_field, steps_field
-from generator.techniques.dataset.max_patches import spread
+from generator.layers import spread
 
 
 def moved(before: float, after: float) -> bool:
