@@ -37,12 +37,13 @@ from generator.techniques.dataset.feature_pass import FeatureStore
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The factory module written beside each test's spec (`factory: tinymod:build`). Its weights are seeded, so two
+# Seeded weights for the networks of a factory module (the source text every such module starts with), so two
 # builds of the same spec give the same weights digest (and so hit the cache).
-TINYMOD = '''
+SEEDED_INIT = '''
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -52,7 +53,10 @@ def _init(module, seed=0):
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     return module
+'''
 
+# The factory module written beside each test's spec (`factory: tinymod:build`).
+TINYMOD = SEEDED_INIT + '''
 
 def build(classes=4, seed=0):
     return _init(nn.Sequential(OrderedDict([

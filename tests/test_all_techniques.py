@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import assert_same_state, colour_folder, model_state, noise_image, write_spec
+from helpers import SEEDED_INIT, assert_same_state, colour_folder, model_state, noise_image, write_spec
 from generator.cache import Cache
 from generator.checks import ReportSpec, prepare, sets_used_by
 from generator.context import DrawContext, RunContext
@@ -30,21 +30,7 @@ from generator.templating import Renderer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The factory module of the three networks, written beside the spec (`factory: allnets:NAME`), weights seeded.
-ALLNETS = '''
-from collections import OrderedDict
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-
-def _init(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return module
-
+ALLNETS = SEEDED_INIT + '''
 
 def plain():
     """(a) A plain ReLU CNN: Conv2d / ReLU / MaxPool2d / ... / Linear in one nn.Sequential."""
