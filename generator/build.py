@@ -16,11 +16,11 @@ from rich.table import Table
 from generator.cache import Cache
 from generator.checks import ReportSpec, prepare, sets_used_by
 from generator.context import DrawContext, RunContext
-from generator.errors import ConvscopeError, did_you_mean
+from generator.errors import ConvscopeError, did_you_mean, one_line
 from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.pipeline import Result, execute, inapplicable, plan
 from generator.templating import Renderer
-from generator.outputs import draw_comparisons, write_outputs, write_overview
+from generator.outputs import OVERVIEW, draw_comparisons, write_outputs, write_overview
 from generator.report import ModelPages, write_json, write_pages
 from generator.site import build_site, replace_folder, staging_folder
 from generator.techniques import registry
@@ -113,20 +113,24 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
         for r in results:
             by_model[r.job.model].results.append(r)
         manifest = []
+        failures: list[dict[str, str]] = []  # figures and pages that could not be written (each page says so)
         with _progress(console) as bar:
             task = bar.add_task("figures", total=len(results))
             for pages in by_model.values():
                 manifest += write_outputs(staging, pages, lambda n: bar.advance(task, n), previous=output)
-                draw_comparisons(staging, pages)
-        write_overview(staging, list(by_model.values()))
+                failures += guarded("figure", f"{pages.model.name}/figures/comparison", draw_comparisons, staging, pages)
+        failures += guarded("figure", OVERVIEW, write_overview, staging, list(by_model.values()))
         results = [r for pages in by_model.values() for r in pages.results]
         summary = summarize(results)
         errors = [f"{r.job.label}: {r.error}" for r in results if r.status == "failed"]
-        write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors, skipped)
+        errors += [f"{f['file']}: {f['error']}" for f in failures]
+        failures += write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors,
+                                skipped)
+        errors += [f"{f['file']}: {f['error']}" for f in failures if f["stage"] == "page"]
         write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest})
         write_json(staging / "build.json", {
             "spec": str(spec.path), "device": str(device), "quick": options.quick, "force": options.force,
-            "seconds": round(time.time() - started, 3),
+            "seconds": round(time.time() - started, 3), "failures": failures,
             "jobs": [{"model": r.job.model, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
                       "status": r.status, "seconds": round(r.seconds, 4), "error": r.error, "key": r.job.key}
                      for r in results],
@@ -139,10 +143,20 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
     site_ok = True
     if options.site is not None:
         site_ok = build_site(options.mkdocs_config or spec.base_dir / "mkdocs.yml", options.site, console)
-    failed = sum(r.status == "failed" for r in results)
+    failed = sum(r.status == "failed" for r in results) + len(failures)
     for line in errors:
         console.print(f"[red]failed[/] {line}", highlight=False)
     return 1 if failed or not site_ok else 0
+
+
+def guarded(stage: str, file: str, write, *args) -> list[dict[str, str]]:
+    """Run one writing step of the figures stage; a step that raises is a failure in one line (the build goes on,
+    lists it in build.json and on the index page, and exits with status 1), not a lost build."""
+    try:
+        write(*args)
+        return []
+    except Exception as exc:
+        return [{"stage": stage, "file": file, "error": one_line(exc)}]
 
 
 def summarize(results: list[Result]) -> list[dict]:

@@ -67,18 +67,12 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         data = f"{name}/data/{r.job.kind}/{stem(r)}.npy"
         rest = dict(list(r.artifact.arrays.items())[1:])
         archive = f"{name}/data/{r.job.kind}/{stem(r)}.npz" if rest else None
-        (folder / data).parent.mkdir(parents=True, exist_ok=True)
         before = old.get(r.job.key)
-        arrays = array_records(r.artifact.arrays, registry.get(r.job.kind), data, archive)
-        files = [f for f in (data, archive) if f]
-        if (r.status == "cached" and before and before.get("data") == data and before.get("archive") == archive
-                and all((previous / f).is_file() for f in files) and _shapes(before.get("arrays")) == _shapes(arrays)):
-            for f in files:
-                shutil.copy2(previous / f, folder / f)
-        else:
-            np.save(folder / data, r.artifact.main, allow_pickle=False)
-            if archive:
-                write_arrays(folder / archive, rest)
+        try:
+            arrays = write_data(folder, r, data, archive, rest, before, previous)
+        except Exception as exc:
+            pages.results[i] = Result(r.job, "failed", r.seconds, None, f"writing its data: {one_line(exc)}")
+            continue
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         try:
             olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
@@ -107,6 +101,24 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         })
         pages.drawn[(r.job.kind, r.job.layer, r.job.image)] = records[-1]
     return records
+
+
+def write_data(folder: Path, r: Result, data: str, archive: str | None, rest: dict[str, np.ndarray],
+               before: dict[str, Any] | None, previous: Path | None) -> list[dict[str, Any]]:
+    """Write a result's data files (copied from the previous output when a cached result wrote the same ones) and
+    return the manifest's records of its arrays."""
+    (folder / data).parent.mkdir(parents=True, exist_ok=True)
+    arrays = array_records(r.artifact.arrays, registry.get(r.job.kind), data, archive)
+    files = [f for f in (data, archive) if f]
+    if (r.status == "cached" and before and before.get("data") == data and before.get("archive") == archive
+            and all((previous / f).is_file() for f in files) and _shapes(before.get("arrays")) == _shapes(arrays)):
+        for f in files:
+            shutil.copy2(previous / f, folder / f)
+    else:
+        np.save(folder / data, r.artifact.main, allow_pickle=False)
+        if archive:
+            write_arrays(folder / archive, rest)
+    return arrays
 
 
 def array_records(arrays: dict[str, np.ndarray], technique, data: str, archive: str | None) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ import numpy as np
 
 from generator.comparison import comparison
 from generator.pipeline import ModelPages, Result
-from generator.templating import Renderer
+from generator.errors import one_line
+from generator.templating import Renderer, escape_md
 from generator.techniques import registry
 
 
@@ -166,50 +167,101 @@ EXTRA_PAGES = {"max_patches": ExtraPages("pages/units.md.j2", lambda layer: unit
 MODEL_PAGES = [ModelPage("comparison.md", "pages/comparison.md.j2", comparison_page_context, "saliency")]
 
 
+def failure_page(title: str, error: str) -> str:
+    """What stands in for a page that could not be written: its title and why, in one sentence."""
+    return (f"# {escape_md(title)}\n\n!!! failure \"This page could not be written\"\n\n    {escape_md(error)}\n\n"
+            "    Every other page of the report is complete; `build.json` lists this failure under `failures`.\n")
+
+
+def write_page(folder: Path, page: str, title: str, render: Callable[[], str], failures: list[dict[str, str]]) -> bool:
+    """Write one page (`page`: its path in the output folder). A page whose model or template raises is replaced by
+    `failure_page` and recorded in `failures`; the other pages are written all the same."""
+    try:
+        text = render()
+    except Exception as exc:
+        page_failed(folder, page, title, exc, failures)
+        return False
+    (folder / page).parent.mkdir(parents=True, exist_ok=True)
+    (folder / page).write_text(text, encoding="utf-8")
+    return True
+
+
+def page_failed(folder: Path, page: str, title: str, exc: Exception, failures: list[dict[str, str]]) -> None:
+    """Record a page that could not be written, and write `failure_page` in its place."""
+    failures.append({"stage": "page", "file": page, "error": one_line(exc)})
+    (folder / page).parent.mkdir(parents=True, exist_ok=True)
+    (folder / page).write_text(failure_page(title, one_line(exc)), encoding="utf-8")
+
+
 def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[ModelPages],
                 selected: dict[str, list[str]], summary: list[dict[str, Any]], errors: list[str],
-                skipped: dict[str, dict[str, str]] | None = None) -> None:
-    """Every page. `skipped`: model → technique → why it does not apply; such a technique gets a page saying so."""
+                skipped: dict[str, dict[str, str]] | None = None) -> list[dict[str, str]]:
+    """Every page, and the failures of those that could not be written (each replaced by a page that says so).
+    `skipped`: model → technique → why it does not apply; such a technique gets a page saying so."""
+    failures: list[dict[str, str]] = []
     models, navs = [], []
     for pages in all_pages:
         name = pages.model.name
         kinds = [k for k in selected[name] if any(r.job.kind == k for r in pages.results)]
         reasons = (skipped or {}).get(name, {})
-        ctx = model_page_context(pages, kinds, reasons)
-        own = {page: page_model for page in MODEL_PAGES if (page_model := page.context(pages, kinds)) is not None}
+        try:
+            ctx = model_page_context(pages, kinds, reasons)
+        except Exception as exc:  # the model page says so; its technique pages are still written
+            ctx = {"techniques": [{"kind": k, "title": registry.get(k).title, "summary": registry.get(k).summary,
+                                   "failed": 0, "jobs": 0, "unmet": 0, "inapplicable": reasons.get(k)}
+                                  for k in list(kinds) + list(reasons)]}
+            page_failed(folder, f"{name}/index.md", name, exc, failures)
+        own = {}
+        for page in MODEL_PAGES:
+            try:
+                page_model = page.context(pages, kinds)
+            except Exception as exc:  # its page says so, like a page whose template fails
+                page_failed(folder, f"{name}/{page.filename}", page.filename, exc, failures)
+                own[page] = None
+                continue
+            if page_model is not None:
+                own[page] = page_model
         ctx["comparison"] = "comparison.md" if any(p.filename == "comparison.md" for p in own) else None
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        (folder / name / "index.md").write_text(renderer.page("pages/model.md.j2", **ctx), encoding="utf-8")
+        if "model" in ctx:
+            write_page(folder, f"{name}/index.md", name, lambda: renderer.page("pages/model.md.j2", **ctx), failures)
         for page, page_model in own.items():
-            (folder / name / page.filename).write_text(renderer.page(page.template, **page_model), encoding="utf-8")
+            if page_model is not None:
+                write_page(folder, f"{name}/{page.filename}", page.filename,
+                           lambda: renderer.page(page.template, **page_model), failures)
         extras: dict[str, tuple[str, list[str]]] = {}
         for kind in kinds:
-            tctx = technique_page_context(pages, kind)
-            text = renderer.page(f"pages/{kind}.md.j2", **tctx)
-            (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")
+            tctx: dict[str, Any] = {}
+
+            def technique_page() -> str:
+                tctx.update(technique_page_context(pages, kind))
+                return renderer.page(f"pages/{kind}.md.j2", **tctx)
+
+            written = write_page(folder, f"{name}/{kind}.md", registry.get(kind).title, technique_page, failures)
             extra = EXTRA_PAGES.get(kind)
-            if extra is None:
+            if extra is None or not written:
                 continue
             files = []
             for row in (row for section in tctx["sections"] for row in section["rows"] if not row["error"]):
                 files.append(extra.filename(row["layer"]))
-                text = renderer.page(extra.template, **extra.context(pages, tctx, row))
-                (folder / name / files[-1]).write_text(text, encoding="utf-8")
+                write_page(folder, f"{name}/{files[-1]}", f"{row['layer']}",
+                           lambda: renderer.page(extra.template, **extra.context(pages, tctx, row)), failures)
             if files:
                 extras[kind] = (extra.nav_title, sorted(set(files)))
         for kind, reason in reasons.items():
             t = registry.get(kind)
-            text = renderer.page("pages/inapplicable.md.j2", model={"name": name, "source": pages.model.source},
-                                 technique={"kind": kind, "title": t.title, "summary": t.summary}, reason=reason)
-            (folder / name / f"{kind}.md").write_text(text, encoding="utf-8")
+            write_page(folder, f"{name}/{kind}.md", t.title, lambda: renderer.page(
+                "pages/inapplicable.md.j2", model={"name": name, "source": pages.model.source},
+                technique={"kind": kind, "title": t.title, "summary": t.summary}, reason=reason), failures)
         navs.append(model_nav(name, [t["kind"] for t in ctx["techniques"]], extras,
                               {page.family_of: page.filename for page in own}))
         models.append({"name": name, "source": pages.model.source, "techniques": ctx["techniques"],
                        "failed": sum(r.status == "failed" for r in pages.results),
                        "unmet": sum(unmet(r) for r in pages.results)})
-    text = renderer.page("pages/index.md.j2", title=title, models=models, summary=summary, errors=errors)
-    (folder / "index.md").write_text(text, encoding="utf-8")
+    listed = errors + [f"{f['file']}: {f['error']}" for f in failures]
+    write_page(folder, "index.md", title, lambda: renderer.page("pages/index.md.j2", title=title, models=models,
+                                                                summary=summary, errors=listed), failures)
     write_json(folder / ".nav.json", {"models": navs})
+    return failures
 
 
 def model_nav(name: str, kinds: list[str], extras: dict[str, tuple[str, list[str]]] | None = None,
