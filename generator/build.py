@@ -16,13 +16,13 @@ from rich.table import Table
 from generator.cache import Cache
 from generator.checks import ReportSpec, prepare, sets_used_by
 from generator.context import DrawContext, RunContext
-from generator.errors import ConvscopeError, did_you_mean, one_line
+from generator.errors import ConvscopeError, cannot_write, did_you_mean, one_line
 from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.pipeline import Result, execute, inapplicable, plan
 from generator.templating import Renderer
 from generator.outputs import OVERVIEW, draw_comparisons, write_outputs, write_overview
 from generator.report import ModelPages, write_json, write_pages
-from generator.site import build_site, replace_folder, staging_folder
+from generator.site import build_site, folder_locks, replace_folder, staging_folder
 from generator.techniques import registry
 
 
@@ -57,6 +57,12 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
         if unknown:
             raise ConvscopeError("--skip", f"no model or data set '{unknown[0]}' in {spec_path}; {did_you_mean(unknown[0], names, 'names')}")
         console.print(f"leaving out {', '.join(options.skip)} (--skip)")
+    folders = [spec.resolve(spec.cache), spec.resolve(spec.output)] + ([options.site] if options.site else [])
+    with folder_locks(folders, console):
+        return _build(spec, options, console, started)
+
+
+def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: float) -> int:
     with console.status("loading images, data sets and models, checking the spec"):
         prepared = prepare(spec, options.device, skip=options.skip)
     for name, data in prepared.datasets.items():
@@ -105,6 +111,8 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
                 ctx.features.progress = lambda text: bar.update(task, description=text)
         results = execute(jobs, contexts, cache, force=options.force, runnable=runnable,
                           progress=lambda n: bar.advance(task, n))
+    for line in cache.unreadable:
+        console.print(f"[yellow]warning[/]: cache entry {line}; recomputed", highlight=False)
 
     output = spec.resolve(spec.output)
     staging = staging_folder(f".{output.name}.", output.parent if output.parent.exists() else None)
@@ -156,6 +164,8 @@ def guarded(stage: str, file: str, write, *args) -> list[dict[str, str]]:
         write(*args)
         return []
     except Exception as exc:
+        if cannot_write(exc):
+            raise
         return [{"stage": stage, "file": file, "error": one_line(exc)}]
 
 

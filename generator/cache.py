@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from generator.artifacts import Artifact
+from generator.errors import one_line
 
 
 def cache_key(**parts: Any) -> str:
@@ -22,6 +23,7 @@ def cache_key(**parts: Any) -> str:
 class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.unreadable: list[str] = []  # "file: why" of each entry found torn or corrupt (then recomputed)
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.root / key[:2]
@@ -37,7 +39,8 @@ class Cache:
             info = json.loads(meta.read_text())
             order = info.get("order", list(arrays))
             return Artifact({k: arrays[k] for k in order}, info["meta"])
-        except Exception:  # a torn or corrupt entry is a miss, recomputed and overwritten
+        except Exception as exc:  # a torn or corrupt entry is a miss, recomputed and overwritten
+            self.unreadable.append(f"{npz.parent.name}/{npz.stem}: {one_line(exc)}")
             return None
 
     def put(self, key: str, art: Artifact) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from generator import __version__
-from generator.errors import ConvscopeError, SpecErrors
+from generator.errors import ConvscopeError, SpecErrors, cannot_write
 from generator.build import BuildOptions, build
 from generator.checks import ReportSpec, json_schema, prepare
 
@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `convscope schema | head`
         return 0
+    except OSError as exc:
+        if not cannot_write(exc):
+            raise
+        where = exc.filename or "the output"
+        print(f"error: {where}: cannot write ({exc.strerror}); the previous report and site were left as they were",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: the previous report and site were left as they were", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -43,3 +44,12 @@ def one_line(exc: BaseException) -> str:
     """'Type: first line of the message': how an exception is shown on a page or in the terminal."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+# A folder that cannot be written (disk full, quota, read-only, no permission): the whole build stops with one line
+# naming the path and leaves the previous report as it was, instead of failing every result one by one.
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def cannot_write(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _CANNOT_WRITE

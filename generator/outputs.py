@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from generator import figures
-from generator.errors import one_line
+from generator.errors import cannot_write, one_line
 from generator.comparison import comparison, figure_path
 from generator.pipeline import ModelPages, Result
 from generator.techniques import registry
@@ -71,6 +71,8 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         try:
             arrays = write_data(folder, r, data, archive, rest, before, previous)
         except Exception as exc:
+            if cannot_write(exc):
+                raise
             pages.results[i] = Result(r.job, "failed", r.seconds, None, f"writing its data: {one_line(exc)}")
             continue
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
@@ -89,6 +91,8 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
                 named = ({k: str(Path(v).relative_to(folder)) for k, v in drawn.items()} if isinstance(drawn, dict)
                          else {"main": figure} if drawn else {})
         except Exception as exc:
+            if cannot_write(exc):
+                raise
             pages.results[i] = Result(r.job, "failed", r.seconds, None, f"drawing the figure: {one_line(exc)}")
             continue
         main = next(iter(named.values()), None)
@@ -169,6 +173,8 @@ def draw_comparisons(folder: Path, pages: ModelPages) -> None:
                 insertion_auc=[row["insertion_auc"] for row in rows],
                 target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
         except Exception as exc:
+            if cannot_write(exc):
+                raise
             figure, error = None, f"drawing the figure: {one_line(exc)}"
         pages.drawn[("comparison", None, entry["image"])] = {"figure": figure, "error": error}
 

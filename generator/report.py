@@ -14,7 +14,7 @@ import numpy as np
 
 from generator.comparison import comparison
 from generator.pipeline import ModelPages, Result
-from generator.errors import one_line
+from generator.errors import cannot_write, one_line
 from generator.templating import Renderer, escape_md
 from generator.techniques import registry
 
@@ -179,6 +179,8 @@ def write_page(folder: Path, page: str, title: str, render: Callable[[], str], f
     try:
         text = render()
     except Exception as exc:
+        if cannot_write(exc):
+            raise
         page_failed(folder, page, title, exc, failures)
         return False
     (folder / page).parent.mkdir(parents=True, exist_ok=True)

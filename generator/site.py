@@ -1,5 +1,6 @@
 """Publishing folders: the output and the site are built in a staging folder beside them and swapped in only when
-complete, so a crash never leaves them half-written; `build_site` runs `mkdocs build --strict` that way."""
+complete, so a crash never leaves them half-written; `build_site` runs `mkdocs build --strict` that way. Builds that
+share a cache, an output or a site folder take turns (`folder_locks`)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from rich.console import Console
 
@@ -55,3 +60,23 @@ def build_site(config: Path, site: Path, console: Console) -> bool:
         return True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def folder_locks(folders: list[Path], console: Console) -> Iterator[None]:
+    """Hold a lock for each folder a build writes (its cache, output and site) for the whole build: a second build
+    on any of them waits, saying which folder and which build's lock file it waits for, and goes on when the first
+    is done; neither sees the other's half-written files. Locks are taken in one order, so two builds never wait on
+    each other. A lock is a file beside its folder (`.convscope-NAME.lock`), released by the OS if a build is
+    killed."""
+    with ExitStack() as stack:
+        for folder in sorted({f.resolve() for f in folders}):
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(folder.parent / f".convscope-{folder.name}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                console.print(f"waiting: another build is writing {folder} (lock {lock.lock_file})", highlight=False)
+                lock.acquire()
+            stack.callback(lock.release)
+        yield

@@ -89,3 +89,106 @@ def test_the_model_page_s_numbers_raising_leave_its_technique_pages(project, mon
     assert "Predictions" in (out / "tiny" / "predictions.md").read_text()
     nav = json.loads((out / ".nav.json").read_text())["models"][0]["nav"]
     assert any("predictions.md" in pages for family in nav for pages in family.values())  # still reachable
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+
+
+def cache_files(project, suffix: str) -> list:
+    return sorted((project / "cache").rglob(f"*{suffix}"))
+
+
+def job_key(project, technique: str, image: str) -> str:
+    return next(j["key"] for j in build_json(project)["jobs"] if j["technique"] == technique and j["image"] == image)
+
+
+def test_a_torn_cache_entry_is_recomputed_with_a_warning(project, capsys):
+    path = write_spec(project, tiny_spec())
+    assert cli("build", path) == 0
+    key = job_key(project, "predictions", "pics/a")
+    npz = next(f for f in cache_files(project, ".npz") if f.stem == key)
+    npz.write_bytes(npz.read_bytes()[: len(npz.read_bytes()) // 2])  # a write cut off half-way
+    bad_json = next(f for f in cache_files(project, ".json") if f.stem == job_key(project, "predictions", "pics/b"))
+    bad_json.write_text("{}")  # valid JSON, not an entry
+    capsys.readouterr()
+    assert cli("build", path) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: cache entry") == 2 and "recomputed" in err
+    ran = sorted((j["technique"], j["image"]) for j in build_json(project)["jobs"] if j["status"] == "ran")
+    assert ran == [("predictions", "pics/a"), ("predictions", "pics/b")]  # only those two; the rest from the cache
+
+
+# ------------------------------------------------------------------------------------------------ the disk
+
+
+def snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_stops_the_build_in_one_line_and_keeps_the_previous_report(project, monkeypatch, capsys):
+    import errno
+
+    import numpy as np
+
+    from generator import outputs
+
+    path = write_spec(project, tiny_spec())
+    assert cli("build", path) == 0
+    before = snapshot(project / "out")
+
+    def full(file, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(outputs.np, "save", full)
+    capsys.readouterr()
+    assert cli("build", path, "--force") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("error: ") and "No space left on device" in err[-1]
+    assert ".npy" in err[-1] and "left as they were" in err[-1]  # names the file it could not write
+    assert snapshot(project / "out") == before
+    assert not [p for p in project.iterdir() if p.name.startswith(".out.")]  # no staging folder left behind
+    monkeypatch.setattr(outputs.np, "save", np.save)
+
+
+def test_a_read_only_output_folder_is_one_line_naming_it(project, monkeypatch, capsys):
+    import errno
+
+    def read_only(prefix, parent):
+        raise OSError(errno.EROFS, "Read-only file system", str(parent))
+
+    path = write_spec(project, tiny_spec())
+    assert cli("build", path) == 0
+    before = snapshot(project / "out")
+    monkeypatch.setattr(buildlib, "staging_folder", read_only)
+    capsys.readouterr()
+    assert cli("build", path) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {project}: cannot write (Read-only file system); the previous report and site were " \
+                      "left as they were"
+    assert snapshot(project / "out") == before
+
+
+# ------------------------------------------------------------------------------------------------ two builds at once
+
+
+def test_a_second_build_on_the_same_cache_waits_for_the_first(project):
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock
+
+    path = write_spec(project, tiny_spec())
+    held = FileLock(project / ".convscope-cache.lock")  # what a first build on this cache holds
+    held.acquire()
+    proc = subprocess.Popen([sys.executable, "-m", "generator", "build", str(path)], cwd=project,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith("waiting: another build is writing"), first
+        time.sleep(1.0)
+        assert proc.poll() is None and not (project / "out").exists()  # it waits: nothing written meanwhile
+    finally:
+        held.release()
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert (project / "out" / "tiny" / "predictions.md").is_file()
