@@ -22,7 +22,7 @@ from generator.pipeline import Result, execute, inapplicable, plan
 from generator.templating import Renderer
 from generator.outputs import OVERVIEW, draw_comparisons, write_outputs, write_overview
 from generator.report import ModelPages, write_json, write_pages
-from generator.site import build_site, folder_locks, replace_folder, staging_folder
+from generator.site import build_site, folder_locks, remove_leftovers, replace_folder, staging_folder
 from generator.techniques import registry
 
 
@@ -115,6 +115,7 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
         console.print(f"[yellow]warning[/]: cache entry {line}; recomputed", highlight=False)
 
     output = spec.resolve(spec.output)
+    remove_leftovers(output)
     staging = staging_folder(f".{output.name}.", output.parent if output.parent.exists() else None)
     try:
         by_model = {m.name: ModelPages(m, draws[m.name]) for m in prepared.models}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import glob
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +46,18 @@ def decode(path: Path) -> Image.Image:
     """Any Pillow-readable file as upright 8-bit RGB: EXIF rotation applied, alpha composited on white,
     palette and grayscale expanded, 16-bit and float scaled to 0..255."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
+        with warnings.catch_warnings():
+            # Above Pillow's limit (Image.MAX_IMAGE_PIXELS) an image is refused, not only warned about: a small file
+            # can declare billions of pixels (a decompression bomb) and take the memory of the whole build.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
     except FileNotFoundError:
         raise ConvscopeError(str(path), "file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ConvscopeError(str(path), f"the image is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
+                                        f"pixels (a decompression bomb?): {str(exc).split(' exceeds')[0]}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ConvscopeError(str(path), f"cannot decode as an image ({exc})") from None
     return to_rgb8(im)

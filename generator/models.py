@@ -56,8 +56,15 @@ class LoadedModel:
     _other_sizes: bool | None = field(default=None, repr=False)
     _probe: Probe | None = field(default=None, repr=False)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return select_logits(self.module(x), self.logits_key)
+    def logits(self, x: torch.Tensor, finite: bool = True) -> torch.Tensor:
+        """The model's logits for a batch. A logit that is NaN or infinite raises (`finite`): every result computed
+        from it would be meaningless, so the job fails saying so instead of drawing it."""
+        out = select_logits(self.module(x), self.logits_key)
+        if finite and not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out)).sum())
+            raise FloatingPointError(f"{self.name} gives NaN or infinite logits on this input ({bad} of "
+                                     f"{out.numel()} values); no result is computed from them")
+        return out
 
     def label(self, index: int) -> str:
         if self.labels and 0 <= index < len(self.labels):
@@ -100,7 +107,7 @@ class LoadedModel:
         """One forward of a blank input with every module's output recorded; made once and kept."""
         if self._probe is None:
             with torch.no_grad(), record_calls(self.module) as calls:
-                logits = self.logits(self.blank())
+                logits = self.logits(self.blank(), finite=False)
             self._probe = Probe(tuple(calls), int(logits.shape[-1]))
         return self._probe
 

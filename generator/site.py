@@ -29,6 +29,18 @@ def staging_folder(prefix: str, parent: Path | None) -> Path:
     return path
 
 
+def remove_leftovers(target: Path) -> None:
+    """The staging and old copies (`.NAME.*` folders) that a killed build left beside `target`: removed by the next
+    build once it holds the folder's lock, so no other build can be using them. A build killed between moving the
+    old folder aside and moving the new one in (`replace_folder`) left only the old one: it is put back."""
+    old = target.with_name(f".{target.name}.old")
+    if old.is_dir() and not target.exists():
+        old.rename(target)
+    for path in target.parent.glob(f".{target.name}.*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Swap a finished folder into place; the old one is removed only once the new one is there."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +58,7 @@ def build_site(config: Path, site: Path, console: Console) -> bool:
         raise ConvscopeError("--site", f"no MkDocs config at {config}")
     site = site.resolve()
     site.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(site)
     tmp = staging_folder(f".{site.name}.", site.parent)
     try:
         with console.status("mkdocs build --strict"):

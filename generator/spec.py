@@ -218,6 +218,8 @@ class Spec(Strict):
         path = Path(path)
         if not path.is_file():
             raise SpecErrors(str(path), ["file not found"])
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecErrors(str(path), [f"{path.stat().st_size:,} bytes; a spec is at most {MAX_SPEC_BYTES:,}"])
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -226,6 +228,10 @@ class Spec(Strict):
             raise SpecErrors(str(path), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
         except UnicodeDecodeError:
             raise SpecErrors(str(path), ["not a UTF-8 text file"]) from None
+        values = expanded_size(data)
+        if values > MAX_SPEC_VALUES:
+            raise SpecErrors(str(path), [f"the spec expands to {values:,} values through YAML anchors and aliases "
+                                         f"(at most {MAX_SPEC_VALUES:,}): an alias bomb?"])
         spec = cls.parse(data, source=str(path))
         spec._path = path.resolve()
         return spec
@@ -256,6 +262,28 @@ class Spec(Strict):
         if problems:
             raise SpecErrors(source, problems)
         return spec
+
+
+# A spec is a page of YAML. YAML aliases let a few lines stand for billions of values ("billion laughs"): safe_load
+# shares them, but validating walks every one, so the expanded size is counted first (in linear time) and capped.
+MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_VALUES = 100_000
+
+
+def expanded_size(data: Any) -> int:
+    """How many values `data` holds with every alias expanded (shared lists and mappings counted each time)."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (list, dict)):
+            return 1
+        if id(value) not in sizes:
+            sizes[id(value)] = 0  # a cycle (an alias inside its own anchor) counts once
+            items = value.values() if isinstance(value, dict) else value
+            sizes[id(value)] = 1 + sum(size(v) for v in items)
+        return sizes[id(value)]
+
+    return size(data)
 
 
 def key_path(loc: tuple[Any, ...]) -> str:

@@ -192,3 +192,175 @@ def test_a_second_build_on_the_same_cache_waits_for_the_first(project):
         held.release()
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     assert (project / "out" / "tiny" / "predictions.md").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ hostile inputs
+
+
+def test_a_decompression_bomb_is_refused_in_one_line(project, monkeypatch, capsys):
+    from PIL import Image
+
+    Image.new("L", (100, 100)).save(project / "pics" / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 100 × 100 declares twice the limit; the others are 48 × 40
+    spec = tiny_spec()
+    spec["images"]["pics"].append("pics/big.png")
+    assert cli("validate", write_spec(project, spec)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images.pics[2]" in err[0] and "big.png" in err[0] and "decompression bomb" in err[0]
+
+
+def test_a_one_pixel_and_a_20000_pixel_wide_image_are_reports_like_any(project):
+    import numpy as np
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(project / "pics" / "dot.png")
+    wide = np.random.default_rng(0).integers(0, 256, (30, 20000, 3), dtype=np.uint8)
+    Image.fromarray(wide).save(project / "pics" / "wide.png")
+    spec = tiny_spec(techniques={"predictions": {}, "saliency": {}, "occlusion": {}})
+    spec["images"]["pics"] = ["pics/dot.png", "pics/wide.png"]
+    assert cli("build", write_spec(project, spec)) == 0
+    assert all(j["status"] == "ran" for j in build_json(project)["jobs"])
+
+
+NANMOD = '''
+import torch
+from torch import nn
+
+
+class Broken(nn.Module):
+    """A convolution whose logits are NaN: what a diverged training run leaves behind."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.relu(self.conv(x)).mean((2, 3))
+        return self.head(h) * float("nan")
+
+
+def build():
+    return Broken()
+'''
+
+
+def test_a_model_with_nan_logits_fails_its_jobs_saying_so(project):
+    (project / "nanmod.py").write_text(NANMOD)
+    spec = tiny_spec(factory="nanmod:build", layers=["relu"],
+                     techniques={"predictions": {}, "saliency": {}, "gradcam": {"layer": "relu"}})
+    assert cli("build", write_spec(project, spec)) == 1
+    jobs = build_json(project)["jobs"]
+    failed = [j for j in jobs if j["technique"] in ("predictions", "saliency", "gradcam")]
+    assert failed and all(j["status"] == "failed" and "NaN or infinite logits" in j["error"] for j in failed)
+    page = (project / "out" / "tiny" / "predictions.md").read_text()
+    assert "NaN or infinite logits" in page and ".png" not in page  # no figure drawn from NaN
+
+
+def test_an_alias_bomb_is_refused_before_it_is_walked(project, capsys):
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    text = "\n".join(levels) + "\nmodels:\n  - name: m\n    factory: x:y\n    kwargs: {bomb: *i}\n"
+    (project / "bomb.yml").write_text(text)
+    assert cli("validate", project / "bomb.yml") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "926,177,110 values" in err[0] and "alias" in err[0]
+
+
+def test_files_outside_the_spec_s_folder_are_allowed_and_resolved_from_it(project, tmp_path_factory):
+    """A spec may name files anywhere (`..`, absolute paths, symlinks), like any command-line tool run by its user;
+    relative paths are read from the spec's folder, and the page names the file as written in the spec."""
+    from PIL import Image
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    Image.new("RGB", (20, 20), (0, 90, 200)).save(elsewhere / "blue.png")
+    (project / "pics" / "link.png").symlink_to(elsewhere / "blue.png")
+    spec = tiny_spec()
+    spec["images"]["pics"] = [f"../{elsewhere.name}/blue.png", "pics/link.png"]
+    assert cli("build", write_spec(project, spec)) == 0
+    assert {j["image"] for j in build_json(project)["jobs"] if j["image"]} == {"pics/blue", "pics/link"}
+
+
+# ------------------------------------------------------------------------------------------------ supply chain
+
+
+def test_the_torch_floor_has_no_known_weights_only_bypass_and_the_makefile_pins_satisfy_it():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parent.parent
+    deps = {Requirement(d).name: Requirement(d) for d in
+            tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    floor = next(s.version for s in deps["torch"].specifier if s.operator == ">=")
+    assert tuple(int(p) for p in floor.split(".")[:2]) >= (2, 6)  # CVE-2025-32434: torch.load(weights_only=True) RCE
+    pins = dict(re.findall(r"(torch|torchvision)==([\d.]+)", (root / "Makefile").read_text()))
+    assert set(pins) == {"torch", "torchvision"}
+    for name, version in pins.items():
+        assert deps[name].specifier.contains(version), (name, version, str(deps[name].specifier))
+
+
+# ------------------------------------------------------------------------------------------------ killed builds
+
+
+def kill_when(project, spec_path, ready, *extra) -> None:
+    """Start a build in a subprocess and SIGKILL it as soon as `ready()` is true (or when it ends by itself)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "generator", "build", str(spec_path), *map(str, extra)],
+                            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+
+
+def test_a_build_killed_at_any_stage_leaves_the_previous_report_and_a_readable_cache(project, capsys):
+    """SIGKILL during the jobs, during figures and pages (the staging folder exists), and during the MkDocs step;
+    after each, the previous output and site are intact, and the next build reads every cache entry (no torn one),
+    reruns only what no killed build finished, and completes."""
+    (project / "mkdocs.yml").write_text("site_name: t\ndocs_dir: docs\n")
+    (project / "docs").mkdir()
+    (project / "docs" / "index.md").write_text("# t\n")
+    spec = tiny_spec(techniques={"predictions": {}, "filters": {}, "activations": {}, "saliency": {},
+                                 "integrated_gradients": {"steps": 16}, "occlusion": {}, "gradcam": {}})
+    spec["output"] = "docs/out"
+    path = write_spec(project, spec)
+    assert cli("build", path, "--site", project / "site") == 0
+    out, site = project / "docs" / "out", project / "site"
+    before_out, before_site = snapshot(out), snapshot(site)
+    entries = lambda: len(list((project / "cache").rglob("*.json")))  # noqa: E731
+    first = entries()
+
+    spec["models"][0]["techniques"]["occlusion"] = {"window": 8}  # new jobs for the killed builds to start
+    spec["models"][0]["techniques"]["integrated_gradients"] = {"steps": 24}
+    path = write_spec(project, spec)
+    staging = lambda name: any(p.is_dir() for p in (project / name).parent.glob(f".{name.split('/')[-1]}.*"))  # noqa: E731
+    kill_when(project, path, lambda: entries() > first)  # during the jobs: some new results cached
+    assert snapshot(out) == before_out and snapshot(site) == before_site
+    kill_when(project, path, lambda: staging("docs/out"))  # during figures and pages
+    assert snapshot(out) == before_out and snapshot(site) == before_site
+    kill_when(project, path, lambda: staging("site"), "--site", project / "site")  # during mkdocs
+    assert snapshot(site) == before_site
+    assert (out / "build.json").is_file()  # the output was replaced whole, or not at all
+
+    capsys.readouterr()
+    assert cli("build", path, "--site", project / "site") == 0
+    assert "warning: cache entry" not in capsys.readouterr().err  # nothing torn was ever read
+    jobs = json.loads((out / "build.json").read_text())["jobs"]
+    ran = [j for j in jobs if j["status"] == "ran"]
+    assert all(j["technique"] in ("occlusion", "integrated_gradients") for j in ran)  # only the changed ones
+    assert len(ran) < 4  # the killed builds had already cached some of those four jobs
+    assert not [p for p in (project / "docs").iterdir() if p.name.startswith(".out.")]
+    assert not [p for p in project.iterdir() if p.name.startswith(".site.")]
+    assert (site / "out" / "tiny" / "occlusion" / "index.html").is_file()  # the new site is in place
