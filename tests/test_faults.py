@@ -364,3 +364,39 @@ def test_a_build_killed_at_any_stage_leaves_the_previous_report_and_a_readable_c
     assert not [p for p in (project / "docs").iterdir() if p.name.startswith(".out.")]
     assert not [p for p in project.iterdir() if p.name.startswith(".site.")]
     assert (site / "out" / "tiny" / "occlusion" / "index.html").is_file()  # the new site is in place
+
+
+# ------------------------------------------------------------------------------------------------ large data sets
+
+
+def test_the_feature_pass_memory_does_not_grow_with_the_data_set(tmp_path):
+    """The pass keeps each layer's per-image vectors in memory-mapped files, written batch by batch: the memory it
+    allocates is one batch's, whether the data set has 200 images or 2,000 (Python and NumPy allocations, traced)."""
+    import tracemalloc
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from generator.datasets import Dataset
+    from generator.techniques.dataset.feature_pass import FeatureStore
+    from helpers import make_context, tiny_net
+
+    ctx = make_context(tiny_net(), {})
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(16)]
+
+    def peak(n: int) -> int:
+        data = Dataset(f"d{n}", "synthetic", ["a", "b"], np.arange(n) % 2, [str(i) for i in range(n)], f"digest{n}",
+                       lambda i: pictures[i % 16])
+        store = FeatureStore(ctx.model, data, tmp_path / f"cache{n}", ["conv1", "relu2"], batch_size=50)
+        tracemalloc.start()
+        with torch.no_grad():
+            store.extract([])
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert store.layer("relu2").vectors.shape[0] == n
+        return peak
+
+    small, large = peak(200), peak(2000)
+    assert large < 1.5 * small + 200_000, (small, large)  # ten times the images, about the same memory
