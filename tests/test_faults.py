@@ -400,3 +400,14 @@ def test_the_feature_pass_memory_does_not_grow_with_the_data_set(tmp_path):
 
     small, large = peak(200), peak(2000)
     assert large < 1.5 * small + 200_000, (small, large)  # ten times the images, about the same memory
+
+
+def test_labels_with_jinja_syntax_are_shown_not_run(project):
+    """Labels with Markdown and HTML are escaped (tests/test_site.py checks the pages and the site); labels that look
+    like Jinja are text too: the page shows them, it does not evaluate them."""
+    labels = ["{{ 7 * 7 }}", "{% if true %}yes{% endif %}", "{# hidden #}", "plain"]
+    spec = tiny_spec(labels=labels, techniques={"predictions": {"top_k": 4}})
+    assert cli("build", write_spec(project, spec)) == 0
+    page = (project / "out" / "tiny" / "predictions.md").read_text()
+    assert r"\{\{ 7 \* 7 \}\}" in page and "| 49 |" not in page
+    assert r"\{% if true %\}yes\{% endif %\}" in page and r"\{\# hidden \#\}" in page
