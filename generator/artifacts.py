@@ -2,11 +2,17 @@
 The lowest layer of the package: the cache, the planner, the techniques and the pages all read these."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+def file_name(text: str, empty: str = "image") -> str:
+    """A layer or image name as a file name the pages can link to: runs of other characters become "--"."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", text) or empty
+
 
 Expansion = Literal["model", "layer", "image", "layer×image"]
 

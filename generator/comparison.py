@@ -3,12 +3,12 @@ map of its first target with its deletion/insertion scores and randomization che
 means. Read by the figures stage (which draws the maps side by side) and by the comparison page."""
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
+from generator.artifacts import file_name
 from generator.pipeline import ModelPages, Result
 from generator.techniques import registry
 from generator.techniques.attribution.base import AttributionTechnique
@@ -16,7 +16,7 @@ from generator.techniques.attribution.base import AttributionTechnique
 
 def figure_path(model: str, image: str) -> str:
     """Where the comparison figure of one image goes, relative to the output folder."""
-    return f"{model}/figures/comparison/{re.sub(r'[^A-Za-z0-9_.-]+', '--', image) or 'image'}.png"
+    return f"{model}/figures/comparison/{file_name(image)}.png"
 
 
 def comparison(pages: ModelPages, kinds: list[str]) -> dict[str, Any] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import sys
 import zipfile
@@ -16,6 +15,7 @@ import numpy as np
 
 from generator import figures
 from generator.errors import cannot_write, one_line
+from generator.artifacts import file_name
 from generator.comparison import comparison, figure_path
 from generator.pipeline import ModelPages, Result
 from generator.techniques import registry
@@ -24,7 +24,7 @@ from generator.techniques.dataset import figures as dataset_figures
 
 def stem(result: Result) -> str:
     parts = [p for p in (result.job.layer, result.job.image) if p]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "--", "__".join(parts)) or "model"
+    return file_name("__".join(parts), empty="model")
 
 
 def drawing_digest(kind: str) -> str:

@@ -4,7 +4,6 @@ the attribution comparison) are declared as data in `EXTRA_PAGES` and `MODEL_PAG
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from generator.artifacts import file_name
 from generator.comparison import comparison
 from generator.pipeline import ModelPages, Result
 from generator.errors import cannot_write, one_line
@@ -117,11 +117,7 @@ def unit_visuals(pages: ModelPages) -> dict[str, dict[int, dict[str, Any]]]:
 
 def unit_page(layer: str) -> str:
     """The unit page of a layer, in the model's folder (so figure paths stay relative to it)."""
-    return f"units-{_slug(layer)}.md"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "--", text) or "image"
+    return f"units-{file_name(layer)}.md"
 
 
 def unit_page_context(pages: ModelPages, page: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
