@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from generator.cache import Cache
@@ -18,7 +17,8 @@ from generator.checks import ReportSpec, prepare, sets_used_by
 from generator.context import DrawContext, RunContext
 from generator.errors import ConvscopeError, cannot_write, did_you_mean, one_line
 from generator.techniques.dataset.feature_pass import FeatureStore
-from generator.pipeline import Result, execute, inapplicable, plan
+from generator.pipeline import Result, execute, inapplicable, plan, steps
+from generator.progress import StageProgress
 from generator.templating import Renderer
 from generator.outputs import OVERVIEW, draw_comparisons, write_outputs, write_overview
 from generator.report import ModelPages, write_json, write_pages
@@ -104,13 +104,11 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
 
     device = prepared.models[0].device if prepared.models else torch.device("cpu")
     console.print(f"[bold]{spec.title}[/]: {len(prepared.models)} model(s), {len(jobs)} jobs, device {device}")
-    with _progress(console) as bar:
-        task = bar.add_task("jobs", total=len(jobs))
-        for ctx in contexts.values():  # a long pass over a data set shows its own progress in the bar's label
+    with StageProgress(console, "jobs", len(steps(jobs)), len(jobs)) as progress:
+        for ctx in contexts.values():  # a long pass over a data set says how far it got
             if ctx.features is not None:
-                ctx.features.progress = lambda text: bar.update(task, description=text)
-        results = execute(jobs, contexts, cache, force=options.force, runnable=runnable,
-                          progress=lambda n: bar.advance(task, n))
+                ctx.features.progress = progress.note
+        results = execute(jobs, contexts, cache, force=options.force, runnable=runnable, progress=progress)
     for line in cache.unreadable:
         console.print(f"[yellow]warning[/]: cache entry {line}; recomputed", highlight=False)
 
@@ -123,10 +121,10 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
             by_model[r.job.model].results.append(r)
         manifest = []
         failures: list[dict[str, str]] = []  # figures and pages that could not be written (each page says so)
-        with _progress(console) as bar:
-            task = bar.add_task("figures", total=len(results))
+        with StageProgress(console, "figures", len(by_model), len(results)) as progress:
             for pages in by_model.values():
-                manifest += write_outputs(staging, pages, lambda n: bar.advance(task, n), previous=output)
+                progress.begin(f"{pages.model.name} figures", len(pages.results))
+                manifest += write_outputs(staging, pages, progress.advance, previous=output)
                 failures += guarded("figure", f"{pages.model.name}/figures/comparison", draw_comparisons, staging, pages)
         failures += guarded("figure", OVERVIEW, write_overview, staging, list(by_model.values()))
         results = [r for pages in by_model.values() for r in pages.results]
@@ -190,7 +188,3 @@ def print_summary(console: Console, summary: list[dict], output: Path) -> None:
     table.add_row("[bold]all[/]", str(total["ran"]), str(total["cached"]), str(total["failed"]), f"{total['seconds']:.1f}")
     console.print(table)
 
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)

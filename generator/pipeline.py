@@ -12,6 +12,7 @@ from generator.cache import Cache, cache_key
 from generator.context import DrawContext, RunContext
 from generator.errors import one_line
 from generator.models import LoadedModel
+from generator.progress import NoProgress
 from generator.techniques import registry
 from generator.artifacts import Artifact, Job, Reads
 
@@ -90,6 +91,14 @@ def job_key(job: Job, technique, model: LoadedModel, reads: Reads, image_digests
     )
 
 
+def steps(jobs: list[Job]) -> dict[tuple[str, str], int]:
+    """(model, technique) → its number of jobs, in the order they run: what progress counts as a step."""
+    counts: dict[tuple[str, str], int] = {}
+    for job in jobs:
+        counts[(job.model, job.kind)] = counts.get((job.model, job.kind), 0) + 1
+    return counts
+
+
 def _groups(jobs: list[Job]) -> list[list[Job]]:
     """Jobs a technique can run in one call: same model and technique (and layer, for layer × image)."""
     groups: dict[tuple, list[Job]] = {}
@@ -102,28 +111,34 @@ def _groups(jobs: list[Job]) -> list[list[Job]]:
 
 def execute(jobs: list[Job], contexts: dict[str, RunContext], cache: Cache, force: bool = False,
             runnable: Callable[[Job], bool] = lambda job: True, batch_size: int = 16,
-            progress: Callable[[int], None] = lambda n: None) -> list[Result]:
+            progress=NoProgress()) -> list[Result]:
     """Run what is not cached. Jobs that are not `runnable` (outside --only/--models) are taken from the cache
-    when there, and left out otherwise, so a partial build keeps the pages it already had."""
+    when there, and left out otherwise, so a partial build keeps the pages it already had. `progress` hears of
+    each technique of each model as it starts (`begin`) and of its jobs as they end (`advance`)."""
     results: dict[int, Result] = {}
+    per_step = steps(jobs)
+    step = None
     for group in _groups(jobs):
+        if (group[0].model, group[0].kind) != step:
+            step = (group[0].model, group[0].kind)
+            progress.begin(" ".join(step), per_step[step])
         todo = []
         for job in group:
             art = None if force and runnable(job) else cache.get(job.key)
             if art is not None:
                 results[id(job)] = Result(job, "cached", 0.0, art)
-                progress(1)
+                progress.advance(1, ran=False)
             elif runnable(job):
                 todo.append(job)
             else:
-                progress(1)
+                progress.advance(1, ran=False)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             for r in _run(chunk, contexts[chunk[0].model]):
                 if r.artifact is not None:
                     cache.put(r.job.key, r.artifact)
                 results[id(r.job)] = r
-            progress(len(chunk))
+            progress.advance(len(chunk))
     return [results[id(j)] for j in jobs if id(j) in results]
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 
 from generator.errors import ConvscopeError
+from generator.progress import duration
 
 
 def staging_folder(prefix: str, parent: Path | None) -> Path:
@@ -61,6 +63,9 @@ def build_site(config: Path, site: Path, console: Console) -> bool:
     remove_leftovers(site)
     tmp = staging_folder(f".{site.name}.", site.parent)
     try:
+        if not console.is_terminal:
+            console.print("site: mkdocs build --strict …", highlight=False)
+        started = time.monotonic()
         with console.status("mkdocs build --strict"):
             proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config), "-d", str(tmp)],
                                   capture_output=True, text=True)
@@ -69,7 +74,7 @@ def build_site(config: Path, site: Path, console: Console) -> bool:
             console.print(proc.stderr.strip() or proc.stdout.strip(), highlight=False, markup=False)
             return False
         replace_folder(tmp, site)
-        console.print(f"site → {site}")
+        console.print(f"site → {site} ({duration(time.monotonic() - started)})")
         return True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -22,8 +22,14 @@ def jobs_of(project) -> list[dict]:
     return read_json(project / "out" / "build.json")["jobs"]
 
 
-def test_build_writes_pages_figures_and_records(project):
+def test_build_writes_pages_figures_and_records(project, capsys):
     assert cli("build", write_spec(project, tiny_spec())) == 0
+    # not a terminal: the log has a line per technique as it finishes, and one per stage
+    log = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 2)[:2] for line in log if line.startswith("[")] == [
+        ["[1/5]", "tiny"], ["[2/5]", "tiny"], ["[3/5]", "tiny"], ["[4/5]", "tiny"], ["[5/5]", "tiny"], ["[1/1]", "tiny"]]
+    assert "[5/5] tiny activations 4/4, " in log[5]
+    assert [line.split(":")[0] for line in log if ": done in " in line] == ["jobs", "figures"]
     out = project / "out"
     assert (out / "index.md").is_file()
     for page in ("index", "predictions", "filters", "activations"):

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
-from helpers import cli, read_json, record_arrays, tiny_spec, write_spec
+from helpers import cli, read_json, record_arrays, tiny_net, tiny_spec, write_spec
 from generator.cache import Cache, cache_key
 from generator.artifacts import Artifact
 
@@ -121,6 +122,27 @@ def test_a_changed_image_reruns_only_its_jobs(project):
     assert cli("build", path) == 0
     assert {k[2] for k in ran(project)} == {"pics/b"}
     assert {k[0] for k in ran(project)} == {"input", "predictions", "activations"}
+
+
+def test_a_replaced_checkpoint_reruns_only_its_model(project):
+    """The usual reason to rebuild: one model was retrained. Its weights' digest is in every one of its keys, and
+    in no other model's."""
+    torch.save(tiny_net(seed=1).state_dict(), project / "a.pt")
+    torch.save(tiny_net(seed=2).state_dict(), project / "b.pt")
+    spec = tiny_spec(checkpoint="a.pt")
+    spec["models"].append({**tiny_spec()["models"][0], "name": "tiny-b", "checkpoint": "b.pt"})
+    path = write_spec(project, spec)
+    assert cli("build", path) == 0
+    jobs = read_json(project / "out" / "build.json")["jobs"]
+    assert {j["model"] for j in jobs} == {"tiny", "tiny-b"} and {j["status"] for j in jobs} == {"ran"}
+    torch.save(tiny_net(seed=3).state_dict(), project / "b.pt")
+    assert cli("build", path) == 0
+    again = read_json(project / "out" / "build.json")["jobs"]
+    assert len(again) == len(jobs)
+    assert {j["status"] for j in again if j["model"] == "tiny"} == {"cached"}
+    assert {j["status"] for j in again if j["model"] == "tiny-b"} == {"ran"}
+    old = {(j["technique"], j["layer"], j["image"]): j["key"] for j in jobs if j["model"] == "tiny-b"}
+    assert all(old[(j["technique"], j["layer"], j["image"])] != j["key"] for j in again if j["model"] == "tiny-b")
 
 
 def test_only_runs_the_named_techniques(project):

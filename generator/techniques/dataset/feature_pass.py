@@ -141,7 +141,7 @@ class FeatureStore:
                     if self.progress:
                         self.progress(f"features {self.dataset.name}: {b + len(x)}/{n}")
             if self.progress:
-                self.progress("jobs")
+                self.progress("")
             seconds = time.perf_counter() - start
             self.stats = {"seconds": seconds, "images_per_second": n / seconds if seconds else 0.0, "images": n}
             for name in todo + ([None] if need_pixels else []):
