@@ -5,7 +5,7 @@ Unreadable files are skipped, counted and named (the page lists them) instead of
 downloaded."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import glob as globlib
 import hashlib
@@ -59,6 +59,53 @@ class Dataset:
         return {c: int(n) for c, n in zip(self.classes, counts)}
 
 
+# How a data set reads image i. Small classes rather than closures so that a Dataset pickles: the figure workers
+# (generator/outputs.py) get it whole.
+@dataclass(frozen=True)
+class _Files:
+    paths: list[Path]
+
+    def __call__(self, i: int) -> Image.Image:
+        return imagelib.decode(self.paths[i])
+
+
+@dataclass(frozen=True)
+class _Crops:
+    photos: list[Image.Image]
+    which: list[int]
+    boxes: list[tuple[int, int, int, int]]
+
+    def __call__(self, i: int) -> Image.Image:
+        return self.photos[self.which[i]].crop(self.boxes[i])
+
+
+@dataclass(frozen=True)
+class _Items:
+    data: Any  # a torchvision data set: item i is (image, label)
+
+    def __call__(self, i: int) -> Image.Image:
+        item = self.data[i][0]
+        return item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item))
+
+
+@dataclass(frozen=True)
+class _Pictures:
+    pictures: np.ndarray  # (N, H, W) uint8
+    mode: str
+
+    def __call__(self, i: int) -> Image.Image:
+        return Image.fromarray(self.pictures[i], self.mode)
+
+
+@dataclass(frozen=True)
+class _Remapped:
+    get: Callable[[int], Image.Image]
+    mapping: np.ndarray
+
+    def __call__(self, i: int) -> Image.Image:
+        return self.get(int(self.mapping[i]))
+
+
 def stratified(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Indices of at most `limit` items, spread evenly over the classes (round-robin over a seeded shuffle of each
     class), in ascending order."""
@@ -104,10 +151,8 @@ def load(spec: Spec, name: str) -> Dataset:
 
 
 def _subset(data: Dataset, keep: np.ndarray) -> Dataset:
-    get = data.get
-    mapping = keep.copy()
     return Dataset(data.name, data.description, data.classes, data.labels[keep], [data.names[i] for i in keep],
-                   data.digest, lambda i: get(int(mapping[i])), data.skipped, data.notes, data.total, data.about)
+                   data.digest, _Remapped(data.get, keep.copy()), data.skipped, data.notes, data.total, data.about)
 
 
 def _readable(path: Path) -> str | None:
@@ -132,12 +177,8 @@ def _files(paths: list[Path], labels: list[int], classes: list[str], names: list
         ok_labels.append(label)
         ok_names.append(name)
         h.update(f"{name}|{label}|".encode() + hashlib.sha256(path.read_bytes()).digest())
-
-    def get(i: int) -> Image.Image:
-        return imagelib.decode(ok_paths[i])
-
     return Dataset("", description, classes, np.asarray(ok_labels, dtype=np.int64), ok_names, h.hexdigest()[:24],
-                   get, skipped)
+                   _Files(ok_paths), skipped)
 
 
 def _folder(spec: Spec, ds: DatasetSpec, where: str) -> Dataset:
@@ -198,10 +239,7 @@ def _samples(spec: Spec, ds: DatasetSpec, where: str) -> Dataset:
     h = hashlib.sha256(repr(boxes).encode())
     for photo in photos:
         h.update(imagelib.digest(photo).encode())
-
-    def get(i: int) -> Image.Image:
-        return photos[labels[i]].crop(boxes[i])
-
+    get = _Crops(photos, labels, boxes)
     what = f"{ds.crops} random crops of each of {len(photos)} photos" if ds.crops > 1 else f"{len(photos)} photos"
     return Dataset("", what, classes, np.asarray(labels, dtype=np.int64), names, h.hexdigest()[:24], get)
 
@@ -232,10 +270,7 @@ def _torchvision(spec: Spec, ds: DatasetSpec, where: str) -> Dataset:
         targets = getattr(data, "labels", None)
     labels = np.asarray(targets if targets is not None else [data[i][1] for i in range(len(data))], dtype=np.int64)
     classes = [str(c) for c in getattr(data, "classes", [])] or [str(k) for k in range(int(labels.max()) + 1)]
-
-    def get(i: int) -> Image.Image:
-        item = data[i][0]
-        return item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item))
+    get = _Items(data)
 
     names = [f"{ds.split}/{i}" for i in range(len(labels))]
     digest = hashlib.sha256(f"{ds.torchvision}|{root.resolve()}|{ds.split}|{len(labels)}".encode() + labels.tobytes())
@@ -275,4 +310,4 @@ def _mnist_family(root: Path, ds: DatasetSpec, key: str) -> Dataset:
     digest = hashlib.sha256(pictures.tobytes() + labels.tobytes()).hexdigest()[:24]
     names = [f"{ds.split}/{i}" for i in range(len(labels))]
     return Dataset("", f"{ds.torchvision} {ds.split} split ({root})", classes, labels, names, digest,
-                   lambda i: Image.fromarray(pictures[i], "L"))
+                   _Pictures(pictures, "L"))

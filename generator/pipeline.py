@@ -127,11 +127,11 @@ def execute(jobs: list[Job], contexts: dict[str, RunContext], cache: Cache, forc
             art = None if force and runnable(job) else cache.get(job.key)
             if art is not None:
                 results[id(job)] = Result(job, "cached", 0.0, art)
-                progress.advance(1, ran=False)
+                progress.advance(1, "cached")
             elif runnable(job):
                 todo.append(job)
             else:
-                progress.advance(1, ran=False)
+                progress.advance(1, "left out")
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             for r in _run(chunk, contexts[chunk[0].model]):

@@ -32,7 +32,7 @@ class StageProgress:
         self.terminal = console.is_terminal if terminal is None else terminal
         self.step = 0
         self.label: str | None = None
-        self.total = self.done = self.ran = 0
+        self.total = self.done = self.ran = self.left_out = 0
         self.detail = ""
         self.started = self.last_line = clock()
         self.stage_started = clock()
@@ -53,17 +53,19 @@ class StageProgress:
         with self._lock:
             self._end_step()
             self.step += 1
-            self.label, self.total, self.done, self.ran, self.detail = label, total, 0, 0, ""
+            self.label, self.total, self.done, self.ran, self.left_out, self.detail = label, total, 0, 0, 0, ""
             self.started = self.last_line = self.clock()
             if self._bar is not None:
                 if self._current is not None:
                     self._bar.remove_task(self._current)
                 self._current = self._bar.add_task(self._prefix(), total=total)
 
-    def advance(self, n: int, ran: bool = True) -> None:
+    def advance(self, n: int, how: str = "ran") -> None:
+        """Count n items of the step as done: `ran`, `cached`, or `left out` (outside --only/--models, not cached)."""
         with self._lock:
             self.done += n
-            self.ran += n if ran else 0
+            self.ran += n if how == "ran" else 0
+            self.left_out += n if how == "left out" else 0
             if self._bar is not None:
                 self._bar.advance(self._all, n)
                 if self._current is not None:
@@ -107,7 +109,8 @@ class StageProgress:
         if self.label is None or self.terminal:
             return
         took = self.clock() - self.started
-        how = "cached" if self.ran == 0 and self.done == self.total else f"{duration(took)}"
+        how = duration(took) if self.ran else "cached" if not self.left_out else (
+            f"{self.done - self.left_out} cached, {self.left_out} left out (--only/--models)")
         self.console.print(f"{self._prefix()} {self.done}/{self.total}, {how}", highlight=False, markup=False)
 
     def _heartbeat(self) -> None:
@@ -129,7 +132,7 @@ class NoProgress:
     def begin(self, label: str, total: int) -> None:
         pass
 
-    def advance(self, n: int, ran: bool = True) -> None:
+    def advance(self, n: int, how: str = "ran") -> None:
         pass
 
     def note(self, text: str) -> None:

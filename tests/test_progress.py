@@ -28,7 +28,7 @@ def log_progress(steps: int, items: int) -> tuple[StageProgress, Clock, io.Strin
 def test_a_log_gets_a_line_per_finished_technique_and_a_status_every_30_s():
     progress, clock, out = log_progress(steps=2, items=5)
     progress.begin("tiny filters", 2)
-    progress.advance(2, ran=False)
+    progress.advance(2, "cached")
     progress.begin("tiny style_transfer", 3)
     clock.now = 20
     progress.advance(1)

@@ -162,3 +162,18 @@ def test_completeness_gap_above_ten_percent_is_flagged(tmp_path):
         assert "unmet" not in art.meta and "⚠" not in target_labels(art)[0]
     text = render_page("integrated_gradients", ctx, tmp_path, steps=2)
     assert "did not reach their goal" in text and "more than 10%" in text
+
+
+def test_randomization_check_compares_maps_made_alike(monkeypatch):
+    """The check recomputes at 16 path points: the model's own map at 16 is what the randomized maps are ranked
+    against. With a 'randomization' that changes nothing the two are the same map (ρ = 1); ranked against the
+    64-point map instead, ρ would fall short of 1."""
+    from generator.techniques.attribution import faithfulness
+
+    monkeypatch.setattr(faithfulness, "randomized_copy", lambda module, stages, seed: module)
+    ctx = make_ctx(smooth_net(), images=2)
+    for art in run("integrated_gradients", ctx, steps=64, sanity=True, sanity_stages=1):
+        assert art.meta["sanity"]["recomputed_with"] == {"steps": 16}
+        assert art.arrays["sanity_correlations"].ravel().tolist() == pytest.approx([1.0], abs=1e-6)
+    for art in run("integrated_gradients", ctx, steps=8, sanity=True, sanity_stages=1):
+        assert art.meta["sanity"]["recomputed_with"] == {}

@@ -32,6 +32,9 @@ GAP_WARNING = 0.1
 figure, and the result listed in meta['unmet'] (the page's warning, the index's count)."""
 
 
+SANITY_STEPS = 16  # path points of the randomization check's maps (see sanity_params)
+
+
 class IntegratedGradientsParams(AttributionParams):
     quick_caps = {"steps": 8}
 
@@ -45,6 +48,13 @@ class IntegratedGradientsParams(AttributionParams):
         "riemann_trapezoid", description="how the path integral is approximated (see the page)"
     )
     batch: int | None = batch_field("path points")
+
+    def sanity_params(self) -> "IntegratedGradientsParams":
+        # The check compares rankings of pixels, the model's own map against its randomized copies' maps, all made
+        # at these settings. 16 path points rank pixels much as 64 do (Spearman 0.91–0.99 between the two on the
+        # sample report's six photos, EfficientNet-Lite0), while a randomized top stage gives a different map; the
+        # check costs a quarter of what it did at 64.
+        return self.model_copy(update={"steps": min(self.steps, SANITY_STEPS)})
 
 
 def path_points(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,8 +113,8 @@ class IntegratedGradients(AttributionTechnique):
     title = "Integrated gradients"
     summary = ("gradients integrated along the path from a baseline image: signed attributions that sum to the "
                "score change")
-    # version 3: gaps above 10 % flagged; log-odds faithfulness; constant maps unscored
-    version = 3
+    # version 4: the randomization check at 16 path points, against the model's own map at 16
+    version = 4
     Params = IntegratedGradientsParams
     colour_map_meaning = "attribution (red +, blue −)"
     clip = CLIP_PERCENTILE
