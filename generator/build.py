@@ -15,6 +15,7 @@ from rich.table import Table
 from generator.cache import Cache
 from generator.checks import ReportSpec, prepare, sets_used_by
 from generator.context import DrawContext, RunContext
+from generator.drawing import Drawer
 from generator.errors import ConvscopeError, cannot_write, did_you_mean, one_line
 from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.pipeline import Result, execute, inapplicable, plan, steps
@@ -121,10 +122,10 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
             by_model[r.job.model].results.append(r)
         manifest = []
         failures: list[dict[str, str]] = []  # figures and pages that could not be written (each page says so)
-        with StageProgress(console, "figures", len(by_model), len(results)) as progress:
+        with StageProgress(console, "figures", len(by_model), len(results)) as progress, Drawer(draws) as drawer:
             for pages in by_model.values():
                 progress.begin(f"{pages.model.name} figures", len(pages.results))
-                manifest += write_outputs(staging, pages, progress.advance, previous=output)
+                manifest += write_outputs(staging, pages, progress.advance, previous=output, drawer=drawer)
                 failures += guarded("figure", f"{pages.model.name}/figures/comparison", draw_comparisons, staging, pages)
         failures += guarded("figure", OVERVIEW, write_overview, staging, list(by_model.values()))
         results = [r for pages in by_model.values() for r in pages.results]

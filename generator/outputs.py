@@ -17,6 +17,7 @@ from generator import figures
 from generator.errors import cannot_write, one_line
 from generator.artifacts import file_name
 from generator.comparison import comparison, figure_path
+from generator.drawing import Drawer, Drawing
 from generator.pipeline import ModelPages, Result
 from generator.techniques import registry
 from generator.techniques.dataset import figures as dataset_figures
@@ -48,19 +49,21 @@ def previous_records(output: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], None],
-                  previous: Path | None = None) -> list[dict[str, Any]]:
+                  previous: Path | None = None, drawer: Drawer | None = None) -> list[dict[str, Any]]:
     """Draw each artifact's figure and save its arrays: the main one as `.npy` (the record's `data`, what a reader
     loads first), the others in one `.npz` beside it (`archive`); return the manifest records. Figures of cached
     results are copied from the `previous` output when the drawing code has not changed since, and so are their
     data files when they list the same arrays (a cached result's arrays are those its file was written from). A
     figure that fails to draw turns its result into a failure shown on the page. Each record is also kept in
-    `pages.drawn` under its job's (kind, layer, image), for the pages."""
+    `pages.drawn` under its job's (kind, layer, image), for the pages. Figures are drawn by `drawer` (in worker
+    processes when it has them), all submitted before the first is waited for."""
+    drawer = drawer or Drawer({pages.model.name: pages.draw}, workers=1)
     old = previous_records(previous) if previous else {}
     digests: dict[str, str] = {}
-    records = []
+    pending = []  # (index, result, figure, data, archive, arrays, drawing, copied figures or a Future)
     for i, r in enumerate(pages.results):
-        progress(1)
         if r.artifact is None:
+            progress(1)
             continue
         name = pages.model.name
         figure = f"{name}/figures/{r.job.kind}/{stem(r)}.png"
@@ -74,34 +77,48 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             if cannot_write(exc):
                 raise
             pages.results[i] = Result(r.job, "failed", r.seconds, None, f"writing its data: {one_line(exc)}")
+            progress(1)
             continue
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
-        try:
-            olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
-            reusable = (r.status == "cached" and before and before.get("figure") and before.get("drawing") == drawing
-                        and before["params"] == r.job.params.model_dump(mode="json")
-                        and all(f and (previous / f).is_file() for f in olds.values()))
-            if reusable:
+        olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
+        reusable = (r.status == "cached" and before and before.get("figure") and before.get("drawing") == drawing
+                    and before["params"] == r.job.params.model_dump(mode="json")
+                    and all(f and (previous / f).is_file() for f in olds.values()))
+        if reusable:
+            try:
                 for f in olds.values():
                     (folder / f).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(previous / f, folder / f)
-                named = olds
-            else:
-                drawn = registry.get(r.job.kind).draw(r.artifact, r.job, pages.draw, folder / figure)
-                named = ({k: str(Path(v).relative_to(folder)) for k, v in drawn.items()} if isinstance(drawn, dict)
-                         else {"main": figure} if drawn else {})
-        except Exception as exc:
-            if cannot_write(exc):
-                raise
-            pages.results[i] = Result(r.job, "failed", r.seconds, None, f"drawing the figure: {one_line(exc)}")
-            continue
-        main = next(iter(named.values()), None)
+            except Exception as exc:
+                if cannot_write(exc):
+                    raise
+                pages.results[i] = Result(r.job, "failed", r.seconds, None, f"copying its figure: {one_line(exc)}")
+                progress(1)
+                continue
+            drawn: Any = olds
+        else:
+            drawn = drawer.submit(r.job.kind, r.artifact, r.job, name, folder / figure)
+        pending.append((i, r, figure, data, archive, arrays, drawing, drawn))
+    records = []
+    for i, r, figure, data, archive, arrays, drawing, drawn in pending:
+        progress(1)
+        if isinstance(drawn, Drawing):
+            try:
+                out = drawn.result()
+            except Exception as exc:
+                if cannot_write(exc):
+                    raise
+                pages.results[i] = Result(r.job, "failed", r.seconds, None, f"drawing the figure: {one_line(exc)}")
+                continue
+            drawn = ({k: str(Path(v).relative_to(folder)) for k, v in out.items()} if isinstance(out, dict)
+                     else {"main": figure} if out else {})
+        main = next(iter(drawn.values()), None)
         records.append({
-            "model": name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
+            "model": pages.model.name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
             "target": r.artifact.meta.get("target"), "params": r.job.params.model_dump(mode="json"),
-            "metrics": r.artifact.metrics, "figure": main, "figures": named, "data": data, "archive": archive,
+            "metrics": r.artifact.metrics, "figure": main, "figures": drawn, "data": data, "archive": archive,
             "arrays": arrays,
-            "key": r.job.key, "drawing": drawing if named else None,
+            "key": r.job.key, "drawing": drawing if drawn else None,
         })
         pages.drawn[(r.job.kind, r.job.layer, r.job.image)] = records[-1]
     return records

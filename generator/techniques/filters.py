@@ -68,7 +68,7 @@ class Filters(Technique):
 
     def one(self, ctx, job: Job) -> Artifact:
         conv = ctx.model.resolve(job.layer)
-        w = conv.weight.detach().float().cpu().numpy()
+        w = conv.weight.detach().float().cpu().numpy().copy()  # not a view of the model's live weights
         meta = {
             "layout": self.layout(w.shape, conv.groups),
             "metrics": {"filters": int(w.shape[0]), "inputs_per_filter": int(w.shape[1]), "kernel": list(w.shape[2:]),
