@@ -21,7 +21,7 @@ from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.pipeline import Result, execute, inapplicable, plan, steps
 from generator.progress import StageProgress
 from generator.templating import Renderer
-from generator.outputs import OVERVIEW, draw_comparisons, write_outputs, write_overview
+from generator.outputs import OVERVIEW, comparison_records, draw_comparisons, write_outputs, write_overview
 from generator.report import ModelPages, write_json, write_pages
 from generator.site import build_site, folder_locks, remove_leftovers, replace_folder, staging_folder
 from generator.techniques import registry
@@ -126,7 +126,8 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
             for pages in by_model.values():
                 progress.begin(f"{pages.model.name} figures", len(pages.results))
                 manifest += write_outputs(staging, pages, progress.advance, previous=output, drawer=drawer)
-                failures += guarded("figure", f"{pages.model.name}/figures/comparison", draw_comparisons, staging, pages)
+                failures += guarded("figure", f"{pages.model.name}/figures/comparison", draw_comparisons, staging, pages,
+                                    output)
         failures += guarded("figure", OVERVIEW, write_overview, staging, list(by_model.values()))
         results = [r for pages in by_model.values() for r in pages.results]
         summary = summarize(results)
@@ -135,7 +136,8 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
         failures += write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors,
                                 skipped)
         errors += [f"{f['file']}: {f['error']}" for f in failures if f["stage"] == "page"]
-        write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest})
+        write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest,
+                                               "comparisons": comparison_records(list(by_model.values()))})
         write_json(staging / "build.json", {
             "spec": str(spec.path), "device": str(device), "quick": options.quick, "force": options.force,
             "seconds": round(time.time() - started, 3), "failures": failures,

@@ -31,9 +31,13 @@ def stem(result: Result) -> str:
 def drawing_digest(kind: str) -> str:
     """A digest of the code that draws a technique's figures: a cached figure is reused only while it matches."""
     technique = registry.get(kind)
+    return _source_digest(figures, dataset_figures, *(sys.modules[c.__module__] for c in type(technique).__mro__))
+
+
+def _source_digest(*modules) -> str:
     h = hashlib.sha256()
-    for module in sorted({figures.__name__, dataset_figures.__name__, *(c.__module__ for c in type(technique).__mro__)}):
-        source = getattr(sys.modules.get(module), "__file__", None)
+    for name in sorted({m.__name__ for m in modules}):
+        source = getattr(sys.modules.get(name), "__file__", None)
         if source:
             h.update(Path(source).read_bytes())
     return h.hexdigest()[:16]
@@ -167,33 +171,62 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
-def draw_comparisons(folder: Path, pages: ModelPages) -> None:
+def draw_comparisons(folder: Path, pages: ModelPages, previous: Path | None = None) -> None:
     """The attribution comparison's figure of each image: every method's map of the first target side by side, in
     the spec's order, with its deletion and insertion curves where scored; kept in `pages.drawn` under
-    ("comparison", None, image) as {figure, error}."""
+    ("comparison", None, image) as {figure, error, digest}. A figure whose inputs (the results' keys, the rows'
+    titles) and drawing code match the `previous` output's is copied from there instead of drawn again."""
     found = comparison(pages, list(dict.fromkeys(r.job.kind for r in pages.results)))
+    old = previous_comparisons(previous) if previous else {}
+    code = _source_digest(figures, sys.modules[__name__], sys.modules[comparison.__module__])
     for entry in (found or {}).get("images", []):
         rows = entry["in_order"]
         if not rows:
             continue
         figure, error = figure_path(pages.model.name, entry["image"]), None
-        arrays = [row["result"].artifact.arrays for row in rows]
-        scored = [row["deletion_auc"] is not None for row in rows]
+        digest = hashlib.sha256(json.dumps([code, [(row["result"].job.key, row["title"], row["constant"])
+                                                   for row in rows]]).encode()).hexdigest()[:16]
+        before = old.get(figure)
         try:
-            figures.attribution_comparison(
-                pages.draw.picture(entry["image"]), [a["map"][0] for a in arrays],
-                [row["title"] + (f" ({row['constant']}: not scored)" if row["constant"] else "") for row in rows],
-                folder / figure, signed=[row["signed"] for row in rows],
-                deletion=[a["deletion"][0] if "deletion" in a and ok else None for a, ok in zip(arrays, scored)],
-                insertion=[a["insertion"][0] if "insertion" in a and ok else None for a, ok in zip(arrays, scored)],
-                deletion_auc=[row["deletion_auc"] for row in rows],
-                insertion_auc=[row["insertion_auc"] for row in rows],
-                target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
+            if before == digest and (previous / figure).is_file():
+                (folder / figure).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(previous / figure, folder / figure)
+            else:
+                _draw_comparison(folder / figure, pages, entry, rows)
         except Exception as exc:
             if cannot_write(exc):
                 raise
             figure, error = None, f"drawing the figure: {one_line(exc)}"
-        pages.drawn[("comparison", None, entry["image"])] = {"figure": figure, "error": error}
+        pages.drawn[("comparison", None, entry["image"])] = {"figure": figure, "error": error, "digest": digest}
+
+
+def _draw_comparison(path: Path, pages: ModelPages, entry: dict, rows: list[dict]) -> None:
+    arrays = [row["result"].artifact.arrays for row in rows]
+    scored = [row["deletion_auc"] is not None for row in rows]
+    figures.attribution_comparison(
+        pages.draw.picture(entry["image"]), [a["map"][0] for a in arrays],
+        [row["title"] + (f" ({row['constant']}: not scored)" if row["constant"] else "") for row in rows],
+        path, signed=[row["signed"] for row in rows],
+        deletion=[a["deletion"][0] if "deletion" in a and ok else None for a, ok in zip(arrays, scored)],
+        insertion=[a["insertion"][0] if "insertion" in a and ok else None for a, ok in zip(arrays, scored)],
+        deletion_auc=[row["deletion_auc"] for row in rows],
+        insertion_auc=[row["insertion_auc"] for row in rows],
+        target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
+
+
+def comparison_records(all_pages: list[ModelPages]) -> list[dict[str, str]]:
+    """What manifest.json lists of the comparison figures: each one's path and the digest of what drew it."""
+    return [{"figure": d["figure"], "digest": d["digest"]} for pages in all_pages
+            for (kind, _, _), d in pages.drawn.items() if kind == "comparison" and d.get("figure")]
+
+
+def previous_comparisons(output: Path) -> dict[str, str]:
+    """figure → digest of the comparison figures in the last build's manifest."""
+    try:
+        listed = json.loads((output / "manifest.json").read_text()).get("comparisons") or []
+        return {r["figure"]: r["digest"] for r in listed if isinstance(r, dict)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 OVERVIEW = "overview.png"  # the home page's figure (site_src/index.md shows reports/overview.png)

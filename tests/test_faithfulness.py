@@ -390,6 +390,19 @@ def test_build_writes_the_comparison_page_and_links_it(project):
     assert len(list((model / "figures" / "comparison").glob("*.png"))) == 2
     records = [r for r in read_json(project / "out" / "manifest.json")["artifacts"] if r["technique"] == "saliency"]
     assert records and all(set(r["metrics"]) >= {"deletion_auc", "insertion_auc", "sanity_flag"} for r in records)
+    # Rebuilt with nothing changed, the comparison figures are copied from the last build, not drawn again;
+    # a changed method redraws them.
+    drawn = {p.name: p.stat().st_mtime_ns for p in (model / "figures" / "comparison").glob("*.png")}
+    listed = read_json(project / "out" / "manifest.json")["comparisons"]
+    assert len(listed) == 2
+    assert cli("build", write_spec(project, spec)) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (model / "figures" / "comparison").glob("*.png")} == drawn
+    assert read_json(project / "out" / "manifest.json")["comparisons"] == listed
+    spec["models"][0]["techniques"]["saliency"]["faithfulness_steps"] = 5
+    assert cli("build", write_spec(project, spec)) == 0
+    again = read_json(project / "out" / "manifest.json")["comparisons"]
+    assert [r["figure"] for r in again] == [r["figure"] for r in listed]
+    assert all(a["digest"] != b["digest"] for a, b in zip(again, listed))
     # One attribution technique: no comparison page, no link.
     spec["models"][0]["techniques"].pop("guided_backprop")
     assert cli("build", write_spec(project, spec)) == 0
