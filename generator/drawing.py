@@ -55,7 +55,7 @@ def _draw_in_worker(task: bytes) -> Any:
 def _without_weights(contexts: dict[str, DrawContext]) -> dict[str, DrawContext]:
     """The contexts a worker gets: figures draw from artifacts, images and labels, never through the network, so
     its weights (hundreds of MB for some models) stay here."""
-    return {name: replace(ctx, model=replace(ctx.model, module=None, _probe=None)) for name, ctx in contexts.items()}
+    return {name: replace(ctx, model=replace(ctx.model, module=None, _probes={})) for name, ctx in contexts.items()}
 
 
 class Drawing:

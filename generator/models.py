@@ -54,7 +54,7 @@ class LoadedModel:
     spec_index: int = 0
     dataset: str | None = None  # the name of the data set its data-set views look across
     _other_sizes: bool | None = field(default=None, repr=False)
-    _probe: Probe | None = field(default=None, repr=False)
+    _probes: dict[int, Probe] = field(default_factory=dict, repr=False)  # by input side
 
     def logits(self, x: torch.Tensor, finite: bool = True) -> torch.Tensor:
         """The model's logits for a batch. A logit that is NaN or infinite raises (`finite`): every result computed
@@ -103,13 +103,21 @@ class LoadedModel:
         mean, std = self.mean_std(x)
         return x * std + mean
 
-    def probe(self) -> Probe:
-        """One forward of a blank input with every module's output recorded; made once and kept."""
-        if self._probe is None:
+    def probe(self, side: int | None = None) -> Probe:
+        """One forward of a blank input (`side` pixels square, default the model's own size) with every module's
+        output recorded; made once per side and kept, so that the checks of many techniques cost one forward.
+        Raises what the forward raises (a side too small for the model, a fixed-size layer)."""
+        side = side or self.input.size
+        if side not in self._probes:
             with torch.no_grad(), record_calls(self.module) as calls:
-                logits = self.logits(self.blank(), finite=False)
-            self._probe = Probe(tuple(calls), int(logits.shape[-1]))
-        return self._probe
+                logits = self.logits(self.blank(side), finite=False)
+            self._probes[side] = Probe(tuple(calls), int(logits.shape[-1]))
+        return self._probes[side]
+
+    def shapes_at(self, side: int) -> dict[str, tuple[int, ...] | None]:
+        """Each module's output shape (without the batch) for a `side`-pixel image, as the model sees it: resampled
+        to its own size when it takes no other. Raises what the forward raises."""
+        return self.probe(side if self.takes_other_sizes() else self.input.size).shapes
 
     def module_names(self) -> list[str]:
         return [n for n, _ in self.module.named_modules() if n]
@@ -129,8 +137,7 @@ class LoadedModel:
         synthesis at other sizes and scales needs; models with a fixed-size linear layer do not."""
         if self._other_sizes is None:
             try:
-                with torch.no_grad():
-                    self.module(self.blank(max(8, self.input.size * 3 // 4)))
+                self.probe(max(8, self.input.size * 3 // 4))
                 self._other_sizes = True
             except Exception:  # any shape error from a fixed-size layer
                 self._other_sizes = False

@@ -223,14 +223,6 @@ class Features:
         return {k: v for k, v in self.outputs.items() if isinstance(v, torch.Tensor)}
 
 
-def output_shapes(net: Network, layers: Sequence[str], size: tuple[int, int], device=None) -> dict[str, tuple]:
-    """The output shape (without the batch) of each layer for an input of `size`; layers the forward does not reach
-    are absent. For checks: a layer with no spatial extent at that size cannot be matched."""
-    x = torch.zeros(1, net.channels, *size, device=device)
-    with torch.no_grad(), Features(net, layers) as feats:
-        return {k: tuple(v.shape[1:]) for k, v in feats(x).items()}
-
-
 @dataclass(eq=False)
 class GramTerm:
     """Match the Gram matrices of `layers` of `net` to those of `sources` — one (C, h, w) image in [0, 1] per batch

@@ -55,13 +55,12 @@ class DeepDream(Technique):
                     if (problem := model.missing_module(layer))]
         wanted = [w for w in self.layers(model, params) if not model.missing_module(w)]
         if wanted and not problems:
-            with torch.no_grad(), record_outputs(model.module, wanted) as outs:
-                model.module(model.blank())
+            shapes = model.probe().shapes
             for layer in wanted:
-                out = outs.get(layer)
-                if not isinstance(out, torch.Tensor) or out.dim() != 4:
+                shape = shapes.get(layer)
+                if shape is None or len(shape) != 3:
                     key = f"layers[{params.layers.index(layer)}]" if params.layers else "layers"
-                    shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+                    shape = shape if shape is not None else "not one tensor"
                     problems.append(f"{key}: '{layer}' has no spatial extent (output {shape}); DeepDream needs a "
                                     "layer with a spatial map, such as a conv layer's")
         return problems

@@ -227,16 +227,17 @@ class FeatureInversion(Technique):
         wanted = self.wanted(model, params)
         side = self.side(model, params)
         try:
-            with torch.no_grad(), record_outputs(model.module, wanted) as outs:
-                model.module(model.blank(side))
+            shapes = model.probe(side).shapes
         except Exception as exc:  # e.g. a size too small for the layers
             return [f"size: the model fails on a {side}×{side} input ({type(exc).__name__}); choose a larger size"]
-        for layer in wanted:
-            out = outs.get(layer)
-            if not isinstance(out, torch.Tensor):
-                key = f"layers[{params.layers.index(layer)}]" if params.layers else "layers"
-                problems.append(f"{key}: '{layer}' returns {type(out).__name__}, not a tensor; feature inversion "
-                                "needs a layer whose output is one tensor of features")
+        not_tensors = [layer for layer in wanted if shapes.get(layer) is None]
+        if not_tensors:  # the probe keeps shapes only: one more forward says what those layers do return
+            with torch.no_grad(), record_outputs(model.module, not_tensors) as outs:
+                model.module(model.blank(side))
+        for layer in not_tensors:
+            key = f"layers[{params.layers.index(layer)}]" if params.layers else "layers"
+            problems.append(f"{key}: '{layer}' returns {type(outs.get(layer)).__name__}, not a tensor; feature "
+                            "inversion needs a layer whose output is one tensor of features")
         return problems
 
     def side(self, model, params: FeatureInversionParams) -> int:

@@ -89,10 +89,9 @@ def layer_problems(model, layers: list[str] | None, key: str, default: list[str]
     problems = [f"{where[i]}: {problem}" for i, layer in enumerate(wanted) if (problem := model.missing_module(layer))]
     if problems:
         return problems
-    net = matching.model_network(model)
     side = min(sizes)
     try:
-        shapes = matching.output_shapes(net, wanted, (side, side), device=model.device)
+        shapes = model.shapes_at(side)
     except Exception as exc:  # the forward fails: the input is smaller than the layers' downsampling
         return [f"size: {side} px is too small for {model.name} ({type(exc).__name__}); {what} needs a larger size"]
     for i, layer in enumerate(wanted):

@@ -92,7 +92,7 @@ POSITIONS_PER_CHANNEL = 0.25
 def default_style_layers(model, side: int) -> list[str]:
     """The model's chosen layers whose Gram matrices a `side`-pixel image can match (P ≥ C / 4), the first of them
     when none can."""
-    shapes = matching.output_shapes(matching.model_network(model), model.layers, (side, side), model.device)
+    shapes = model.shapes_at(side)
     usable = [layer for layer in model.layers if layer in shapes and len(shapes[layer]) == 3
               and shapes[layer][1] * shapes[layer][2] >= POSITIONS_PER_CHANNEL * shapes[layer][0]]
     return usable or list(model.layers[:1])
