@@ -93,6 +93,7 @@ for _p in (str(BENCH), str(ROOT)):  # bench/ for timing, attribution, synthesis;
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from project import absolutize  # noqa: E402  (bench/project.py)
 from timing import timed  # noqa: E402  (bench/timing.py)
 
 SECTIONS = ("occlusion", "precision", "units", "build")
@@ -409,30 +410,6 @@ def units_section(s: Settings, device: torch.device, out: dict, rows: list) -> N
 
 
 # 4. Cold build of the default report ------------------------------------------------------------------------------
-
-SOURCE_PREFIX = re.compile(r"^(skimage|sklearn|dataset):")
-
-
-def absolute(path: str, base: Path) -> str:
-    p = Path(path).expanduser()
-    return str(p if p.is_absolute() else base / p)
-
-
-def absolutize(data: dict, base: Path) -> dict:
-    """The spec's relative paths (image files and globs, data-set folders, checkpoints, label files) made absolute,
-    so the copy in the temporary folder finds what the original does."""
-    for name, entries in (data.get("images") or {}).items():
-        data["images"][name] = [e if SOURCE_PREFIX.match(e) else absolute(e, base) for e in entries]
-    for ds in (data.get("datasets") or {}).values():
-        for key in ("root", "folder", "glob"):
-            if isinstance(ds.get(key), str):
-                ds[key] = absolute(ds[key], base)
-    for ms in data.get("models") or []:
-        for key in ("checkpoint", "labels"):
-            if isinstance(ms.get(key), str):
-                ms[key] = absolute(ms[key], base)
-    return data
-
 
 def missing_data(data: dict) -> list[str]:
     """--skip names for data sets whose folder is absent: the models whose images come from one (they cannot

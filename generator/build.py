@@ -64,6 +64,8 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
 
 
 def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: float) -> int:
+    stages: dict[str, float] = {}  # seconds of each stage, for build.json (bench/build.py prints them)
+    clock = time.perf_counter()
     with console.status("loading images, data sets and models, checking the spec"):
         prepared = prepare(spec, options.device, skip=options.skip)
     for name, data in prepared.datasets.items():
@@ -104,12 +106,14 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
             not options.only or job.kind in options.only or registry.get(job.kind).always)
 
     device = prepared.models[0].device if prepared.models else torch.device("cpu")
+    stages["prepare"], clock = time.perf_counter() - clock, time.perf_counter()
     console.print(f"[bold]{spec.title}[/]: {len(prepared.models)} model(s), {len(jobs)} jobs, device {device}")
     with StageProgress(console, "jobs", len(steps(jobs)), len(jobs)) as progress:
         for ctx in contexts.values():  # a long pass over a data set says how far it got
             if ctx.features is not None:
                 ctx.features.progress = progress.note
         results = execute(jobs, contexts, cache, force=options.force, runnable=runnable, progress=progress)
+    stages["jobs"], clock = time.perf_counter() - clock, time.perf_counter()
     for line in cache.unreadable:
         console.print(f"[yellow]warning[/]: cache entry {line}; recomputed", highlight=False)
 
@@ -129,6 +133,7 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
                 failures += guarded("figure", f"{pages.model.name}/figures/comparison", draw_comparisons, staging, pages,
                                     output)
         failures += guarded("figure", OVERVIEW, write_overview, staging, list(by_model.values()))
+        stages["figures"], clock = time.perf_counter() - clock, time.perf_counter()
         results = [r for pages in by_model.values() for r in pages.results]
         summary = summarize(results)
         errors = [f"{r.job.label}: {r.error}" for r in results if r.status == "failed"]
@@ -136,11 +141,13 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
         failures += write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors,
                                 skipped)
         errors += [f"{f['file']}: {f['error']}" for f in failures if f["stage"] == "page"]
+        stages["pages"] = time.perf_counter() - clock
         write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest,
                                                "comparisons": comparison_records(list(by_model.values()))})
         write_json(staging / "build.json", {
             "spec": str(spec.path), "device": str(device), "quick": options.quick, "force": options.force,
-            "seconds": round(time.time() - started, 3), "failures": failures,
+            "seconds": round(time.time() - started, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
+            "failures": failures,
             "jobs": [{"model": r.job.model, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
                       "status": r.status, "seconds": round(r.seconds, 4), "error": r.error, "key": r.job.key}
                      for r in results],

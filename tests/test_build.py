@@ -36,6 +36,8 @@ def test_build_writes_pages_figures_and_records(project, capsys):
         assert (out / "tiny" / f"{page}.md").is_file(), page
     build = read_json(out / "build.json")
     assert build["device"] == "cpu" and build["quick"] is False
+    assert list(build["stages"]) == ["prepare", "jobs", "figures", "pages"]
+    assert all(0 <= v <= build["seconds"] for v in build["stages"].values())
     assert {(j["technique"], j["layer"], j["image"]) for j in build["jobs"]} == {
         ("input", None, "pics/a"), ("input", None, "pics/b"), ("architecture", None, None),
         ("predictions", None, "pics/a"), ("predictions", None, "pics/b"),
