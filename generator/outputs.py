@@ -75,33 +75,25 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         rest = dict(list(r.artifact.arrays.items())[1:])
         archive = f"{name}/data/{r.job.kind}/{stem(r)}.npz" if rest else None
         before = old.get(r.job.key)
-        try:
-            arrays = write_data(folder, r, data, archive, rest, before, previous)
-        except Exception as exc:
-            if cannot_write(exc):
-                raise
-            pages.results[i] = Result(r.job, "failed", r.seconds, None, f"writing its data: {one_line(exc)}")
-            progress(1)
-            continue
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
         reusable = (r.status == "cached" and before and before.get("figure") and before.get("drawing") == drawing
                     and before["params"] == r.job.params.model_dump(mode="json")
                     and all(f and (previous / f).is_file() for f in olds.values()))
-        if reusable:
-            try:
-                for f in olds.values():
-                    (folder / f).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(previous / f, folder / f)
-            except Exception as exc:
-                if cannot_write(exc):
-                    raise
-                pages.results[i] = Result(r.job, "failed", r.seconds, None, f"copying its figure: {one_line(exc)}")
-                progress(1)
-                continue
-            drawn: Any = olds
-        else:
-            drawn = drawer.submit(r.job.kind, r.artifact, r.job, name, folder / figure)
+        step = "writing its data"
+        try:
+            arrays = write_data(folder, r, data, archive, rest, before, previous)
+            step = "copying its figure"
+            for f in olds.values() if reusable else ():
+                (folder / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(previous / f, folder / f)
+        except Exception as exc:
+            if cannot_write(exc):
+                raise
+            pages.results[i] = Result(r.job, "failed", r.seconds, None, f"{step}: {one_line(exc)}")
+            progress(1)
+            continue
+        drawn: Any = olds if reusable else drawer.submit(r.job.kind, r.artifact, r.job, name, folder / figure)
         pending.append((i, r, figure, data, archive, arrays, drawing, drawn))
     records = []
     for i, r, figure, data, archive, arrays, drawing, drawn in pending:
