@@ -29,7 +29,8 @@ class Embedding(FeatureSpaceTechnique):
     kind = "embedding"
     title = "t-SNE and PCA embedding"
     summary = "the data set mapped to 2-D by t-SNE and PCA of a layer's features, with Karpathy's thumbnail grid"
-    version = 1
+    # version 2: t-SNE's shorter schedule (125 + 250 iterations up to 10 000 points, tsne.plain_iterations)
+    version = 2
     Params = EmbeddingParams
     arrays = {
         "tsne": "(images, 2) float32: t-SNE coordinates of every data-set image (in data-set order) from the "

@@ -12,11 +12,32 @@ from sklearn.manifold import trustworthiness as _sk_trustworthiness
 from generator.techniques.dataset.knn import label_agreement, nearest
 
 PRE_PCA = 50  # t-SNE runs on this many principal components (van der Maaten's recommendation)
-# Below this many points openTSNE runs on one thread: each of its ~750 iterations is too little work to share, and
-# the threads' hand-offs dominate. Measured on the shared 2-core machine under load: 15 points 0.2–0.3 s on one
-# thread against 6.7–18.9 s on two; 200 points 1.0 s against 8.5–24.5 s; 1 000 points 8.7–9.1 s against 25–27 s.
+# Below this many points openTSNE runs on one thread: each of its iterations is too little work to share, and the
+# threads' hand-offs dominate. Measured on the shared 2-core machine under load, with openTSNE's 750 iterations: 15
+# points 0.2–0.3 s on one thread against 6.7–18.9 s on two; 200 points 1.0 s against 8.5–24.5 s; 1 000 points
+# 8.7–9.1 s against 25–27 s.
 SMALL_TSNE = 2000
 TRUST_POINTS = 5000  # scikit-learn's trustworthiness holds an N × N distance matrix and its argsort
+# The optimization's schedule (openTSNE's default: 250 iterations with early exaggeration 12, then 500 plain, an FFT
+# grid of at least 50 intervals per side). Measured on Fashion-MNIST (site_src/tuning.md#t-sne-and-pca-embedding):
+# 125 exaggerated iterations did as well as 250 from 2 000 to 60 000 points; 250 plain iterations gave the same
+# trustworthiness as 500 and a 5-NN class agreement within 0.002 (less than between seeds) up to 10 000 points, but
+# 0.005 below it at 60 000, whose larger map takes longer to spread. Hence 250 plain iterations up to 10 000 points,
+# then growing with the map's extent (√N) back to openTSNE's 500 from 40 000.
+EARLY_ITER = 125  # iterations with early exaggeration 12 (learning rate N / 12)
+PLAIN_ITER = 250  # plain iterations (learning rate N) up to PLAIN_POINTS points
+PLAIN_POINTS = 10_000
+MAX_PLAIN_ITER = 500  # openTSNE's
+# The FFT gradients' grid (from 10 000 points) has an interval per unit of the map's extent, but at least this many
+# per side: only the exaggerated map (about 8 units across) is that small. There openTSNE's 50 took 23 ms a gradient
+# and 25 took 12 ms, with a relative error of 5e-5 and 4e-4 against the exact gradient (the spread map's one
+# interval per unit has 3e-2), and the same maps.
+MIN_INTERVALS = 25
+
+
+def plain_iterations(n: int) -> int:
+    """Plain (unexaggerated) iterations for n points: PLAIN_ITER up to PLAIN_POINTS, then ∝ √n, at most 500."""
+    return int(min(MAX_PLAIN_ITER, max(PLAIN_ITER, round(PLAIN_ITER * (n / PLAIN_POINTS) ** 0.5))))
 
 
 def _jobs() -> int:
@@ -39,17 +60,28 @@ def pca(vectors: np.ndarray, dims: int = 2, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: int | None = None,
-         device: torch.device | str = "cpu") -> np.ndarray:
+         device: torch.device | str = "cpu", early_iter: int = EARLY_ITER, n_iter: int | None = None) -> np.ndarray:
     """(N, 2) float32 t-SNE map (openTSNE, PCA initialization), of the first 50 principal components when D > 50.
 
     Perplexity is clipped to (N - 1) / 3, the most that N points support (each point needs 3 × perplexity
     neighbours); fewer than 4 points get their PCA map. The 3 × perplexity neighbours are exact, found with
-    generator.neighbors on `device`: openTSNE's own Annoy index (used from 1 000 points) builds different trees
-    with different thread counts, so the same seed gave different maps on machines with different cores.
-    n_jobs: openTSNE's threads, by default every core this process may use (one below SMALL_TSNE points).
+    generator.techniques.dataset.knn on `device`: openTSNE's own Annoy index (used from 1 000 points) builds different
+    trees with different thread counts, so the same seed gave different maps on machines with different cores.
+    n_jobs: openTSNE's threads, by default every core this process may use (one below SMALL_TSNE points). The map does
+    not depend on it (openTSNE adds up its gradients in the same order on any number of threads), and nothing else
+    here depends on the thread count either: the gradient method and the schedule follow from N alone.
 
-    openTSNE rather than scikit-learn's TSNE: the same quality in about half the time, and its FFT gradients scale
-    linearly in N (measured: site_src/tuning.md#t-sne-and-pca-embedding).
+    Schedule: `early_iter` iterations with early exaggeration 12, then `n_iter` plain ones (by default
+    plain_iterations(N): 250 up to 10 000 points, rising to 500 from 40 000), with openTSNE's learning rate (N / 12,
+    then N) and momentum (0.8). openTSNE's default is 250 + 500. On 10 000 Fashion-MNIST vectors the shorter schedule
+    gave the same trustworthiness (0.9955) and a 5-NN class agreement within 0.002 of the default's, in 40% of the
+    time: trustworthiness has settled after 150 plain iterations, and what follows mostly spreads the map, on an FFT
+    grid that grows with it (openTSNE's last 250 iterations were 57% of its time). Gradients: openTSNE's Barnes-Hut
+    below 10 000 points, FFT interpolation from there, on a grid of at least MIN_INTERVALS per side. Measured:
+    site_src/tuning.md#t-sne-and-pca-embedding.
+
+    openTSNE rather than scikit-learn's TSNE: the same quality in less time, and its FFT gradients scale linearly in
+    N (measured: site_src/tuning.md#t-sne-and-pca-embedding).
     """
     from openTSNE import TSNE
     from openTSNE.affinity import PerplexityBasedNN
@@ -67,9 +99,12 @@ def tsne(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0, n_jobs: i
                           exclude=np.arange(n))
     affinities = PerplexityBasedNN(perplexity=perplexity, n_jobs=jobs, knn_index=PrecomputedNeighbors(index, dist))
     # openTSNE's "auto" gradient: Barnes-Hut below 10 000 points, FFT interpolation from there. FFT's grid is a
-    # fixed cost: 150 points took 25 s with FFT, 1.8 s with Barnes-Hut.
+    # fixed cost: 150 points took 25 s with FFT, 1.8 s with Barnes-Hut. At 10 000 points on the shared 2-core machine
+    # FFT's 125 + 250 iterations took 22–28 s, Barnes-Hut's 40–47 s (openTSNE computes the FFT repulsion on one
+    # thread, but load from other work left Barnes-Hut's second thread little to gain).
     model = TSNE(n_components=2, initialization="pca", random_state=seed, n_jobs=jobs,
-                 negative_gradient_method="auto", verbose=False)
+                 early_exaggeration_iter=early_iter, n_iter=plain_iterations(n) if n_iter is None else n_iter,
+                 min_num_intervals=MIN_INTERVALS, negative_gradient_method="auto", verbose=False)
     return np.asarray(model.fit(x, affinities=affinities), dtype=np.float32)
 
 
