@@ -181,6 +181,7 @@ def test_model_that_cannot_take_channels_last():
 
 
 def test_windows_go_through_the_model_in_batches(monkeypatch):
+    """Full forwards (`full=True`); the incremental path's batches: tests/test_incremental_occlusion.py."""
     from generator import batching
 
     ctx = sensitive_ctx(images=2)
@@ -190,7 +191,8 @@ def test_windows_go_through_the_model_in_batches(monkeypatch):
     sizes = []
     handle = ctx.model.module.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
     try:
-        registry.get("occlusion").attribute(ctx, x, targets, params("occlusion", window=4, stride=4, fill="zero"))
+        fill = fill_images(ctx, x, params("occlusion", fill="zero"))
+        occlusion_maps(ctx.model, x, targets, fill, 4, 4, full=True)
     finally:
         handle.remove()
     windows = window_count(32, 32, 4, 4)  # 64 per image, 128 in all
