@@ -3,7 +3,10 @@ complete, so a crash never leaves them half-written; `build_site` runs `mkdocs b
 share a cache, an output or a site folder take turns (`folder_locks`)."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -19,6 +22,16 @@ from rich.console import Console
 
 from generator.errors import ConvscopeError
 from generator.progress import duration
+
+
+def _die_with_the_build() -> None:
+    """In the MkDocs child, before it runs (Linux): be killed when the build that started it dies, so that a killed
+    build leaves no MkDocs writing on into a staging folder that the next build has already cleared."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def staging_folder(prefix: str, parent: Path | None) -> Path:
@@ -68,7 +81,8 @@ def build_site(config: Path, site: Path, console: Console) -> bool:
         started = time.monotonic()
         with console.status("mkdocs build --strict"):
             proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config), "-d", str(tmp)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True,
+                                  preexec_fn=_die_with_the_build if sys.platform == "linux" else None)
         if proc.returncode != 0:
             console.print(f"[red]mkdocs build --strict failed; {site} left as it was[/]")
             console.print(proc.stderr.strip() or proc.stdout.strip(), highlight=False, markup=False)
