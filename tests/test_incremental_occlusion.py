@@ -173,10 +173,7 @@ def test_ceil_mode_pooling_pads_with_minus_infinity():
 
 def test_position_mixing_ops_run_on_whole_maps_and_stay_exact():
     net = seeded(LayerNormNet())
-    ours, full, report = both(net, 6, 4)
-    assert_equal_maps(ours, full)
-    assert report["path"] == "incremental"
-    sweep = sweep_of(net, 32, 6, 4)
+    sweep = exact_incremental_sweep(net, 6, 4)
     assert sweep.state[node(sweep, "conv2")] == "box"
     assert sweep.state[node(sweep, "norm")] == "whole" and sweep.state[node(sweep, "conv3")] == "whole"
 
@@ -239,6 +236,14 @@ def sweep_of(module: nn.Module, size: int, window: int, stride: int) -> Sweep:
     x = ctx.batch(list(ctx.images))
     with torch.no_grad():
         return Sweep(ctx.model, x, window, [starts(size, window, stride)] * 2)
+
+
+def exact_incremental_sweep(net: nn.Module, window: int, stride: int) -> Sweep:
+    """The incremental path ran on `net` (32 px) and its maps equal full forwards'; its sweep, to look inside."""
+    ours, full, report = both(net, window, stride)
+    assert_equal_maps(ours, full)
+    assert report["path"] == "incremental"
+    return sweep_of(net, 32, window, stride)
 
 
 def node(sweep: Sweep, target: str):
@@ -327,10 +332,7 @@ class ConcatNet(nn.Module):
 
 def test_channel_concatenation_keeps_the_union_box():
     net = seeded(ConcatNet())
-    ours, full, report = both(net, 8, 4)
-    assert_equal_maps(ours, full)
-    assert report["path"] == "incremental"
-    sweep = sweep_of(net, 32, 8, 4)
+    sweep = exact_incremental_sweep(net, 8, 4)
     cat = next(n for n in sweep.nodes if n.target is torch.cat)
     assert sweep.state[cat] == "box" and sweep.boxes[cat] == sweep.boxes[node(sweep, "wide")]
 
@@ -353,10 +355,7 @@ def standardized_net(kernel: int) -> nn.Module:
 def test_convolution_subclass_the_probe_rejects_runs_on_whole_maps():
     """3 × 3: no padding reproduces its output from `weight`, so it runs as itself, on whole maps."""
     net = standardized_net(3)
-    ours, full, report = both(net, 8, 4)
-    assert_equal_maps(ours, full)
-    assert report["path"] == "incremental"
-    sweep = sweep_of(net, 32, 8, 4)
+    sweep = exact_incremental_sweep(net, 8, 4)
     assert node(sweep, "2") not in sweep.windows and sweep.state[node(sweep, "2")] == "whole"
 
 
