@@ -16,10 +16,13 @@ from generator.cache import Cache
 from generator.checks import ReportSpec, prepare, sets_used_by
 from generator.context import DrawContext, RunContext
 from generator.drawing import Drawer
+from generator.executor import LocalExecutor
 from generator.errors import ConvscopeError, cannot_write, did_you_mean, one_line
 from generator.techniques.dataset.feature_pass import FeatureStore
 from generator.pipeline import Result, execute, inapplicable, plan, steps
 from generator.progress import StageProgress
+from generator.ray_executor import RayExecutor, parse_executor
+from generator.spec import DEVICE_PATTERN
 from generator.templating import Renderer
 from generator.outputs import OVERVIEW, comparison_records, draw_comparisons, write_outputs, write_overview
 from generator.report import ModelPages, write_json, write_pages
@@ -33,6 +36,7 @@ class BuildOptions:
     models: list[str] | None = None
     skip: list[str] | None = None
     device: str | None = None
+    executor: str | None = None  # local, ray or ray:ADDRESS (--executor); None: the spec's `executor`
     force: bool = False
     quick: bool = False
     site: Path | None = None
@@ -66,8 +70,13 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
 def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: float) -> int:
     stages: dict[str, float] = {}  # seconds of each stage, for build.json (bench/build.py prints them)
     clock = time.perf_counter()
+    executor_name, address = parse_executor(options.executor) if options.executor else (spec.executor, None)
+    device_name = options.device or spec.device
+    if executor_name == "ray" and not DEVICE_PATTERN.match(device_name):
+        raise ConvscopeError("--device", f"'{device_name}' is not a device; use auto, cpu, cuda, cuda:N or mps")
     with console.status("loading images, data sets and models, checking the spec"):
-        prepared = prepare(spec, options.device, skip=options.skip)
+        # On Ray the workers load the models on their own devices; here they are only checked and planned.
+        prepared = prepare(spec, "cpu" if executor_name == "ray" else options.device, skip=options.skip)
     for name, data in prepared.datasets.items():
         for line in data.notes + [f"skipped unreadable {s['name']} ({s['reason']})" for s in data.skipped[:5]]:
             console.print(f"[yellow]datasets.{name}[/]: {line}", highlight=False)
@@ -107,12 +116,19 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
 
     device = prepared.models[0].device if prepared.models else torch.device("cpu")
     stages["prepare"], clock = time.perf_counter() - clock, time.perf_counter()
+    if executor_name == "ray":
+        settings = spec.ray.model_copy(update={"address": address}) if address else spec.ray
+        executor = RayExecutor(settings, device_name, spec.base_dir, console)
+        device = executor.device
+    else:
+        executor = LocalExecutor()
     console.print(f"[bold]{spec.title}[/]: {len(prepared.models)} model(s), {len(jobs)} jobs, device {device}")
-    with StageProgress(console, "jobs", len(steps(jobs)), len(jobs)) as progress:
+    with executor, StageProgress(console, "jobs", len(steps(jobs)), len(jobs)) as progress:
         for ctx in contexts.values():  # a long pass over a data set says how far it got
             if ctx.features is not None:
                 ctx.features.progress = progress.note
-        results = execute(jobs, contexts, cache, force=options.force, runnable=runnable, progress=progress)
+        results = execute(jobs, contexts, cache, force=options.force, runnable=runnable, progress=progress,
+                          executor=executor)
     stages["jobs"], clock = time.perf_counter() - clock, time.perf_counter()
     for line in cache.unreadable:
         console.print(f"[yellow]warning[/]: cache entry {line}; recomputed", highlight=False)
@@ -145,11 +161,13 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
         write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest,
                                                "comparisons": comparison_records(list(by_model.values()))})
         write_json(staging / "build.json", {
-            "spec": str(spec.path), "device": str(device), "quick": options.quick, "force": options.force,
+            "spec": str(spec.path), "device": str(device), "executor": executor.describe(), "quick": options.quick,
+            "force": options.force,
             "seconds": round(time.time() - started, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
             "failures": failures,
             "jobs": [{"model": r.job.model, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
-                      "status": r.status, "seconds": round(r.seconds, 4), "error": r.error, "key": r.job.key}
+                      "status": r.status, "seconds": round(r.seconds, 4), "error": r.error, "key": r.job.key,
+                      "where": r.where}
                      for r in results],
         })
         replace_folder(staging, output)

@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--skip", type=_csv, help="models to leave out of this build entirely, or data sets to leave out "
                                                     "(their models' data-set views then say they do not apply), comma-separated")
         cmd.add_argument("--device", help="override the spec's device: auto, cpu, cuda, cuda:N, mps")
+        cmd.add_argument("--executor", metavar="local|ray[:ADDRESS]",
+                         help="where jobs run: here (local) or on Ray, a local one or the cluster at ADDRESS "
+                              "(overrides the spec's executor and ray.address)")
         cmd.add_argument("--force", action="store_true", help="ignore the cache and recompute")
         cmd.add_argument("--quick", action="store_true", help="smaller sizes and fewer steps, for previews and tests")
         cmd.add_argument("--mkdocs", type=Path, help="MkDocs config (default: mkdocs.yml beside the spec)")
@@ -81,7 +84,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         print(f"{args.spec}: ok ({len(prepared.models)} model(s), {n_images} image(s)"
               + (f", {len(prepared.datasets)} data set(s) of {n_data} images" if prepared.datasets else "") + ")")
         return 0
-    options = BuildOptions(only=args.only, models=args.models, skip=args.skip, device=args.device, force=args.force,
+    options = BuildOptions(only=args.only, models=args.models, skip=args.skip, device=args.device, executor=args.executor, force=args.force,
                            quick=args.quick, site=getattr(args, "site", None), mkdocs_config=args.mkdocs)
     code = build(args.spec, options, console)
     if args.command == "serve":

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import dataclasses
 import glob as globlib
+import io
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +106,28 @@ class _Remapped:
 
     def __call__(self, i: int) -> Image.Image:
         return self.get(int(self.mapping[i]))
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    files: list[bytes]  # each image file's bytes, as read from disk
+    names: list[str]
+
+    def __call__(self, i: int) -> Image.Image:
+        return imagelib.decode(io.BytesIO(self.files[i]), self.names[i])
+
+
+def in_memory(data: Dataset) -> Dataset:
+    """The data set with its image files' bytes inside it instead of their paths, for workers on other machines
+    (generator/ray_executor.py): they read nothing from this machine's disk. Decoded the same way, so the same
+    pixels."""
+    def carried(get: Callable[[int], Image.Image]) -> Callable[[int], Image.Image]:
+        if isinstance(get, _Files):
+            return _Encoded([p.read_bytes() for p in get.paths], [str(p) for p in get.paths])
+        if isinstance(get, _Remapped):
+            return _Remapped(carried(get.get), get.mapping)
+        return get
+    return dataclasses.replace(data, get=carried(data.get))
 
 
 def stratified(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:

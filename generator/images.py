@@ -1,7 +1,7 @@
 """Image sets: files, globs and built-in samples; decoding any Pillow-readable file; preprocessing for a model."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import glob
 import hashlib
@@ -42,9 +42,11 @@ class ImageRecord:
     digest: str  # of the decoded pixels, so re-encoding or renaming a file does not invalidate results
 
 
-def decode(path: Path) -> Image.Image:
-    """Any Pillow-readable file as upright 8-bit RGB: EXIF rotation applied, alpha composited on white,
-    palette and grayscale expanded, 16-bit and float scaled to 0..255."""
+def decode(path: Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """Any Pillow-readable file (a path, or its bytes as a file object called `name` in errors) as upright 8-bit
+    RGB: EXIF rotation applied, alpha composited on white, palette and grayscale expanded, 16-bit and float scaled
+    to 0..255."""
+    where = name or str(path)
     try:
         with warnings.catch_warnings():
             # Above Pillow's limit (Image.MAX_IMAGE_PIXELS) an image is refused, not only warned about: a small file
@@ -54,12 +56,12 @@ def decode(path: Path) -> Image.Image:
                 im.load()
                 im = ImageOps.exif_transpose(im)
     except FileNotFoundError:
-        raise ConvscopeError(str(path), "file not found") from None
+        raise ConvscopeError(where, "file not found") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ConvscopeError(str(path), f"the image is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
+        raise ConvscopeError(where, f"the image is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
                                         f"pixels (a decompression bomb?): {str(exc).split(' exceeds')[0]}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ConvscopeError(str(path), f"cannot decode as an image ({exc})") from None
+        raise ConvscopeError(where, f"cannot decode as an image ({exc})") from None
     return to_rgb8(im)
 
 

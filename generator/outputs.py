@@ -90,7 +90,7 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
         except Exception as exc:
             if cannot_write(exc):
                 raise
-            pages.results[i] = Result(r.job, "failed", r.seconds, None, f"{step}: {one_line(exc)}")
+            pages.results[i] = r._replace(status="failed", artifact=None, error=f"{step}: {one_line(exc)}")
             progress(1)
             continue
         drawn: Any = olds if reusable else drawer.submit(r.job.kind, r.artifact, r.job, name, folder / figure)
@@ -104,7 +104,8 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             except Exception as exc:
                 if cannot_write(exc):
                     raise
-                pages.results[i] = Result(r.job, "failed", r.seconds, None, f"drawing the figure: {one_line(exc)}")
+                pages.results[i] = r._replace(status="failed", artifact=None,
+                                              error=f"drawing the figure: {one_line(exc)}")
                 continue
             drawn = ({k: str(Path(v).relative_to(folder)) for k, v in out.items()} if isinstance(out, dict)
                      else {"main": figure} if out else {})

@@ -1,32 +1,17 @@
 """plan(spec) → jobs; execute(jobs) → results, each ran, cached or failed. One failing job never stops the others."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
-
-import torch
+from typing import Any
 
 from generator.cache import Cache, cache_key
 from generator.context import DrawContext, RunContext
-from generator.errors import one_line
+from generator.executor import LocalExecutor, Result
 from generator.models import LoadedModel
 from generator.progress import NoProgress
 from generator.techniques import registry
-from generator.artifacts import Artifact, Job, Reads
-
-Status = Literal["ran", "cached", "failed"]
-
-
-class Result(NamedTuple):
-    """What became of one job: run, taken from the cache, or failed (with why, in one line)."""
-
-    job: Job
-    status: Status
-    seconds: float
-    artifact: Artifact | None = None
-    error: str | None = None
+from generator.artifacts import Job, Reads
 
 
 @dataclass
@@ -111,51 +96,43 @@ def _groups(jobs: list[Job]) -> list[list[Job]]:
 
 def execute(jobs: list[Job], contexts: dict[str, RunContext], cache: Cache, force: bool = False,
             runnable: Callable[[Job], bool] = lambda job: True, batch_size: int = 16,
-            progress=NoProgress()) -> list[Result]:
-    """Run what is not cached. Jobs that are not `runnable` (outside --only/--models) are taken from the cache
-    when there, and left out otherwise, so a partial build keeps the pages it already had. `progress` hears of
-    each technique of each model as it starts (`begin`) and of its jobs as they end (`advance`)."""
+            progress=NoProgress(), executor=None) -> list[Result]:
+    """Run what is not cached, in batches, on `executor` (here by default). Jobs that are not `runnable` (outside
+    --only/--models) are taken from the cache when there, and left out otherwise, so a partial build keeps the pages
+    it already had. `progress` hears of each technique of each model as it starts (`begin`) and of its jobs as they
+    end (`advance`), in plan order whichever executor ran them; results enter the cache here, as they come back."""
     results: dict[int, Result] = {}
     per_step = steps(jobs)
+    events: list[tuple] = []  # in plan order: ("begin", step), ("advance", n, how), ("batch", jobs)
+    batches: list[list[Job]] = []
     step = None
     for group in _groups(jobs):
         if (group[0].model, group[0].kind) != step:
             step = (group[0].model, group[0].kind)
-            progress.begin(" ".join(step), per_step[step])
+            events.append(("begin", step))
         todo = []
         for job in group:
             art = None if force and runnable(job) else cache.get(job.key)
             if art is not None:
                 results[id(job)] = Result(job, "cached", 0.0, art)
-                progress.advance(1, "cached")
+                events.append(("advance", 1, "cached"))
             elif runnable(job):
                 todo.append(job)
             else:
-                progress.advance(1, "left out")
+                events.append(("advance", 1, "left out"))
         for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            for r in _run(chunk, contexts[chunk[0].model]):
+            batches.append(todo[start:start + batch_size])
+            events.append(("batch", batches[-1]))
+    finished = (executor or LocalExecutor()).run(batches, contexts)
+    for event in events:
+        if event[0] == "begin":
+            progress.begin(" ".join(event[1]), per_step[event[1]])
+        elif event[0] == "advance":
+            progress.advance(event[1], event[2])
+        else:
+            for r in next(finished):
                 if r.artifact is not None:
                     cache.put(r.job.key, r.artifact)
                 results[id(r.job)] = r
-            progress.advance(len(chunk))
+            progress.advance(len(event[1]))
     return [results[id(j)] for j in jobs if id(j) in results]
-
-
-def _run(jobs: list[Job], ctx: RunContext) -> list[Result]:
-    technique = registry.get(jobs[0].kind)
-    torch.manual_seed(ctx.seed)
-    start = time.perf_counter()
-    try:
-        arts = technique.run(ctx, jobs)
-        if len(arts) != len(jobs):
-            raise RuntimeError(f"{technique.kind} returned {len(arts)} results for {len(jobs)} jobs")
-    except Exception as exc:
-        if len(jobs) > 1:  # find the job at fault: the others still succeed on their own
-            return [r for job in jobs for r in _run([job], ctx)]
-        return [Result(jobs[0], "failed", time.perf_counter() - start, None, one_line(exc))]
-    finally:
-        if ctx.device.type == "cuda":
-            torch.cuda.empty_cache()
-    each = (time.perf_counter() - start) / len(jobs)
-    return [Result(job, "ran", each, art) for job, art in zip(jobs, arts)]

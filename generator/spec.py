@@ -166,12 +166,28 @@ class ModelSpec(Strict):
         return next(s for s in ("torchvision", "builtin", "factory") if getattr(self, s) is not None)
 
 
+class RaySpec(Strict):
+    """Where and how a build runs on Ray (`executor: ray`): each model gets one worker (a Ray actor) that loads it
+    once and runs its batches; results come back to this machine, which writes the cache and the pages."""
+
+    address: str | None = Field(
+        None, description="cluster to join: host:port of its head, ray://host:10001 (Ray Client) or auto; "
+                          "empty: RAY_ADDRESS when set, else a Ray started on this machine for the build")
+    cpus_per_model: float = Field(1.0, gt=0, description="CPUs each model's worker takes (its torch threads)")
+    gpus_per_model: float | None = Field(
+        None, ge=0, description="GPUs each model's worker takes (a fraction shares one); "
+                                "empty: 1 when the cluster has GPUs and the device is not cpu, else 0")
+
+
 class Spec(Strict):
     title: str = Field("convscope report", description="title of the report's index page")
     output: str = Field("site_src/reports", description="folder for generated pages, relative to the spec file")
     cache: str = Field(".convscope-cache", description="folder for cached results, relative to the spec file")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     seed: int = Field(0, description="seed for every random choice, so builds repeat")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where jobs run: in this process (local) or on Ray workers, one per model (ray)")
+    ray: RaySpec = Field(default_factory=RaySpec, description="the Ray cluster and each worker's resources")
     images: dict[Annotated[str, Field(pattern=NAME_PATTERN)], list[str]] = Field(
         default_factory=dict, description="named image sets: file paths, globs or samples (skimage:chelsea)"
     )
