@@ -3,7 +3,10 @@ with nothing changed, and rebuilt after one technique parameter changed (only th
 each build's stages (loading and checks, jobs, figures, pages, site) and, for the cold build, the seconds of each
 technique. Not a test.
 
-    .venv/bin/python bench/build.py [reports.yml] [--keep FOLDER]
+With `--executor ray`: one cold build on each executor instead, side by side (each in its own copy, so neither
+finds the other's cache), the Ray one on a Ray started for it on this machine, and their ratio.
+
+    .venv/bin/python bench/build.py [reports.yml] [--keep FOLDER] [--executor ray]
 
 The project is copied to a temporary folder (bench/project.py), so the repository's cache and site are untouched.
 """
@@ -23,9 +26,9 @@ from generator.cli import main as convscope
 from project import ROOT, copy_project  # bench/project.py (the script's folder is on sys.path)
 
 
-def timed_build(spec: Path) -> tuple[float, dict]:
+def timed_build(spec: Path, *extra: str) -> tuple[float, dict]:
     start = time.perf_counter()
-    code = convscope(["build", str(spec), "--site", str(spec.parent / "site")])
+    code = convscope(["build", str(spec), "--site", str(spec.parent / "site"), *extra])
     seconds = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"build failed with exit code {code}")
@@ -47,10 +50,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec", nargs="?", type=Path, default=ROOT / "reports.yml")
     ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temporary one)")
+    ap.add_argument("--executor", choices=["ray"], help="compare a cold build on this executor with a local one")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        if args.executor:
+            runs = []
+            for name in ("local", args.executor):
+                (folder / name).mkdir(exist_ok=True)
+                spec = copy_project(folder / name, args.spec.resolve())
+                runs.append((f"cold, {name}",) + timed_build(spec, "--executor", name))
+            report(runs)
+            print(f"\n{args.executor} / local, whole build: {runs[1][1] / runs[0][1]:.2f}; jobs stage: "
+                  f"{runs[1][2]['stages']['jobs'] / runs[0][2]['stages']['jobs']:.2f}")
+            for name, _, build in runs:
+                places = defaultdict(set)
+                for j in build["jobs"]:
+                    if j["where"]:
+                        places[j["model"]].add(f"{j['where'].get('ip') or j['where']['node']} pid {j['where']['pid']}")
+                print(f"{name}: " + "; ".join(f"{m} on {', '.join(sorted(p))}" for m, p in places.items()))
+            return
         spec = copy_project(folder, args.spec.resolve())
         runs = [("cold (empty cache)",) + timed_build(spec), ("nothing changed",) + timed_build(spec)]
         data = yaml.safe_load(spec.read_text())
@@ -58,6 +78,10 @@ def main() -> None:
         techniques["predictions"] = {"top_k": (techniques.get("predictions") or {}).get("top_k", 5) + 1}
         spec.write_text(yaml.safe_dump(data, sort_keys=False))
         runs.append(("predictions.top_k changed",) + timed_build(spec))
+        report(runs)
+
+
+def report(runs: list[tuple[str, float, dict]]) -> None:
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
     print(f"{'build':<28}{'wall s':>8}{'prepare':>9}{'jobs':>8}{'figures':>9}{'pages':>7}{'site':>7}{'ran':>6}"
           f"{'cached':>8}")

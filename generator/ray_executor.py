@@ -107,16 +107,19 @@ def _unpack(data: bytes, device: torch.device) -> RunContext:
 
 
 def _user_modules(module: torch.nn.Module, base_dir: Path) -> list[Any]:
-    """The Python modules a model's classes come from that are not installed packages (a factory's file)."""
-    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    """The Python modules that are not installed packages and that a model's code may need: those its classes come
+    from and every module loaded from beside the spec (a factory's file and what it imports from there)."""
+    installed = [Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    classes = {type(m).__module__ for m in module.modules()}
     found = []
-    for name in {type(m).__module__ for m in module.modules()}:
-        mod = sys.modules.get(name)
+    for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
-        if mod is None or path is None or name.split(".")[0] in ("generator", "torch", "torchvision"):
+        if path is None or name.split(".")[0] in ("generator", "torch", "torchvision"):
             continue
-        if Path(path).resolve().is_relative_to(base_dir.resolve()) or not any(
-                Path(path).resolve().is_relative_to(Path(p).resolve()) for p in installed):
+        path = Path(path).resolve()
+        if any(path.is_relative_to(p) for p in installed):
+            continue
+        if name in classes or path.is_relative_to(base_dir.resolve()):
             found.append(mod)
     return found
 
