@@ -142,7 +142,23 @@ class RayExecutor:
             except Exception as exc:
                 raise ConvscopeError("ray.address", f"cannot start or join Ray at {settings.address or 'this machine'}:"
                                                     f" {one_line(exc)}") from None
-        self.resources = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")}
+        try:
+            self._fit(settings, device)
+        except ConvscopeError:
+            self.close()
+            raise
+        self.address = ray.get_runtime_context().gcs_address
+        self.actors: dict[str, Any] = {}
+        self.contexts: dict[str, Any] = {}  # model → its packed context, in Ray's object store
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        console.print(f"ray: {'started' if self.started and not settings.address else 'joined'} {self.address}, "
+                      f"{nodes} node(s) with {self.resources.get('CPU', 0):g} CPU, {self.resources.get('GPU', 0):g} "
+                      f"GPU; each model's worker takes {self.options['num_cpus']:g} CPU, {self.options['num_gpus']:g} "
+                      f"GPU, device {self.device}", highlight=False)
+
+    def _fit(self, settings: RaySpec, device: str) -> None:
+        """Each worker's resources and device, from the spec and what the cluster has."""
+        self.resources = {k: v for k, v in self.ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")}
         gpus = self.resources.get("GPU", 0)
         per_gpu = settings.gpus_per_model
         if per_gpu is None:
@@ -157,13 +173,6 @@ class RayExecutor:
         self.device = "cuda" if per_gpu > 0 else ("cpu" if device == "auto" else device)
         self.options = {"num_cpus": settings.cpus_per_model, "num_gpus": per_gpu, "max_restarts": 0}
         self.threads = max(1, int(settings.cpus_per_model))
-        self.address = ray.get_runtime_context().gcs_address
-        self.actors: dict[str, Any] = {}
-        self.contexts: dict[str, Any] = {}  # model → its packed context, in Ray's object store
-        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        console.print(f"ray: {'started' if self.started and not settings.address else 'joined'} {self.address}, "
-                      f"{nodes} node(s) with {self.resources.get('CPU', 0):g} CPU, {gpus:g} GPU; each model's worker "
-                      f"takes {settings.cpus_per_model:g} CPU, {per_gpu:g} GPU, device {self.device}", highlight=False)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "resources": self.resources,
@@ -233,9 +242,9 @@ class RayExecutor:
 
     def close(self) -> None:
         """Stop every worker (also on Ctrl-C: their tasks end with them) and the Ray this build started."""
-        for model in list(self.actors):
+        for model in list(getattr(self, "actors", {})):
             self._release(model)
-        self.contexts.clear()
+        getattr(self, "contexts", {}).clear()
         if self.started:
             self.ray.shutdown()
 

@@ -152,3 +152,14 @@ def test_a_data_set_carried_in_memory_reads_the_same_pixels_without_its_files(tm
     assert carried.digest == data.digest and carried.names == data.names
     with pytest.raises(ConvscopeError, match="file not found"):
         data.image(0)
+
+
+def test_resources_the_cluster_lacks_are_one_line_errors(project, local_ray, capsys):
+    path = write_spec(project, tiny_spec())
+    assert cli("build", path, "--executor", "ray", "--device", "cuda") == 2
+    assert capsys.readouterr().err.strip() == ("error: device: 'cuda' asked for, but the Ray cluster has no GPU to give "
+                                               "each model's worker (ray.gpus_per_model)")
+    assert cli("build", write_spec(project, dict(tiny_spec(), executor="ray", ray={"cpus_per_model": 8}))) == 2
+    assert "each model's worker asks for 8 CPU and 0 GPU, but the cluster has 2 CPU and 0 GPU" in capsys.readouterr().err
+    assert local_ray.is_initialized()  # a Ray the build did not start is left running
+    assert not (project / "out").exists()
