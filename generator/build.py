@@ -25,7 +25,8 @@ from generator.ray_executor import RayExecutor, parse_executor
 from generator.spec import DEVICE_PATTERN
 from generator.templating import Renderer
 from generator.outputs import OVERVIEW, comparison_records, draw_comparisons, write_outputs, write_overview
-from generator.report import ModelPages, write_json, write_pages
+from generator.report import ModelPages, write_json, write_page, write_pages
+from generator.compare import stage as compare
 from generator.site import build_site, folder_locks, remove_leftovers, replace_folder, staging_folder
 from generator.techniques import registry
 
@@ -47,9 +48,11 @@ def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
     started = time.time()
     spec = ReportSpec.load(spec_path)
     if options.models:
-        unknown = [n for n in options.models if n not in [m.name for m in spec.models]]
+        names = [n for m in spec.models for n in dict.fromkeys([m.name] + m.members)]
+        unknown = [n for n in options.models if n not in names]
         if unknown:
-            raise ConvscopeError("--models", f"no model '{unknown[0]}' in {spec_path}; {did_you_mean(unknown[0], [m.name for m in spec.models], 'models')}")
+            raise ConvscopeError("--models", f"no model '{unknown[0]}' in {spec_path}; {did_you_mean(unknown[0], names, 'models')}")
+        options.models = [member for n in options.models for member in spec.members(n)]  # a series: its checkpoints
     if options.only:
         known = list(registry.TECHNIQUES)
         unknown = [k for k in options.only if k not in known]
@@ -130,6 +133,15 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
         results = execute(jobs, contexts, cache, force=options.force, runnable=runnable, progress=progress,
                           executor=executor)
     stages["jobs"], clock = time.perf_counter() - clock, time.perf_counter()
+    comparisons = compare.plan(spec, prepared.models, prepared.datasets, contexts)
+    if comparisons:
+        pairs = [p for c in comparisons for p in c.pairs]
+        compare.run(comparisons, cache, contexts, force=options.force,
+                    runnable=lambda pair: not options.models or {pair.a.name, pair.b.name} & set(options.models))
+        console.print(f"comparisons: {len(pairs)} pair(s), {sum(p.status == 'cached' for p in pairs)} cached, "
+                      f"{sum(p.status == 'failed' for p in pairs)} failed, {time.perf_counter() - clock:.0f} s",
+                      highlight=False)
+        stages["comparisons"], clock = time.perf_counter() - clock, time.perf_counter()
     for line in cache.unreadable:
         console.print(f"[yellow]warning[/]: cache entry {line}; recomputed", highlight=False)
 
@@ -149,13 +161,28 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
                 failures += guarded("figure", f"{pages.model.name}/figures/comparison", draw_comparisons, staging, pages,
                                     output)
         failures += guarded("figure", OVERVIEW, write_overview, staging, list(by_model.values()))
+        own_results = {name: pages.results for name, pages in by_model.items()}
+        for c in comparisons:
+            failed = guarded("figure", c.page, lambda c: manifest.extend(compare.write(staging, [c], own_results,
+                                                                                      draws)), c)
+            for pair in c.pairs if failed else ():
+                pair.status, pair.error = "failed", pair.error or failed[0]["error"]
+            failures += failed
         stages["figures"], clock = time.perf_counter() - clock, time.perf_counter()
         results = [r for pages in by_model.values() for r in pages.results]
         summary = summarize(results)
         errors = [f"{r.job.label}: {r.error}" for r in results if r.status == "failed"]
         errors += [f"{f['file']}: {f['error']}" for f in failures]
-        failures += write_pages(staging, Renderer(), spec.title, list(by_model.values()), selected, summary, errors,
-                                skipped)
+        listed = [{"name": c.name, "page": c.page, "models": [m.name for m in c.models], "dataset": c.dataset_name}
+                  for c in comparisons]
+        renderer = Renderer()
+        failures += write_pages(staging, renderer, spec.title, list(by_model.values()), selected, summary, errors,
+                                skipped, listed)
+        for c in comparisons:
+            write_page(staging, c.page, c.name, lambda: renderer.page("pages/model_comparison.md.j2",
+                                                                     **compare.page_context(c)), failures)
+        errors += [f"comparison {c.name}: {p.a.name} → {p.b.name}: {p.error}" for c in comparisons for p in c.pairs
+                   if p.error]
         errors += [f"{f['file']}: {f['error']}" for f in failures if f["stage"] == "page"]
         stages["pages"] = time.perf_counter() - clock
         write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest,
@@ -165,6 +192,9 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
             "force": options.force,
             "seconds": round(time.time() - started, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
             "failures": failures,
+            "comparisons": [{"comparison": c.name, "models": [p.a.name, p.b.name], "status": p.status,
+                             "seconds": round(p.seconds, 4), "error": p.error, "key": p.key}
+                            for c in comparisons for p in c.pairs],
             "jobs": [{"model": r.job.model, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
                       "status": r.status, "seconds": round(r.seconds, 4), "error": r.error, "key": r.job.key,
                       "where": r.where}
@@ -178,7 +208,8 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
     site_ok = True
     if options.site is not None:
         site_ok = build_site(options.mkdocs_config or spec.base_dir / "mkdocs.yml", options.site, console)
-    failed = sum(r.status == "failed" for r in results) + len(failures)
+    failed = sum(r.status == "failed" for r in results) + len(failures) + sum(
+        p.status == "failed" for c in comparisons for p in c.pairs)
     for line in errors:
         console.print(f"[red]failed[/] {line}", highlight=False)
     return 1 if failed or not site_ok else 0

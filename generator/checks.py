@@ -109,21 +109,22 @@ def prepare(spec: ReportSpec, device_name: str | None = None, pretrained: bool =
     for i, ms in enumerate(spec.models):
         if ms not in wanted:
             continue
-        try:
-            model = loader.load(i, pretrained=pretrained)
-        except ConvscopeError as exc:
-            problems.append(str(exc))
-            continue
-        if model.dataset in (skip or []):
-            model.dataset = None  # its data set left out: the data-set views say they do not apply
-        found = check_model(spec, model)
-        if not found:
-            model.layers = chosen_layers(spec, model)
-            found = check_techniques(spec, model)
-        problems += found
-        models.append(model)
-    if problems:
-        raise SpecErrors(str(spec.path.name), problems)
+        for member in ms.checkpoints or [None]:  # a checkpoint series: a model per checkpoint
+            try:
+                model = loader.load(i, pretrained=pretrained, member=member)
+            except ConvscopeError as exc:
+                problems.append(str(exc))
+                continue
+            if model.dataset in (skip or []):
+                model.dataset = None  # its data set left out: the data-set views say they do not apply
+            found = check_model(spec, model)
+            if not found:
+                model.layers = chosen_layers(spec, model)
+                found = check_techniques(spec, model)
+            problems += found
+            models.append(model)
+    if problems:  # a series' checkpoints share their entry's problems: each said once
+        raise SpecErrors(str(spec.path.name), list(dict.fromkeys(problems)))
     return Prepared(spec, models, image_sets, datasets)
 
 

@@ -269,10 +269,16 @@ class ModelLoader:
         self.spec = spec
         self.device = device
 
-    def load(self, index: int, pretrained: bool = True) -> LoadedModel:
+    def load(self, index: int, pretrained: bool = True, member: str | None = None) -> LoadedModel:
+        """Model `index` of the spec; with `member`, that checkpoint of its series (a model named <name>-<member>)."""
         ms = self.spec.models[index]
         where = f"models[{index}]"
-        state = self._read_checkpoint(ms, where) if ms.checkpoint else None
+        key = f"{where}.checkpoint"
+        if member is not None:
+            ms = ms.model_copy(update={"name": f"{ms.name}-{member}", "checkpoint": ms.checkpoints[member],
+                                       "checkpoints": None})
+            key = f"{where}.checkpoints.{member}"
+        state = self._read_checkpoint(ms, key) if ms.checkpoint else None
         if ms.source == "torchvision":  # the checkpoint decides the size of its head
             module, input_spec, labels, source = self._from_torchvision(ms, where, pretrained, state)
         else:
@@ -280,7 +286,7 @@ class ModelLoader:
         if not isinstance(module, nn.Module):
             raise ConvscopeError(f"{where}.{ms.source}", f"returned {type(module).__name__}, not a torch.nn.Module")
         if state is not None:
-            self._load_checkpoint(module, state, ms, where)
+            self._load_checkpoint(module, state, ms, key)
             source += f" + {Path(ms.checkpoint).name}"
         if ms.input is not None:
             input_spec = ms.input
@@ -408,22 +414,22 @@ class ModelLoader:
             raise ConvscopeError(f"{where}.factory", f"{ms.factory}() raised {one_line(exc)}") from None
         return module, InputSpec(), None, f"factory {ms.factory}"
 
-    def _read_checkpoint(self, ms: ModelSpec, where: str) -> dict[str, Any]:
+    def _read_checkpoint(self, ms: ModelSpec, key: str) -> dict[str, Any]:
         path = self.spec.resolve(ms.checkpoint)
         if not path.is_file():
-            raise ConvscopeError(f"{where}.checkpoint", f"file not found: {path}")
+            raise ConvscopeError(key, f"file not found: {path}")
         try:
             return load_state_dict_file(path)
         except Exception as exc:
-            raise ConvscopeError(f"{where}.checkpoint", f"cannot read {path.name} as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+            raise ConvscopeError(key, f"cannot read {path.name} as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
-    def _load_checkpoint(self, module: nn.Module, state: dict[str, Any], ms: ModelSpec, where: str) -> None:
+    def _load_checkpoint(self, module: nn.Module, state: dict[str, Any], ms: ModelSpec, key: str) -> None:
         name = Path(ms.checkpoint).name
         own = module.state_dict()
         wrong = [k for k, v in state.items() if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
         if wrong:  # load_state_dict raises on these even with strict=False
             k = wrong[0]
-            raise ConvscopeError(f"{where}.checkpoint", f"{name} does not fit the model: {len(wrong)} tensor(s) of "
+            raise ConvscopeError(key, f"{name} does not fit the model: {len(wrong)} tensor(s) of "
                                  f"another shape e.g. '{k}' is {list(state[k].shape)} in the file, {list(own[k].shape)} in the model")
         result = module.load_state_dict(state, strict=False)
         problems = []
@@ -432,7 +438,7 @@ class ModelLoader:
         if result.unexpected_keys:
             problems.append(f"unexpected {len(result.unexpected_keys)} key(s) e.g. '{result.unexpected_keys[0]}'")
         if problems:
-            raise ConvscopeError(f"{where}.checkpoint", f"{name} does not fit the model: " + ", ".join(problems))
+            raise ConvscopeError(key, f"{name} does not fit the model: " + ", ".join(problems))
 
     def _labels(self, ms: ModelSpec, where: str, default: list[str] | None) -> list[str] | None:
         if ms.labels is None:

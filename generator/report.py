@@ -193,9 +193,12 @@ def page_failed(folder: Path, page: str, title: str, exc: Exception, failures: l
 
 def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[ModelPages],
                 selected: dict[str, list[str]], summary: list[dict[str, Any]], errors: list[str],
-                skipped: dict[str, dict[str, str]] | None = None) -> list[dict[str, str]]:
+                skipped: dict[str, dict[str, str]] | None = None, comparisons: list[dict[str, Any]] | None = None
+                ) -> list[dict[str, str]]:
     """Every page, and the failures of those that could not be written (each replaced by a page that says so).
-    `skipped`: model → technique → why it does not apply; such a technique gets a page saying so."""
+    `skipped`: model → technique → why it does not apply; such a technique gets a page saying so. `comparisons`:
+    name, page, models, data set of each comparison page, listed on the home page and on its models' pages."""
+    comparisons = comparisons or []
     failures: list[dict[str, str]] = []
     models, navs = [], []
     for pages in all_pages:
@@ -220,6 +223,7 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
             if page_model is not None:
                 own[page] = page_model
         ctx["comparison"] = "comparison.md" if any(p.filename == "comparison.md" for p in own) else None
+        ctx["compared_in"] = [c for c in comparisons if name in c["models"]]
         if "model" in ctx:
             write_page(folder, f"{name}/index.md", name, lambda: renderer.page("pages/model.md.j2", **ctx), failures)
         for page, page_model in own.items():
@@ -257,7 +261,8 @@ def write_pages(folder: Path, renderer: Renderer, title: str, all_pages: list[Mo
                        "unmet": sum(unmet(r) for r in pages.results)})
     listed = errors + [f"{f['file']}: {f['error']}" for f in failures]
     write_page(folder, "index.md", title, lambda: renderer.page("pages/index.md.j2", title=title, models=models,
-                                                                summary=summary, errors=listed), failures)
+                                                                summary=summary, errors=listed,
+                                                                comparisons=comparisons), failures)
     write_json(folder / ".nav.json", {"models": navs})
     return failures
 

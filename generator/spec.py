@@ -109,6 +109,9 @@ class ModelSpec(Strict):
     builtin: Literal[BUILTIN_MODELS] | None = Field(None, description="an embedded model")  # type: ignore[valid-type]
     factory: str | None = Field(None, description="module:function returning an nn.Module")
     checkpoint: str | None = Field(None, description="a state dict (.pt/.pth or .safetensors) loaded into the model")
+    checkpoints: dict[Annotated[str, Field(pattern=NAME_PATTERN)], str | None] | None = Field(
+        None, description="a series of checkpoints of this model, in order (name → file; null: the model's own "
+                          "weights): each is a model of its own, named <name>-<entry>, and the series is compared")
     kwargs: dict[str, Any] | None = Field(
         None, description="more constructor arguments, e.g. {dropout: 0.5}: for torchvision.models.get_model or the "
                           "factory function (a torchvision head's num_classes comes from the checkpoint or labels)")
@@ -159,7 +162,17 @@ class ModelSpec(Strict):
             raise ValueError(f"give exactly one source of torchvision, builtin, factory (got {got})")
         if self.kwargs and self.builtin is not None:
             raise ValueError("'kwargs' applies only to a torchvision or factory model")
+        if self.checkpoints is not None:
+            if self.checkpoint is not None:
+                raise ValueError("give 'checkpoint' (one model) or 'checkpoints' (a series), not both")
+            if len(self.checkpoints) < 2:
+                raise ValueError("'checkpoints' is a series to compare: give at least two")
         return self
+
+    @property
+    def members(self) -> list[str]:
+        """The names of the models this entry stands for: its own, or one per checkpoint of its series."""
+        return [f"{self.name}-{key}" for key in self.checkpoints] if self.checkpoints else [self.name]
 
     @property
     def source(self) -> str:
@@ -179,6 +192,18 @@ class RaySpec(Strict):
                                 "empty: 1 when the cluster has GPUs and the device is not cpu, else 0")
 
 
+class ComparisonSpec(Strict):
+    """Models compared on one page: the predictions, representations, weights, units and attributions that changed."""
+
+    models: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        min_length=2, description="the models, in order; each is compared with the last (a checkpoint series' name "
+                                  "stands for its checkpoints)")
+    dataset: str = Field(description="the data set the predictions, representation similarity and unit correlations "
+                                     "are measured on")
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = Field(
+        None, description="the page's name (default: the models' names joined by '-vs-')")
+
+
 class Spec(Strict):
     title: str = Field("convscope report", description="title of the report's index page")
     output: str = Field("site_src/reports", description="folder for generated pages, relative to the spec file")
@@ -195,6 +220,8 @@ class Spec(Strict):
         default_factory=dict, description="named data sets: image folders, globs, torchvision data sets, sample crops"
     )
     models: list[ModelSpec] = Field(min_length=1)
+    comparisons: list[ComparisonSpec] = Field(
+        default_factory=list, description="pages comparing models (a checkpoint series gets one without asking)")
 
     _path: Path = PrivateAttr(default=Path("reports.yml"))
 
@@ -225,6 +252,22 @@ class Spec(Strict):
         """A path from the spec, relative to the spec file's folder."""
         p = Path(relative).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def members(self, name: str) -> list[str]:
+        """The models a name stands for: a checkpoint series' name its checkpoints, a model's name itself."""
+        for ms in self.models:
+            if name == ms.name or name in ms.members:
+                return ms.members if name == ms.name else [name]
+        return []
+
+    def all_comparisons(self) -> list[ComparisonSpec]:
+        """The spec's comparisons, series names expanded, then one per checkpoint series (on its model's data set,
+        or on none: then only the views that need no data set apply)."""
+        listed = [c.model_copy(update={"models": [m for name in c.models for m in self.members(name)],
+                                       "name": c.name or "-vs-".join(c.models)}) for c in self.comparisons]
+        series = [ComparisonSpec.model_construct(models=ms.members, dataset=ms.dataset, name=ms.name)
+                  for ms in self.models if ms.checkpoints]
+        return listed + series
 
     def image_sets_of(self, model: ModelSpec) -> list[str]:
         return list(self.images) if model.images is None else model.images
@@ -275,6 +318,30 @@ class Spec(Strict):
             if model.dataset is not None and model.dataset not in spec.datasets:
                 problems.append(f"models[{i}].dataset: no data set '{model.dataset}'; "
                                 f"{did_you_mean(model.dataset, spec.datasets, 'data sets')}")
+        models_named = {ms.name: i for i, ms in reversed(list(enumerate(spec.models)))}
+        member_of: dict[str, int] = {}
+        for i, model in enumerate(spec.models):
+            for member in model.members if model.checkpoints else ():
+                clash = models_named.get(member, member_of.get(member))
+                if clash is not None:
+                    problems.append(f"models[{i}].checkpoints: its model '{member}' would have the name of models[{clash}]")
+                member_of.setdefault(member, i)
+        names = [n for ms in spec.models for n in [ms.name] + (ms.members if ms.checkpoints else [])]
+        pages: dict[str, int] = {}
+        for i, c in enumerate(spec.comparisons):
+            for j, name in enumerate(c.models):
+                if name not in names:
+                    problems.append(f"comparisons[{i}].models[{j}]: no model '{name}'; {did_you_mean(name, names, 'models')}")
+            expanded = [m for name in c.models for m in spec.members(name)]
+            if len(set(expanded)) != len(expanded):
+                problems.append(f"comparisons[{i}].models: a model is listed twice")
+            if c.dataset not in spec.datasets:
+                problems.append(f"comparisons[{i}].dataset: no data set '{c.dataset}'; "
+                                f"{did_you_mean(c.dataset, spec.datasets, 'data sets')}")
+            page = c.name or "-vs-".join(c.models)
+            if page in pages or page in [ms.name for ms in spec.models if ms.checkpoints]:
+                problems.append(f"comparisons[{i}].name: another comparison is already called '{page}'; give a name")
+            pages.setdefault(page, i)
         if problems:
             raise SpecErrors(source, problems)
         return spec

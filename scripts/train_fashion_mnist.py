@@ -33,6 +33,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from generator.builtin.fashion_mnist import MEAN, STD, WEIGHTS, FashionMNISTNet  # noqa: E402
 from generator.idx import DEBIAN_ROOT, load_fashion_mnist  # noqa: E402
 
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "samples" / "checkpoints"
+
+
+def parse_epochs(text: str) -> list[int]:
+    """'1,2' → [1, 2]; '' → []."""
+    try:
+        epochs = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epoch numbers, got {text!r}") from None
+    if any(e < 1 for e in epochs):
+        raise argparse.ArgumentTypeError(f"epoch numbers start at 1, got {text!r}")
+    return epochs
+
+
+def weights_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors written to safetensors: the whole state dict (BatchNorm buffers included), as stored."""
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
 
 def normalize(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, 28, 28) → float (N, 1, 28, 28), the model's preprocessing: (x / 255 - MEAN) / STD."""
@@ -73,7 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save-epochs", type=parse_epochs, default="1,2", metavar="N,N,...",
+                    help="also write the weights at the end of these epochs (default: 1,2; '': none)")
+    ap.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
+                    help="folder for the --save-epochs files, fashion-mnist-epoch-N.safetensors "
+                         "(default: samples/checkpoints)")
     args = ap.parse_args(argv)
+    if late := [e for e in args.save_epochs if e > args.epochs]:
+        print(f"note: --save-epochs {','.join(map(str, late))} after the last epoch ({args.epochs}); not written")
+
+    from safetensors.torch import save_file
 
     start, cpu = time.perf_counter(), time.process_time()
     torch.set_num_threads(args.threads)
@@ -109,11 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         acc = accuracy(model, test_x, test_y)
         print(f"epoch {epoch}/{args.epochs}: train loss {total / seen:.4f}, test accuracy {acc:.4f}, "
               f"{time.perf_counter() - start:.0f} s wall, {time.process_time() - cpu:.0f} s CPU", flush=True)
-
-    from safetensors.torch import save_file
+        if epoch in args.save_epochs:  # no RNG draws: the training goes on exactly as without it
+            args.checkpoints.mkdir(parents=True, exist_ok=True)
+            path = args.checkpoints / f"fashion-mnist-epoch-{epoch}.safetensors"
+            save_file(weights_state(model), str(path), metadata={"epoch": str(epoch), "test_accuracy": f"{acc:.4f}"})
+            print(f"wrote {path} ({path.stat().st_size:,} bytes, "
+                  f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()})", flush=True)
+        model.train()
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = weights_state(model)
     save_file(state, str(args.out), metadata={"test_accuracy": f"{acc:.4f}", "epochs": str(args.epochs),
                                                "seed": str(args.seed)})
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
