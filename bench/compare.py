@@ -16,7 +16,7 @@ torch's allocations included, which tracemalloc would not see); the child builds
 RSS so far, runs, and reports the peak again, its wall and CPU seconds. Sides, one after another:
 - forwards only: both models over the batches with the same hooks, no CKA (what every side pays anyway);
 - ours: MinibatchCKA fed by forward hooks, one pass, under torch.no_grad(); Gram matrices of the batch-centred
-  features and the HSIC sums in float64, one Gram matrix per layer and batch;
+  features in float32, the HSIC terms and sums in float64, one Gram matrix per layer and batch;
 - torch-cka: as its README calls it. What it computes (torch_cka/cka.py, read for this): for each batch,
   `K = X Xᵀ` of the uncentred flattened features, diagonal zeroed, and the unbiased HSIC of Song et al. 2012 in
   Nguyen et al. 2021's form (`_HSIC`, "Eq (3)" of arXiv 2010.15327), each term divided by the number of batches and
@@ -32,6 +32,10 @@ RSS so far, runs, and reports the peak again, its wall and CPU seconds. Sides, o
   float32 leaves errors of the order of 0.1 in CKA. Ours centres each batch's features first, which leaves the
   unbiased HSIC unchanged in exact arithmetic (the estimator is invariant to K_ij → K_ij + a_i + a_j + c) and takes
   the cancellation away.
+Other things seen in torch-cka 0.21's code: it registers its hooks at construction and never removes them; it
+orders the features by the order the hooks fire, not by the layers list (the same here); a last batch of 3 examples
+divides by zero (N (N − 3)); `pip install torch-cka==0.21` declares no dependencies, though it imports tqdm (which
+comes here with torch-lucent, in the same `bench` extra) and matplotlib (a dependency of ours).
 The peer's own progress bar is turned off (TQDM_DISABLE=1). The machine may be shared: the load average is printed
 at the start and after each side; CPU seconds are less sensitive to load than wall seconds.
 """

@@ -180,7 +180,7 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
                                 skipped, listed)
         for c in comparisons:
             write_page(staging, c.page, c.name, lambda: renderer.page("pages/model_comparison.md.j2",
-                                                                     **compare.page_context(c)), failures)
+                                                                     **compare.page_context(c, staging)), failures)
         errors += [f"comparison {c.name}: {p.a.name} → {p.b.name}: {p.error}" for c in comparisons for p in c.pairs
                    if p.error]
         errors += [f"{f['file']}: {f['error']}" for f in failures if f["stage"] == "page"]

@@ -92,8 +92,8 @@ def correlation_curve(layers: list[str], correlations: list[np.ndarray], path: P
 def top_images(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
     """For each changed channel, the data-set images it responds to most in A, then in B (one row each)."""
     cols = max(len(p) for _, p in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(COLUMN, 0.75 * len(rows) + 0.2), squeeze=False,
-                             gridspec_kw={"wspace": 0.04, "hspace": 0.35})
+    fig, axes = plt.subplots(len(rows), cols, figsize=(COLUMN, 0.95 * len(rows) + 0.2), squeeze=False,
+                             gridspec_kw={"wspace": 0.04, "hspace": 0.55})
     for (title, pictures), row in zip(rows, axes):
         for k, ax in enumerate(row):
             ax.axis("off")

@@ -269,8 +269,14 @@ def draw_pair(folder: Path, stem: str, pair: Pair, arrays: dict[str, np.ndarray]
     return figures
 
 
-def page_context(c: Comparison) -> dict[str, Any]:
-    """What the comparison page shows, pair by pair (numbers from the arrays, figures by path relative to the page)."""
+def page_context(c: Comparison, folder: Path) -> dict[str, Any]:
+    """What the comparison page shows, pair by pair (numbers from the arrays, figures by path relative to the page).
+    `folder`: the output being written, its model pages already there (a unit page is linked only where it is)."""
+
+    def unit_link(model: LoadedModel, layer: str) -> str | None:
+        page = f"{file_name(model.name)}/units-{file_name(layer)}.md"
+        return f"../{page}" if (folder / page).is_file() else None
+
     pairs = []
     for pair in c.pairs:
         row: dict[str, Any] = {"a": pair.a.name, "b": pair.b.name, "status": pair.status, "error": pair.error}
@@ -291,8 +297,7 @@ def page_context(c: Comparison) -> dict[str, Any]:
                               "below": int((r < 0.5).sum()), "figure": figures.get(f"units-{file_name(layer)}"),
                               "changed": [{"channel": int(ch), "r": float(r[ch])}
                                           for ch in arrays[f"changed_units/{layer}"]],
-                              "page": f"../{file_name(pair.a.name)}/units-{file_name(layer)}.md",
-                              "page_b": f"../{file_name(pair.b.name)}/units-{file_name(layer)}.md"})
+                              "pages": [(m.name, link) for m in (pair.a, pair.b) if (link := unit_link(m, layer))]})
             weights = None
             if "weight_change" in arrays and len(arrays["weight_change"]):
                 change = arrays["weight_change"]
