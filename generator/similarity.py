@@ -129,8 +129,9 @@ class MinibatchCKA:
 
     Gram matrices are computed on the device of the features (CUDA works), from the batch-centred features (exact
     for this estimator, see `_grams`) in float32 (float64 for float64 features); the HSIC terms and their sums are
-    float64, on that device too. A batch of fewer than 4 examples (the estimator needs n >= 4) is skipped and not counted in `batches`;
-    so is an empty one. With no batch used, `result` is all nan. Each layer may have any shape (B, ...), flattened."""
+    float64, on that device too. A batch of fewer than 4 examples (the estimator needs n >= 4; e.g. a short last
+    batch) is skipped and not counted in `batches`; so is an empty one. With no batch used, `result` is all nan.
+    Each layer may have any shape (B, ...), flattened."""
 
     def __init__(self, n_a: int, n_b: int):
         self.n_a, self.n_b = int(n_a), int(n_b)
