@@ -36,7 +36,8 @@ def series_lines(members: list[str], layers: list[str], cka: np.ndarray, path: P
     for j, layer in enumerate(layers):
         ax.plot(x, cka[:, j], marker="o", label=_short(layer, 24))
     ax.set_xticks(x, [_short(m, 22) for m in members], fontsize=MIN_FONT)
-    ax.set_ylim(0, 1.05)
+    low = float(np.nanmin(cka)) if np.isfinite(cka).any() else 0.0
+    ax.set_ylim(max(0.0, low - 0.05) if low > 0.5 else 0.0, 1.01)  # close-up when all layers are alike
     ax.set_ylabel("CKA with the last", fontsize=MIN_FONT + 1)
     ax.tick_params(labelsize=MIN_FONT)
     ax.grid(alpha=0.3)

@@ -62,8 +62,12 @@ def dataset_pass(a: LoadedModel, b: LoadedModel, data: Dataset, units: list[str]
         rows = range(start, min(start + batch, n))
         pictures = [data.image(i) for i in rows]
         outs = []
+        inputs: dict[str, torch.Tensor] = {}  # a checkpoint series shares its preprocessing: done once
         for side, model in enumerate((a, b)):
-            x = torch.stack([imagelib.preprocess(p, model.input) for p in pictures]).to(model.device)
+            spec = model.input.model_dump_json()
+            if spec not in inputs:
+                inputs[spec] = torch.stack([imagelib.preprocess(p, model.input) for p in pictures])
+            x = inputs[spec].to(model.device)
             with torch.inference_mode(), record_outputs(model.module, model.layers) as recorded:
                 p = model.logits(x).float().softmax(1)
             best = p.max(1)
