@@ -55,6 +55,10 @@ def test_a_series_of_identical_permuted_and_retrained_checkpoints(project):
     assert np.allclose(same["cka"].diagonal(), 1.0, atol=1e-5)  # the same weights: each layer identical
     assert (same["top1"][0] == same["top1"][1]).all() and np.allclose(same["weight_change"], 0)
     assert np.allclose(same["unit_correlation/conv1"], 1.0, atol=1e-5)
+    records = {tuple(r["models"]): r for r in read_json(project / "out" / "manifest.json")["artifacts"]
+               if r["technique"] == "model_comparison"}
+    assert records[("tiny-same", "tiny-final")]["metrics"]["agreement"] == 1.0
+    assert records[("tiny-same", "tiny-final")]["metrics"]["flips"] == []
 
     perm = pair_arrays(project, "tiny-perm", "tiny-final")
     assert (perm["top1"][0] == perm["top1"][1]).all() and (perm["image_top1"][0] == perm["image_top1"][1]).all()

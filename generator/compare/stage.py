@@ -212,7 +212,8 @@ def write(folder: Path, comparisons: list[Comparison], results: dict[str, list[R
             pair.files = {"data": data, "archive": archive, "figures": figures, "arrays": arrays}
             records.append({
                 "model": None, "comparison": c.name, "technique": KIND, "models": [pair.a.name, pair.b.name],
-                "layer": None, "image": None, "params": {}, "metrics": {}, "figure": next(iter(figures.values()), None),
+                "layer": None, "image": None, "params": {}, "metrics": metrics(pair.artifact.meta),
+                "figure": next(iter(figures.values()), None),
                 "figures": figures, "data": data, "archive": archive, "key": pair.key,
                 "arrays": [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype),
                             "file": data if i == 0 else archive} for i, (k, v) in enumerate(arrays.items())],
@@ -228,6 +229,13 @@ def write(folder: Path, comparisons: list[Comparison], results: dict[str, list[R
                 c.files["series_values"] = lines.tolist()
                 c.files["series_layers"] = layers
     return records
+
+
+def metrics(meta: dict[str, Any]) -> dict[str, Any]:
+    """The page's numbers that are not arrays: accuracies, agreement, the flips table, layer and image names."""
+    keys = ("models", "layers", "images", "dataset", "accuracy", "agreement", "flips", "batches", "units",
+            "weight_layers", "first_conv", "same_architecture")
+    return {k: meta[k] for k in keys if k in meta}
 
 
 def draw_pair(folder: Path, stem: str, pair: Pair, arrays: dict[str, np.ndarray], results: dict[str, list[Result]],
