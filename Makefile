@@ -33,7 +33,7 @@ report: $(VENV)/.installed fashion-mnist
 		echo "Fashion-MNIST is not installed, so the report leaves out the fashion-mnist models and"; \
 		echo "EfficientNet-Lite0's data-set views (neighbours, embeddings, top patches) run on no data set."; \
 		echo "To include them: sudo apt-get install dataset-fashion-mnist, then make report again."; \
-		$(VENV)/bin/convscope build reports.yml --site site --skip fashion-mnist,fashion-mnist-epoch-1,fashion-mnist-epoch-2,fashion-lite0; \
+		$(VENV)/bin/convscope build reports.yml --site site --skip fashion-mnist,fashion-mnist-run,fashion-lite0; \
 	fi
 
 test: $(VENV)/.test-installed fashion-mnist

@@ -29,7 +29,7 @@ deadline `--budget` seconds the remaining sections are skipped, each with a note
               and the time includes what a user waits for (imports, CUDA start, model loading). The per-technique
               seconds come from its build.json. Data sets whose folder is missing (Fashion-MNIST at
               /usr/share/datasets/fashion-mnist, absent on most GPU machines) are left out with `--skip`, with the
-              models that draw their images from them (here: --skip fashion-mnist,fashion-mnist-epoch-1,fashion-mnist-epoch-2,fashion-lite0). Goal: under 60 s
+              models that draw their images from them (here: --skip fashion-mnist,fashion-mnist-run,fashion-lite0). Goal: under 60 s
               on one H100-class GPU. It runs last so that it gets whatever budget the others left.
 
 Every timing synchronizes CUDA (bench/timing.py `timed`), after one untimed warm-up run of the same call; the best

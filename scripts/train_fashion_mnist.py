@@ -6,15 +6,40 @@ Reads Fashion-MNIST from the Debian package dataset-fashion-mnist (or any folder
 torchvision's FashionMNIST/raw/ layout). Runs on 2 CPU threads: seeded weights, data order and augmentation
 (random horizontal flips; `--shift N` adds random shifts, which slowed convergence too much for a short run),
 AdamW (weight decay 5e-4) with a one-cycle learning-rate schedule peaking at 3e-3, batch 128; logs each epoch's
-train loss and test accuracy, then writes the weights and prints their sha256.
+train loss and test accuracy, then writes the weights and prints their sha256. `--save-epochs 1,2` (the default;
+'' for none) also writes the weights at the end of those epochs to `--checkpoints` (samples/checkpoints), as
+fashion-mnist-epoch-N.safetensors with the same keys and dtypes and metadata {"epoch", "test_accuracy"}; saving
+draws no random numbers, so it does not change the training.
 
 Result with the defaults, on the project's 2-core, no-GPU build machine:
+    Shipped weights (generator/builtin/weights, made 2026-11-26 in an earlier build environment):
     test accuracy 0.9270 (10 000 test images) after 8 epochs; final train loss 0.1485;
     wall time 18 and 23 minutes in two runs while the machine was shared with two or three other heavy jobs (load
     average 4-7); about 45 s an epoch, so 6 minutes in all, when it was not (the uncontended epochs, 1 and 6-8 of
     the first run, took 41-47 s each);
     weights 1 692 864 bytes, sha256 1cc7a5b1a79929b5d2b88775d527367337b5ff353af2d8abe435aa3ee49e7d55.
     Two runs gave byte-identical weights (same torch 2.14.1 CPU build, 2 threads).
+
+    Early checkpoints (samples/checkpoints, 2026-11-30, rebuilt environment, same torch 2.14.1 CPU, 2 threads,
+    Xeon with AVX-512): this environment does NOT reproduce the shipped weights. Its run, the same command:
+        epoch 1/8: train loss 0.6389, test accuracy 0.8351   → fashion-mnist-epoch-1.safetensors, 1 692 848 bytes
+        epoch 2/8: train loss 0.3723, test accuracy 0.8777   → fashion-mnist-epoch-2.safetensors, 1 692 848 bytes
+        epoch 3/8: train loss 0.3071, test accuracy 0.8914
+        epoch 4/8: train loss 0.2678, test accuracy 0.9008
+        epoch 5/8: train loss 0.2327, test accuracy 0.9087
+        epoch 6/8: train loss 0.2008, test accuracy 0.9159
+        epoch 7/8: train loss 0.1689, test accuracy 0.9230
+        epoch 8/8: train loss 0.1473, test accuracy 0.9251   (final weights 1 692 864 bytes; not kept, the
+                                                              shipped file was restored)
+    wall time 35 minutes (2128 s; 93-369 s an epoch) with the machine shared (1-minute load average 1.3-6.3, mean
+    3.7); a second run (25 minutes, load about 2-4) gave tensors identical to the first's at epochs 1, 2 and 8, and
+    a 1-epoch run without saving gave the same tensors as one with it, so the training is deterministic here and
+    saving does not change it; the shipped weights differ from this run's in every tensor, by about as much as
+    the weights themselves (the two environments' runs took different trajectories).
+    The early checkpoints therefore come from a run that ends at 0.9251, not in the shipped weights.
+    The file's sha256 is not a test of identical weights: safetensors writes the metadata keys in an order that
+    changes from one process to the next (same tensors, any of 6 byte layouts for the final file's 3 keys);
+    compare the tensors.
 """
 from __future__ import annotations
 
