@@ -2,6 +2,7 @@
 nothing computed here."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -35,7 +36,12 @@ def series_lines(members: list[str], layers: list[str], cka: np.ndarray, path: P
     x = np.arange(len(members))
     for j, layer in enumerate(layers):
         ax.plot(x, cka[:, j], marker="o", label=_short(layer, 24))
-    ax.set_xticks(x, [_short(m, 22) for m in members], fontsize=MIN_FONT)
+    # A series' members share its name: the ticks show what differs (epoch-1, epoch-2, ...), the label the rest.
+    shared = os.path.commonprefix(members)
+    shared = shared[: shared.rfind("-") + 1] if len(members) > 1 else ""
+    ax.set_xticks(x, [_short(m[len(shared):], 22) for m in members], fontsize=MIN_FONT)
+    if shared:
+        ax.set_xlabel(shared.rstrip("-"), fontsize=MIN_FONT + 1)
     low = float(np.nanmin(cka)) if np.isfinite(cka).any() else 0.0
     ax.set_ylim(max(0.0, low - 0.05) if low > 0.5 else 0.0, 1.01)  # close-up when all layers are alike
     ax.set_ylabel("CKA with the last", fontsize=MIN_FONT + 1)
