@@ -11,6 +11,7 @@ downloads anything or needs a GPU.
   store, `job`."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections import OrderedDict
@@ -126,6 +127,17 @@ def tiny_net(classes: int = 4, seed: int = 0) -> nn.Sequential:
     ns: dict = {}
     exec(TINYMOD, ns)
     return ns["build"](classes=classes, seed=seed)
+
+
+def permuted_twin(net: nn.Module, order: torch.Tensor) -> nn.Module:
+    """The same function with conv1's output channels reordered: channel j of the twin's conv1 is channel order[j] of
+    the original's, and conv2 reads its inputs in the new order (any net with `conv1` feeding `conv2`)."""
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        twin.conv1.weight.copy_(net.conv1.weight[order])
+        twin.conv1.bias.copy_(net.conv1.bias[order])
+        twin.conv2.weight.copy_(net.conv2.weight[:, order])
+    return twin
 
 
 def noise_image(path: Path, size=(48, 40), seed: int = 0, high: int = 120) -> Path:

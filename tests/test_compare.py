@@ -9,24 +9,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from helpers import cli, colour_folder, read_json, record_arrays, tiny_net, tiny_spec, write_spec
+from helpers import cli, colour_folder, permuted_twin, read_json, record_arrays, tiny_net, tiny_spec, write_spec
 
 TECHNIQUES = {"predictions": {"top_k": 3}, "gradcam": {}}
 
 
 def save(net: torch.nn.Module, path: Path) -> None:
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-
-
-def permuted(net: torch.nn.Module, order: torch.Tensor) -> torch.nn.Module:
-    """The same function with conv1's output channels permuted (conv2's inputs permuted to match)."""
-    copy = tiny_net()
-    copy.load_state_dict(net.state_dict())
-    with torch.no_grad():
-        copy.conv1.weight.copy_(net.conv1.weight[order])
-        copy.conv1.bias.copy_(net.conv1.bias[order])
-        copy.conv2.weight.copy_(net.conv2.weight[:, order])
-    return copy
 
 
 def series_project(project: Path, **checkpoints) -> Path:
@@ -45,7 +34,7 @@ def pair_arrays(project: Path, a: str, b: str) -> dict[str, np.ndarray]:
 def test_a_series_of_identical_permuted_and_retrained_checkpoints(project):
     net = tiny_net(seed=0)
     save(net, project / "same.safetensors")
-    save(permuted(net, torch.tensor([3, 0, 7, 1, 6, 2, 5, 4])), project / "perm.safetensors")
+    save(permuted_twin(net, torch.tensor([3, 0, 7, 1, 6, 2, 5, 4])), project / "perm.safetensors")
     save(tiny_net(seed=1), project / "other.safetensors")
     save(net, project / "final.safetensors")
     path = series_project(project, same="same.safetensors", perm="perm.safetensors", other="other.safetensors",

@@ -12,6 +12,7 @@ import scipy.stats
 import torch
 from torch import nn
 
+from helpers import permuted_twin
 from generator.similarity import MinibatchCKA, channel_correlation, linear_cka, matching, spearman, unbiased_hsic
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -243,18 +244,6 @@ class TinyCNN(nn.Module):
     def forward(self, x):
         x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
         return self.fc(x.mean((2, 3)))
-
-
-def permuted_twin(net: TinyCNN, perm: torch.Tensor) -> TinyCNN:
-    """The same function with conv1's output channels reordered: channel j of the twin's conv1 is channel perm[j] of
-    the original's, and conv2 reads its inputs in the new order."""
-    twin = TinyCNN()
-    twin.load_state_dict(net.state_dict())
-    with torch.no_grad():
-        twin.conv1.weight.copy_(net.conv1.weight[perm])
-        twin.conv1.bias.copy_(net.conv1.bias[perm])
-        twin.conv2.weight.copy_(net.conv2.weight[:, perm])
-    return twin
 
 
 def run_recording(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
