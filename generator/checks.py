@@ -95,6 +95,7 @@ def prepare(spec: ReportSpec, device_name: str | None = None, pretrained: bool =
     datasets = {}
     sources = [ms.dataset for ms in wanted if ms.dataset and ms.dataset not in (skip or [])]
     sources += imagelib.dataset_names({k: v for k, v in spec.images.items() if k in used_sets})
+    sources += [c.dataset for c in spec.all_comparisons() if c.dataset and c.dataset not in (skip or [])]
     for name in dict.fromkeys(sources):
         if name not in spec.datasets:
             continue  # an image entry naming no data set: reported with its key by load_sets

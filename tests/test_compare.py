@@ -108,3 +108,16 @@ def test_a_series_without_a_data_set_shows_what_needs_none(project):
     assert "names no data set" in page and "### Weights" in page and "### Representation similarity" not in page
     arrays = pair_arrays(project, "tiny-a", "tiny-b")
     assert "cka" not in arrays and arrays["weight_change"].shape == (3,)
+
+
+def test_a_comparison_s_data_set_is_loaded_even_when_no_model_names_it(project):
+    colour_folder(project / "colours", per_class=3)
+    spec = tiny_spec(techniques={"predictions": {"top_k": 3}})
+    spec["models"].append(dict(spec["models"][0], name="ten", factory="tinymod:build10"))
+    spec["datasets"] = {"colours": {"folder": "colours"}}
+    spec["comparisons"] = [{"models": ["ten", "tiny"], "dataset": "colours"}]
+    assert cli("build", write_spec(project, spec)) == 0
+    arrays = pair_arrays(project, "ten", "tiny")
+    assert arrays["cka"].shape == (2, 2) and arrays["top1"].shape == (2, 9)
+    page = (project / "out" / "comparisons" / "ten-vs-tiny.md").read_text()
+    assert "measured on the data set **colours** (9 images)" in page and "not the same architecture" in page
