@@ -25,8 +25,9 @@ from generator.ray_executor import RayExecutor, parse_executor
 from generator.spec import DEVICE_PATTERN
 from generator.templating import Renderer
 from generator.outputs import OVERVIEW, comparison_records, draw_comparisons, write_outputs, write_overview
-from generator.report import ModelPages, write_json, write_page, write_pages
+from generator.report import REPRODUCE_PAGE, ModelPages, write_json, write_page, write_pages
 from generator.compare import stage as compare
+from generator.provenance import pip_pin, provenance
 from generator.site import build_site, folder_locks, remove_leftovers, replace_folder, staging_folder
 from generator.techniques import registry
 
@@ -42,6 +43,8 @@ class BuildOptions:
     quick: bool = False
     site: Path | None = None
     mkdocs_config: Path | None = None
+    data: bool = True  # publish the data files with the site (--no-data: they stay in the output folder only)
+    command: list[str] | None = None  # the command line, for the provenance (build.json, the Reproduce page)
 
 
 def build(spec_path: Path, options: BuildOptions, console: Console) -> int:
@@ -175,7 +178,12 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
         errors += [f"{f['file']}: {f['error']}" for f in failures]
         listed = [{"name": c.name, "page": c.page, "models": [m.name for m in c.models], "dataset": c.dataset_name}
                   for c in comparisons]
-        renderer = Renderer()
+        facts = provenance(spec.path, prepared.models, str(device), options.command or ["convscope", "build", str(spec.path)])
+        renderer = Renderer(data_published=options.data)
+        write_page(staging, REPRODUCE_PAGE, "Reproduce this report",
+                   lambda: renderer.page("pages/reproduce.md.j2", title=spec.title, facts=facts, spec=spec.path.name,
+                                         torch_pin=pip_pin(facts["torch"]), vision_pin=pip_pin(facts["torchvision"])),
+                   failures)
         failures += write_pages(staging, renderer, spec.title, list(by_model.values()), selected, summary, errors,
                                 skipped, listed)
         for c in comparisons:
@@ -188,7 +196,8 @@ def _build(spec: ReportSpec, options: BuildOptions, console: Console, started: f
         write_json(staging / "manifest.json", {"spec": str(spec.path), "artifacts": manifest,
                                                "comparisons": comparison_records(list(by_model.values()))})
         write_json(staging / "build.json", {
-            "spec": str(spec.path), "device": str(device), "executor": executor.describe(), "quick": options.quick,
+            "spec": str(spec.path), "provenance": facts, "site": {"data": options.data},
+            "device": str(device), "executor": executor.describe(), "quick": options.quick,
             "force": options.force,
             "seconds": round(time.time() - started, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
             "failures": failures,

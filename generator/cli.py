@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--quick", action="store_true", help="smaller sizes and fewer steps, for previews and tests")
         cmd.add_argument("--mkdocs", type=Path, help="MkDocs config (default: mkdocs.yml beside the spec)")
     b.add_argument("--site", type=Path, help="also run `mkdocs build --strict` into this folder")
+    for cmd in (b, s):
+        cmd.add_argument("--no-data", dest="data", action="store_false",
+                         help="leave the data files (.npz) out of the site; they stay in the output folder")
     s.add_argument("--addr", default="127.0.0.1:8000", help="address for mkdocs serve")
     v = sub.add_parser("validate", help="check a spec, its files, models and layers without running anything")
     v.add_argument("spec", nargs="?", default="reports.yml", type=Path)
@@ -47,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser().parse_args(argv)
+    args.argv = argv
     console = Console(stderr=True)
     try:
         return _dispatch(args, console)
@@ -85,7 +90,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
               + (f", {len(prepared.datasets)} data set(s) of {n_data} images" if prepared.datasets else "") + ")")
         return 0
     options = BuildOptions(only=args.only, models=args.models, skip=args.skip, device=args.device, executor=args.executor, force=args.force,
-                           quick=args.quick, site=getattr(args, "site", None), mkdocs_config=args.mkdocs)
+                           quick=args.quick, site=getattr(args, "site", None), mkdocs_config=args.mkdocs,
+                           data=args.data, command=["convscope", *args.argv])
     code = build(args.spec, options, console)
     if args.command == "serve":
         config = args.mkdocs or args.spec.parent / "mkdocs.yml"

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from generator.artifacts import Artifact, Job
+from generator import web_images
 from generator.context import DrawContext
 from generator.techniques import registry
 
@@ -35,8 +36,12 @@ def cores() -> int:
 
 
 def draw_one(kind: str, art: Artifact, job: Job, env: DrawContext, path: Path) -> Any:
-    """What the technique's `draw` returns: True/False, or {name: path} for several figures."""
-    return registry.get(kind).draw(art, job, env, path)
+    """{name: path} of the figures the technique's `draw` made, each in the format it is published in (PNG or WebP:
+    `web_images`), or False when it drew none."""
+    out = registry.get(kind).draw(art, job, env, path)
+    if isinstance(out, dict):
+        return {name: str(web_images.publish(Path(p))) for name, p in out.items()}
+    return {"main": str(web_images.publish(path))} if out else False
 
 
 # What goes to a worker is pickled here with the standard pickler, into bytes. multiprocessing's own pickler would

@@ -7,19 +7,32 @@ no torch in the site build) and do nothing when the build has not written their 
   families, so no page is ever left out of the nav.
 - Figure scale: figures are drawn at 2× density and their PNG records the DPI they were drawn at (pHYs);
   `on_page_content` gives each such image its CSS width (pixels × DISPLAY_PPI / DPI), so that a figure narrower
-  than the column is shown at the scale it was drawn for, not at twice it.
+  than the column is shown at the scale it was drawn for, not at twice it. WebP figures carry the same density in
+  their EXIF. Every local figure also gets its height and `loading="lazy"`, so a page does not jump as figures
+  arrive and the figures below the fold load only when scrolled to.
+- Data files: a build with `--no-data` says so in its `build.json` (`site.data: false`); `on_files` then leaves
+  that output's `data/` folders out of the site (they stay in the output folder).
+- The 404 page: its links are made relative when no `site_url` is set (`on_post_template`).
+- Provenance: `on_page_context` puts the build's provenance (`build.json`: convscope version, spec digest, each
+  model's weights digest, torch and torchvision, device, date) in every page's footer, with a link to the
+  "Reproduce this report" page.
 """
 from __future__ import annotations
 
 import html
 import json
 import re
-import struct
 from pathlib import Path
 from urllib.parse import unquote, urljoin
 
+from PIL import Image
+
 DISPLAY_PPI = 100  # CSS pixels per figure inch (generator.figures.DISPLAY_PPI)
 NAV_FILE = ".nav.json"
+BUILD_FILE = "build.json"
+REPRODUCE_PAGE = "reproduce.md"  # beside build.json (generator.report)
+
+X_RESOLUTION, RESOLUTION_UNIT, INCH = 0x011A, 0x0128, 2  # EXIF tags (generator.web_images)
 
 _IMG = re.compile(r"<img\b[^>]*>")
 _SRC = re.compile(r'\bsrc="([^"]+)"')
@@ -27,9 +40,24 @@ _SRC = re.compile(r'\bsrc="([^"]+)"')
 
 # -- the sidebar ---------------------------------------------------------------------------------------------------
 
-def on_files(files, config, **kwargs):
+def _outputs(config, name: str) -> list[Path]:
+    """The build outputs' `name` files in the docs folder: at its top or one folder down (e.g. reports/)."""
     docs = Path(config["docs_dir"])
-    found = sorted(p for p in [docs / NAV_FILE, *docs.glob(f"*/{NAV_FILE}")] if p.is_file())
+    return sorted(p for p in [docs / name, *docs.glob(f"*/{name}")] if p.is_file())
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+        return found if isinstance(found, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def on_files(files, config, **kwargs):
+    files = _without_data(files, config)
+    docs = Path(config["docs_dir"])
+    found = _outputs(config, NAV_FILE)
     if not found or config.get("nav"):
         return files  # no build output, or a nav written by hand: MkDocs' own
     from mkdocs.structure.nav import nest_paths
@@ -39,10 +67,7 @@ def on_files(files, config, **kwargs):
     uris = [f.src_uri for f in pages]
     nav = nest_paths(uris)
     for path in found:
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+        spec = _read_json(path)
         base = path.parent.relative_to(docs).as_posix()
         base = "" if base == "." else base + "/"
         for model in spec.get("models", []):
@@ -101,6 +126,61 @@ def _replace_section(nav, folder: str, section: dict):
     return new if done else new + [section]
 
 
+def _without_data(files, config):
+    """`files` without the data folders of outputs built with --no-data."""
+    docs = Path(config["docs_dir"])
+    for path in _outputs(config, BUILD_FILE):
+        if _read_json(path).get("site", {}).get("data", True) is False:
+            base = path.parent.relative_to(docs).as_posix()
+            base = "" if base == "." else base + "/"
+            for f in [f for f in files if f.src_uri.startswith(base) and "/data/" in f.src_uri[len(base):]]:
+                files.remove(f)
+    return files
+
+
+# -- the 404 page --------------------------------------------------------------------------------------------------
+
+def on_post_template(output_content, template_name, config, **kwargs):
+    """404.html without a `site_url` links to the site's root as "/" (root-absolute), which is another site when
+    the report is served from a sub-path or opened from disk: made relative to the site's folder instead. (A host
+    shows 404.html for a missing page at any depth, where relative links go astray too; set `site_url` in mkdocs.yml
+    for absolute links to the right place.)"""
+    if template_name != "404.html" or config.get("site_url"):
+        return output_content
+    output_content = re.sub(r'(\s(?:href|src|action)=")/"', r'\1index.html"', output_content)
+    return re.sub(r'(\s(?:href|src|action)=")/(?!/)', r"\1", output_content)
+
+
+# -- provenance in the footer --------------------------------------------------------------------------------------
+
+def on_page_context(context, page, config, nav, **kwargs):
+    found = _outputs(config, BUILD_FILE)
+    built = _read_json(found[0]) if found else {}
+    facts = built.get("provenance")
+    if not isinstance(facts, dict):
+        return context
+    base = found[0].parent.relative_to(Path(config["docs_dir"])).as_posix()
+    reproduce = (REPRODUCE_PAGE if base == "." else f"{base}/{REPRODUCE_PAGE}").replace(".md", ".html")
+    depth = page.file.dest_uri.count("/")
+    config["copyright"] = footer(facts, "../" * depth + reproduce)
+    return context
+
+
+def footer(facts: dict, reproduce: str) -> str:
+    """One line of provenance, escaped (model names are the user's words)."""
+    e = html.escape
+    models = facts.get("models") or {}
+    weights = ", ".join(f"{e(name)} <code>{e(str(m.get('weights', ''))[:12])}</code>" for name, m in models.items())
+    parts = [f"convscope {e(str(facts.get('convscope', '?')))}",
+             f"spec <code>{e(str(facts.get('spec', {}).get('sha256', ''))[:12])}</code>",
+             f"weights {weights}" if weights else "",
+             f"torch {e(str(facts.get('torch', '?')))}, torchvision {e(str(facts.get('torchvision', '?')))}",
+             f"device {e(str(facts.get('device', '?')))}",
+             f"built {e(str(facts.get('date', '?')))}",
+             f'<a href="{e(reproduce)}">Reproduce this report</a>']
+    return '<span class="convscope-provenance">' + " · ".join(p for p in parts if p) + "</span>"
+
+
 # -- figure scale --------------------------------------------------------------------------------------------------
 
 def on_page_content(content, page, config, files, **kwargs):
@@ -109,48 +189,44 @@ def on_page_content(content, page, config, files, **kwargs):
     def sized(match: re.Match) -> str:
         tag = match.group(0)
         src = _SRC.search(tag)
-        if not src or re.search(r"\swidth=", tag):
+        if not src or re.search(r"\s(width|height)=", tag):
             return tag
         url = html.unescape(src.group(1))
-        if "://" in url or url.startswith(("/", "data:")) or not url.lower().endswith(".png"):
+        if "://" in url or url.startswith(("/", "data:")):
             return tag
-        uri = unquote(urljoin(base, url))
-        f = files.get_file_from_path(uri)
-        if f is None:
+        f = files.get_file_from_path(unquote(urljoin(base, url)))
+        size = css_size(Path(f.abs_src_path)) if f is not None and f.abs_src_path else None
+        if size is None:
             return tag
-        width = css_width(Path(f.abs_src_path))
-        return tag if width is None else tag[:4] + f' width="{width}"' + tag[4:]
+        lazy = "" if re.search(r"\sloading=", tag) else ' loading="lazy"'
+        return tag[:4] + f' width="{size[0]}" height="{size[1]}"{lazy}' + tag[4:]
 
     return _IMG.sub(sized, content)
 
 
-def css_width(path: Path) -> int | None:
-    """The CSS width of a PNG drawn at more than 1.5× density (its pHYs DPI above 1.5 × DISPLAY_PPI); None for others
-    (pixel pictures shown one pixel per pixel)."""
+def css_size(path: Path) -> tuple[int, int] | None:
+    """The CSS size a figure is shown at: its pixel size × DISPLAY_PPI / its DPI when it was drawn at more than 1.5×
+    density (a PNG's pHYs, a WebP's EXIF resolution), else its pixel size (pixel pictures shown one pixel per
+    pixel); None for a file that is not an image."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if head != b"\x89PNG\r\n\x1a\n":
-                return None
-            width = None
-            while True:
-                raw = f.read(8)
-                if len(raw) < 8:
-                    return None
-                length, kind = struct.unpack(">I4s", raw)
-                if kind == b"IHDR":
-                    width = struct.unpack(">I", f.read(4))[0]
-                    f.seek(length - 4 + 4, 1)
-                elif kind == b"pHYs":
-                    ppu_x, _, unit = struct.unpack(">IIB", f.read(9))
-                    f.seek(4, 1)
-                    if unit != 1 or not width:
-                        return None
-                    dpi = ppu_x * 0.0254
-                    return round(width * DISPLAY_PPI / dpi) if dpi > 1.5 * DISPLAY_PPI else None
-                elif kind in (b"IDAT", b"IEND"):
-                    return None
-                else:
-                    f.seek(length + 4, 1)
-    except OSError:
+        with Image.open(path) as im:
+            width, height = im.size
+            dpi = im.info.get("dpi", (0, 0))[0]
+            if not dpi and im.format == "WEBP":
+                exif = im.getexif()
+                dpi = float(exif.get(X_RESOLUTION, 0)) if exif.get(RESOLUTION_UNIT, INCH) == INCH else 0
+    except (OSError, ValueError, SyntaxError):
         return None
+    if dpi and float(dpi) > 1.5 * DISPLAY_PPI:
+        scale = DISPLAY_PPI / float(dpi)
+        return round(width * scale), round(height * scale)
+    return width, height
+
+
+def css_width(path: Path) -> int | None:
+    """The CSS width of a figure drawn at more than 1.5× density; None for others (shown one pixel per pixel)."""
+    size = css_size(path)
+    if size is None:
+        return None
+    with Image.open(path) as im:
+        return None if size[0] == im.size[0] else size[0]

@@ -53,6 +53,7 @@ class LoadedModel:
     layers: list[str] = field(default_factory=list)
     spec_index: int = 0
     dataset: str | None = None  # the name of the data set its data-set views look across
+    weights: str = ""  # sha256 of its state dict (`weights_digest`): provenance on every page
     _other_sizes: bool | None = field(default=None, repr=False)
     _probes: dict[int, Probe] = field(default_factory=dict, repr=False)  # by input side
 
@@ -297,14 +298,15 @@ class ModelLoader:
         # Constructor arguments can change the forward without changing a tensor (GoogLeNet's transform_input, which
         # torchvision sets with its weights); added only when present, so that other models keep their cache.
         built = {k: v for k, v in {"kwargs": ms.kwargs, "weights": ms.weights if state is not None else None}.items() if v}
+        weights = weights_digest(module)
         digest = hashlib.sha256(
             json.dumps(
-                [weights_digest(module), input_spec.model_dump(), labels, ms.logits] + ([built] if built else []),
+                [weights, input_spec.model_dump(), labels, ms.logits] + ([built] if built else []),
                 sort_keys=True,
             ).encode()
         ).hexdigest()[:24]
         return LoadedModel(ms.name, module, input_spec, labels, ms.logits, source, digest, self.device,
-                           spec_index=index, dataset=ms.dataset)
+                           spec_index=index, dataset=ms.dataset, weights=weights)
 
     def _from_builtin(self, ms: ModelSpec, where: str, pretrained: bool):
         if ms.builtin == "fashion-mnist-net":

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
-from generator import figures
+from generator import figures, web_images
 from generator.errors import cannot_write, one_line
 from generator.artifacts import file_name
 from generator.comparison import comparison, figure_path
@@ -54,8 +55,8 @@ def previous_records(output: Path) -> dict[str, dict[str, Any]]:
 
 def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], None],
                   previous: Path | None = None, drawer: Drawer | None = None) -> list[dict[str, Any]]:
-    """Draw each artifact's figure and save its arrays: the main one as `.npy` (the record's `data`, what a reader
-    loads first), the others in one `.npz` beside it (`archive`); return the manifest records. Figures of cached
+    """Draw each artifact's figure and save its arrays in one `.npz` (the record's `data`: `write_arrays`); return
+    the manifest records. Figures of cached
     results are copied from the `previous` output when the drawing code has not changed since, and so are their
     data files when they list the same arrays (a cached result's arrays are those its file was written from). A
     figure that fails to draw turns its result into a failure shown on the page. Each record is also kept in
@@ -64,16 +65,14 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
     drawer = drawer or Drawer({pages.model.name: pages.draw}, workers=1)
     old = previous_records(previous) if previous else {}
     digests: dict[str, str] = {}
-    pending = []  # (index, result, figure, data, archive, arrays, drawing, copied figures or a Future)
+    pending = []  # (index, result, figure, data, arrays, drawing, copied figures or a Future)
     for i, r in enumerate(pages.results):
         if r.artifact is None:
             progress(1)
             continue
         name = pages.model.name
         figure = f"{name}/figures/{r.job.kind}/{stem(r)}.png"
-        data = f"{name}/data/{r.job.kind}/{stem(r)}.npy"
-        rest = dict(list(r.artifact.arrays.items())[1:])
-        archive = f"{name}/data/{r.job.kind}/{stem(r)}.npz" if rest else None
+        data = f"{name}/data/{r.job.kind}/{stem(r)}.npz"
         before = old.get(r.job.key)
         drawing = digests.setdefault(r.job.kind, drawing_digest(r.job.kind))
         olds = (before or {}).get("figures") or {"main": (before or {}).get("figure")}
@@ -82,7 +81,7 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
                     and all(f and (previous / f).is_file() for f in olds.values()))
         step = "writing its data"
         try:
-            arrays = write_data(folder, r, data, archive, rest, before, previous)
+            arrays = write_data(folder, r, data, before, previous)
             step = "copying its figure"
             for f in olds.values() if reusable else ():
                 (folder / f).parent.mkdir(parents=True, exist_ok=True)
@@ -94,9 +93,9 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             progress(1)
             continue
         drawn: Any = olds if reusable else drawer.submit(r.job.kind, r.artifact, r.job, name, folder / figure)
-        pending.append((i, r, figure, data, archive, arrays, drawing, drawn))
+        pending.append((i, r, figure, data, arrays, drawing, drawn))
     records = []
-    for i, r, figure, data, archive, arrays, drawing, drawn in pending:
+    for i, r, figure, data, arrays, drawing, drawn in pending:
         progress(1)
         if isinstance(drawn, Drawing):
             try:
@@ -107,13 +106,12 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
                 pages.results[i] = r._replace(status="failed", artifact=None,
                                               error=f"drawing the figure: {one_line(exc)}")
                 continue
-            drawn = ({k: str(Path(v).relative_to(folder)) for k, v in out.items()} if isinstance(out, dict)
-                     else {"main": figure} if out else {})
+            drawn = {k: str(Path(v).relative_to(folder)) for k, v in out.items()} if out else {}
         main = next(iter(drawn.values()), None)
         records.append({
             "model": pages.model.name, "technique": r.job.kind, "layer": r.job.layer, "image": r.job.image,
             "target": r.artifact.meta.get("target"), "params": r.job.params.model_dump(mode="json"),
-            "metrics": r.artifact.metrics, "figure": main, "figures": drawn, "data": data, "archive": archive,
+            "metrics": r.artifact.metrics, "figure": main, "figures": drawn, "data": data,
             "arrays": arrays,
             "key": r.job.key, "drawing": drawing if drawn else None,
         })
@@ -121,30 +119,47 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
     return records
 
 
-def write_data(folder: Path, r: Result, data: str, archive: str | None, rest: dict[str, np.ndarray],
-               before: dict[str, Any] | None, previous: Path | None) -> list[dict[str, Any]]:
-    """Write a result's data files (copied from the previous output when a cached result wrote the same ones) and
+def write_data(folder: Path, r: Result, data: str, before: dict[str, Any] | None,
+               previous: Path | None) -> list[dict[str, Any]]:
+    """Write a result's data file (copied from the previous output when a cached result wrote the same one) and
     return the manifest's records of its arrays."""
     (folder / data).parent.mkdir(parents=True, exist_ok=True)
-    arrays = array_records(r.artifact.arrays, registry.get(r.job.kind), data, archive)
-    files = [f for f in (data, archive) if f]
-    if (r.status == "cached" and before and before.get("data") == data and before.get("archive") == archive
-            and all((previous / f).is_file() for f in files) and _shapes(before.get("arrays")) == _shapes(arrays)):
-        for f in files:
-            shutil.copy2(previous / f, folder / f)
+    technique = registry.get(r.job.kind)
+    arrays = [array_record(name, value, data, technique.meaning(name)) for name, value in r.artifact.arrays.items()]
+    if (r.status == "cached" and before and before.get("data") == data and (previous / data).is_file()
+            and _shapes(before.get("arrays")) == _shapes(arrays)):
+        shutil.copy2(previous / data, folder / data)
     else:
-        np.save(folder / data, r.artifact.main, allow_pickle=False)
-        if archive:
-            write_arrays(folder / archive, rest)
+        write_arrays(folder / data, r.artifact.arrays)
     return arrays
 
 
-def array_records(arrays: dict[str, np.ndarray], technique, data: str, archive: str | None) -> list[dict[str, Any]]:
-    """What the manifest lists of each array of an artifact, in its order (the main array first): name, shape,
-    dtype, meaning (the technique's `arrays`) and the file that holds it (`data`, or the `archive` for the rest)."""
-    return [{"name": name, "shape": list(np.shape(value)), "dtype": str(np.asarray(value).dtype),
-             "meaning": technique.meaning(name), "file": data if i == 0 else archive}
-            for i, (name, value) in enumerate(arrays.items())]
+# Float arrays of this many numbers and more (pictures, maps, activations, synthesized images) are published as
+# float16: about three significant digits, more than a figure shows, at half the size. Smaller ones (scores,
+# probabilities, curves, coordinates, filters of small layers) keep their precision. The cache keeps every array
+# at full precision; the manifest lists each array's published dtype and, when rounded, the dtype it was computed in.
+HALF_FROM = 65536
+
+
+def published(value: Any) -> np.ndarray:
+    """An array as the data file holds it: float16 for large float arrays whose values fit float16's range."""
+    a = np.asanyarray(value)
+    if a.dtype.kind == "f" and a.dtype.itemsize > 2 and a.size >= HALF_FROM:
+        with np.errstate(over="ignore"):
+            half = a.astype(np.float16)
+        if np.array_equal(np.isfinite(half), np.isfinite(a)):  # nothing beyond ±65504
+            return half
+    return a
+
+
+def array_record(name: str, value: Any, file: str, meaning: str | None = None) -> dict[str, Any]:
+    """What the manifest lists of one array: name, shape, the dtype its file holds (and `computed`, the dtype it was
+    computed in, when that differs), meaning and file."""
+    a, stored = np.asanyarray(value), published(value)
+    record = {"name": name, "shape": list(a.shape), "dtype": str(stored.dtype)}
+    if stored.dtype != a.dtype:
+        record["computed"] = str(a.dtype)
+    return {**record, "meaning": meaning, "file": file}
 
 
 def _shapes(listed: Any) -> list[tuple] | None:
@@ -155,13 +170,16 @@ def _shapes(listed: Any) -> list[tuple] | None:
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Every array of an artifact into one .npz, deflated (level 1: images saved as float32 shrink to about a
-    third): `np.load(path, allow_pickle=False)[name]`. Written member by member like np.savez_compressed, so any
-    array name works and an object array fails here rather than when someone loads it."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    """Every array of an artifact, in its order (the main one first), into one deflated .npz:
+    `np.load(path)[name]`. Large float arrays as float16 (`published`). Written member by member like
+    np.savez_compressed, so any array name works and an object array fails here rather than when someone loads it;
+    each member dated 1980-01-01 (zip's epoch), so the same arrays give the same bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
         for name, value in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, published(value), allow_pickle=False)
 
 
 def draw_comparisons(folder: Path, pages: ModelPages, previous: Path | None = None) -> None:
@@ -179,13 +197,15 @@ def draw_comparisons(folder: Path, pages: ModelPages, previous: Path | None = No
         figure, error = figure_path(pages.model.name, entry["image"]), None
         digest = hashlib.sha256(json.dumps([code, [(row["result"].job.key, row["title"], row["constant"])
                                                    for row in rows]]).encode()).hexdigest()[:16]
-        before = old.get(figure)
+        before = old.get(str(Path(figure).with_suffix("")))  # (its published file, digest)
         try:
-            if before == digest and (previous / figure).is_file():
+            if before and before[1] == digest and (previous / before[0]).is_file():
+                figure = before[0]
                 (folder / figure).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(previous / figure, folder / figure)
             else:
                 _draw_comparison(folder / figure, pages, entry, rows)
+                figure = str(web_images.publish(folder / figure).relative_to(folder))
         except Exception as exc:
             if cannot_write(exc):
                 raise
@@ -213,16 +233,17 @@ def comparison_records(all_pages: list[ModelPages]) -> list[dict[str, str]]:
             for (kind, _, _), d in pages.drawn.items() if kind == "comparison" and d.get("figure")]
 
 
-def previous_comparisons(output: Path) -> dict[str, str]:
-    """figure → digest of the comparison figures in the last build's manifest."""
+def previous_comparisons(output: Path) -> dict[str, tuple[str, str]]:
+    """The comparison figures in the last build's manifest: figure path without its suffix → (path, digest)."""
     try:
         listed = json.loads((output / "manifest.json").read_text()).get("comparisons") or []
-        return {r["figure"]: r["digest"] for r in listed if isinstance(r, dict)}
+        return {str(Path(r["figure"]).with_suffix("")): (r["figure"], r["digest"]) for r in listed
+                if isinstance(r, dict)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
-OVERVIEW = "overview.png"  # the home page's figure (site_src/index.md shows reports/overview.png)
+OVERVIEW = "overview.webp"  # the home page's figure (site_src/index.md shows reports/overview.webp)
 # What the overview shows of each model, in this order: technique → how to take one picture from its artifact.
 _OVERVIEW_KINDS = ("gradcam", "class_visualization", "unit_visualization", "deepdream", "style_transfer",
                    "texture_synthesis", "fooling")
@@ -277,4 +298,8 @@ def write_overview(folder: Path, all_pages: list[ModelPages]) -> None:
     blank = np.full((8, 8, 3), 255, np.uint8)
     grid = [[t[0] for t in tiles] + [blank] * (cols - len(tiles)) for _, tiles in rows]
     cells = [[t[1] for t in tiles] + [""] * (cols - len(tiles)) for _, tiles in rows]
-    figures.picture_grid(grid, cells, [name for name, _ in rows], [""] * cols, folder / OVERVIEW)
+    drawn = folder / Path(OVERVIEW).with_suffix(".png")
+    figures.picture_grid(grid, cells, [name for name, _ in rows], [""] * cols, drawn)
+    with Image.open(drawn) as im:  # photographs: always WebP, so the home page's link is fixed
+        (folder / OVERVIEW).write_bytes(web_images.encode_webp(im.convert("RGB"), im.info.get("dpi")))
+    drawn.unlink()

@@ -18,6 +18,8 @@ from generator.errors import cannot_write, one_line
 from generator.templating import Renderer, escape_md
 from generator.techniques import registry
 
+REPRODUCE_PAGE = "reproduce.md"  # the exact commands that rebuild the report (the footer links it: mkdocs_hooks)
+
 
 def unmet(r: Result) -> bool:
     """Whether a result did not reach its technique's goal (a unit that did not move, an image not fooled): the
@@ -33,7 +35,7 @@ def _row(r: Result, pages: ModelPages) -> dict[str, Any]:
         "layer": r.job.layer, "image": r.job.image,
         "image_name": pages.draw.image_name(r.job.image) if r.job.image else None,
         "status": r.status, "error": r.error, "seconds": r.seconds,
-        "figure": rel(drawn.get("figure")), "data": rel(drawn.get("data")), "archive": rel(drawn.get("archive")),
+        "figure": rel(drawn.get("figure")), "data": rel(drawn.get("data")),
         "arrays": [a["name"] for a in drawn.get("arrays", [])],
         "figures": {k: rel(v) for k, v in (drawn.get("figures") or {}).items()},
         "meta": meta, "metrics": meta.get("metrics", {}),

@@ -54,6 +54,18 @@ def percent(value: float, digits: int = 1) -> Markup:
     return Markup(f"{100 * value:.{digits}f}%")
 
 
+def seconds(value: Any, digits: int = 1) -> Markup:
+    """A duration measured while building, marked as such (`<span class="build-time">`): like the date, it differs
+    between two builds of the same inputs, and the determinism test leaves it aside."""
+    return Markup('<span class="build-time">') + number(value, digits) + Markup("</span>")
+
+
+def pre(value: Any) -> Markup:
+    """Text from users as a code block (a command line with their file names): HTML-escaped in `<pre><code>`, where
+    Markdown leaves it alone; a fence would show Markdown escapes and could be closed by the text."""
+    return Markup("<pre><code>") + Markup.escape(str(value)) + Markup("</code></pre>")
+
+
 def code(value: Any) -> Markup:
     """Inline code as HTML (a Markdown code span can't hold every backtick run); its text is still escaped."""
     return Markup(f"<code>{escape_md(value)}</code>")
@@ -71,13 +83,17 @@ def make_environment(templates: Path = TEMPLATES) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(md=escape_md, url=url, num=number, pct=percent, code=code)
+    env.filters.update(md=escape_md, url=url, num=number, pct=percent, code=code, secs=seconds, pre=pre)
     return env
 
 
 class Renderer:
-    def __init__(self, templates: Path = TEMPLATES):
+    """Pages from templates. `data_published`: whether the site carries the data files (not with --no-data), so
+    pages link them or say where they are."""
+
+    def __init__(self, templates: Path = TEMPLATES, data_published: bool = True):
         self.env = make_environment(templates)
+        self.env.globals["data_published"] = data_published
 
     def page(self, template: str, **context: Any) -> str:
         text = self.env.get_template(template).render(**context)

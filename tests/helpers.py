@@ -203,12 +203,9 @@ def make_context(module: nn.Module, pictures: dict[str, Image.Image], size: int 
 
 
 def record_arrays(out: Path, record: dict) -> dict[str, np.ndarray]:
-    """Every array of a manifest record by name: the main one from its `data` (.npy), the rest from its `archive`."""
-    arrays = {record["arrays"][0]["name"]: np.load(out / record["data"], allow_pickle=False)}
-    if record.get("archive"):
-        with np.load(out / record["archive"], allow_pickle=False) as rest:
-            arrays.update({name: rest[name] for name in rest.files})
-    return arrays
+    """Every array of a manifest record by name, from its `data` (.npz)."""
+    with np.load(out / record["data"], allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
 
 
 def colour_folder(root: Path, per_class: int = 5) -> None:

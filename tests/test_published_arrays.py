@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import cli, colour_folder, make_project, read_json, record_arrays, tiny_spec, write_spec
+from generator import outputs
 from generator.techniques import registry
 from generator.techniques.base import Technique
 
@@ -75,23 +76,37 @@ def test_every_data_file_holds_what_the_manifest_lists(built):
     out = project / "out"
     for r in records(project):
         listed = r["arrays"]
-        main, rest = listed[0], listed[1:]
-        # the main array alone in `data` (.npy: what a reader loads first), every other one in the `archive` (.npz)
-        assert r["data"].endswith(".npy") and main["file"] == r["data"], r["data"]
-        value = np.load(out / r["data"], allow_pickle=False)
-        assert list(value.shape) == main["shape"] and str(value.dtype) == main["dtype"], (r["data"], main)
-        if not rest:
-            assert r["archive"] is None
-            continue
-        assert r["archive"].endswith(".npz") and all(a["file"] == r["archive"] for a in rest)
-        with zipfile.ZipFile(out / r["archive"]) as archive:  # nothing in the file that the manifest does not list
-            assert archive.namelist() == [f"{a['name']}.npy" for a in rest], r["archive"]
-        with np.load(out / r["archive"], allow_pickle=False) as data:
-            assert list(data.files) == [a["name"] for a in rest]
-            for a in rest:
+        # every array of the artifact in one .npz, the main one first, each as the manifest lists it
+        assert r["data"].endswith(".npz") and all(a["file"] == r["data"] for a in listed), r["data"]
+        with zipfile.ZipFile(out / r["data"]) as archive:  # nothing in the file that the manifest does not list
+            assert archive.namelist() == [f"{a['name']}.npy" for a in listed], r["data"]
+            assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}  # no build time inside
+            assert all(m.compress_type == zipfile.ZIP_DEFLATED for m in archive.infolist())
+        with np.load(out / r["data"], allow_pickle=False) as data:
+            for a in listed:
                 value = data[a["name"]]
-                assert list(value.shape) == a["shape"] and str(value.dtype) == a["dtype"], (r["archive"], a)
+                assert list(value.shape) == a["shape"] and str(value.dtype) == a["dtype"], (r["data"], a)
                 assert value.dtype != object
+                if "computed" in a:  # rounded for publishing: only large float arrays, only to float16
+                    assert a["dtype"] == "float16" and a["computed"] in ("float32", "float64"), a
+                    assert value.size >= outputs.HALF_FROM, a
+                elif value.dtype.kind == "f" and value.size >= outputs.HALF_FROM:
+                    assert value.dtype == np.float16 or not np.isfinite(value.astype(np.float16)).all(), a
+
+
+def test_large_float_arrays_are_published_as_float16_within_its_precision():
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 3, outputs.HALF_FROM).astype(np.float32)
+    half = outputs.published(big)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float32), big, rtol=1e-3, atol=1e-7)
+    assert outputs.published(big[:-1]).dtype == np.float32  # small arrays keep their precision
+    huge = big * 1e5  # beyond float16's range: kept as computed
+    assert outputs.published(huge).dtype == np.float32
+    ints = np.arange(outputs.HALF_FROM)
+    assert outputs.published(ints).dtype == ints.dtype
+    record = outputs.array_record("map", big, "x.npz")
+    assert record["dtype"] == "float16" and record["computed"] == "float32" and record["shape"] == [outputs.HALF_FROM]
 
 
 def test_every_array_has_a_meaning(built):
@@ -146,7 +161,7 @@ def test_numbers_shown_in_figures_are_published(built):
 def test_a_cached_rebuild_publishes_the_same_arrays(built):
     project, path = built
     before = {r["key"]: (r["arrays"], r["figures"]) for r in records(project)}
-    files = {f: (project / "out" / f).read_bytes() for r in records(project) for f in (r["data"], r["archive"]) if f}
+    files = {r["data"]: (project / "out" / r["data"]).read_bytes() for r in records(project)}
     assert cli("build", path) == 0
     assert all(j["status"] == "cached" for j in read_json(project / "out" / "build.json")["jobs"])
     assert {r["key"]: (r["arrays"], r["figures"]) for r in records(project)} == before

@@ -25,7 +25,8 @@ from generator.datasets import Dataset
 from generator.errors import cannot_write, one_line
 from generator.executor import Result
 from generator.models import LoadedModel
-from generator.outputs import write_arrays
+from generator import web_images
+from generator.outputs import array_record, write_arrays
 from generator.spec import Spec
 
 KIND = "model_comparison"
@@ -43,7 +44,7 @@ class Pair:
     seconds: float = 0.0
     artifact: Artifact | None = None
     error: str | None = None
-    files: dict[str, Any] = field(default_factory=dict)  # what was written: data, archive, figures
+    files: dict[str, Any] = field(default_factory=dict)  # what was written: data, figures
 
 
 @dataclass
@@ -193,7 +194,7 @@ def _plane(m: np.ndarray) -> np.ndarray:
 
 def write(folder: Path, comparisons: list[Comparison], results: dict[str, list[Result]],
           draws: dict[str, DrawContext]) -> list[dict[str, Any]]:
-    """Each pair's arrays (main one `.npy`, the rest `.npz`) and figures under comparisons/<name>/; manifest records."""
+    """Each pair's arrays (one `.npz`) and figures under comparisons/<name>/; manifest records."""
     records = []
     for c in comparisons:
         base = f"comparisons/{file_name(c.name)}"
@@ -203,20 +204,18 @@ def write(folder: Path, comparisons: list[Comparison], results: dict[str, list[R
             stem = f"{file_name(pair.a.name)}-vs-{file_name(pair.b.name)}"
             arrays = dict(pair.artifact.arrays)
             arrays.update({f"attribution/{k}": v for k, v in attribution_correlations(pair, results).items()})
-            names = list(arrays)
-            data, archive = f"{base}/data/{stem}.npy", f"{base}/data/{stem}.npz"
+            data = f"{base}/data/{stem}.npz"
             (folder / data).parent.mkdir(parents=True, exist_ok=True)
-            np.save(folder / data, arrays[names[0]], allow_pickle=False)
-            write_arrays(folder / archive, {k: arrays[k] for k in names[1:]})
-            figures = draw_pair(folder, f"{base}/figures/{stem}", pair, arrays, results, draws, c.dataset)
-            pair.files = {"data": data, "archive": archive, "figures": figures, "arrays": arrays}
+            write_arrays(folder / data, arrays)
+            figures = web_images.publish_all(folder, draw_pair(folder, f"{base}/figures/{stem}", pair, arrays, results,
+                                                               draws, c.dataset))
+            pair.files = {"data": data, "figures": figures, "arrays": arrays}
             records.append({
                 "model": None, "comparison": c.name, "technique": KIND, "models": [pair.a.name, pair.b.name],
                 "layer": None, "image": None, "params": {}, "metrics": metrics(pair.artifact.meta),
                 "figure": next(iter(figures.values()), None),
-                "figures": figures, "data": data, "archive": archive, "key": pair.key,
-                "arrays": [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype),
-                            "file": data if i == 0 else archive} for i, (k, v) in enumerate(arrays.items())],
+                "figures": figures, "data": data, "key": pair.key,
+                "arrays": [array_record(k, v, data) for k, v in arrays.items()],
             })
         if len(c.models) > 2 and all(p.artifact is not None and "cka" in p.artifact.arrays for p in c.pairs):
             layers = [layer for layer in c.models[-1].layers
@@ -226,6 +225,7 @@ def write(folder: Path, comparisons: list[Comparison], results: dict[str, list[R
             if layers:
                 c.files["series"] = f"{base}/figures/series-cka.png"
                 cf.series_lines([m.name for m in c.models], layers, lines, folder / c.files["series"])
+                c.files["series"] = str(web_images.publish(folder / c.files["series"]).relative_to(folder))
                 c.files["series_values"] = lines.tolist()
                 c.files["series_layers"] = layers
     return records
@@ -320,7 +320,6 @@ def page_context(c: Comparison, folder: Path) -> dict[str, Any]:
             row.update(
                 meta=meta, figures=figures, images=images, units=units, weights=weights, attribution=attribution,
                 flipped=sum(i["flip"] for i in images), data=f"../{pair.files['data']}",
-                archive=f"../{pair.files['archive']}",
                 diagonal=[{"layer": layer, "cka": float(cka[i, meta["layers"][1].index(layer)])}
                           for i, layer in enumerate(meta["layers"][0]) if cka is not None and layer in meta["layers"][1]],
             )
