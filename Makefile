@@ -8,8 +8,11 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # The Fashion-MNIST model's data set comes from Debian's dataset-fashion-mnist package, installed when we may.
 FASHION := /usr/share/datasets/fashion-mnist
 APT_FASHION := apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
+# The browser tests (tests/test_browser.py) drive Debian's chromium through Playwright (Playwright's own browser
+# download is never used); installed when we may, and without it those tests are skipped.
+APT_CHROMIUM := apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
 
-.PHONY: report test venv clean fashion-mnist
+.PHONY: report test venv clean fashion-mnist chromium browser-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +29,9 @@ venv: $(VENV)/.installed
 fashion-mnist:
 	@[ -d $(FASHION) ] || sh -c '$(APT_FASHION)' >/dev/null 2>&1 || sudo -n sh -c '$(APT_FASHION)' >/dev/null 2>&1 || true
 
+chromium:
+	@[ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ] || sh -c '$(APT_CHROMIUM)' >/dev/null 2>&1 || sudo -n sh -c '$(APT_CHROMIUM)' >/dev/null 2>&1 || true
+
 report: $(VENV)/.installed fashion-mnist
 	@if [ -d $(FASHION) ]; then \
 		$(VENV)/bin/convscope build reports.yml --site site; \
@@ -36,8 +42,12 @@ report: $(VENV)/.installed fashion-mnist
 		$(VENV)/bin/convscope build reports.yml --site site --skip fashion-mnist,fashion-mnist-run,fashion-lite0; \
 	fi
 
-test: $(VENV)/.test-installed fashion-mnist
+test: $(VENV)/.test-installed fashion-mnist chromium
 	$(PY) -m pytest -q
+
+# The browser tests against the default report's site as `make report` built it (instead of their small site).
+browser-check: $(VENV)/.test-installed chromium
+	CONVSCOPE_SITE=site $(PY) -m pytest -q tests/test_browser.py
 
 clean:
 	rm -rf site site_src/reports .convscope-cache
