@@ -32,7 +32,8 @@ def stem(result: Result) -> str:
 def drawing_digest(kind: str) -> str:
     """A digest of the code that draws a technique's figures: a cached figure is reused only while it matches."""
     technique = registry.get(kind)
-    return _source_digest(figures, dataset_figures, *(sys.modules[c.__module__] for c in type(technique).__mro__))
+    return _source_digest(figures, dataset_figures, web_images,
+                          *(sys.modules[c.__module__] for c in type(technique).__mro__))
 
 
 def _source_digest(*modules) -> str:
@@ -189,7 +190,7 @@ def draw_comparisons(folder: Path, pages: ModelPages, previous: Path | None = No
     titles) and drawing code match the `previous` output's is copied from there instead of drawn again."""
     found = comparison(pages, list(dict.fromkeys(r.job.kind for r in pages.results)))
     old = previous_comparisons(previous) if previous else {}
-    code = _source_digest(figures, sys.modules[__name__], sys.modules[comparison.__module__])
+    code = _source_digest(figures, web_images, sys.modules[__name__], sys.modules[comparison.__module__])
     for entry in (found or {}).get("images", []):
         rows = entry["in_order"]
         if not rows:

@@ -56,8 +56,9 @@ def percent(value: float, digits: int = 1) -> Markup:
 
 def seconds(value: Any, digits: int = 1) -> Markup:
     """A duration measured while building, marked as such (`<span class="build-time">`): like the date, it differs
-    between two builds of the same inputs, and the determinism test leaves it aside."""
-    return Markup('<span class="build-time">') + number(value, digits) + Markup("</span>")
+    between two builds of the same inputs, and the determinism test leaves it aside; kept out of the search index,
+    which would differ otherwise."""
+    return Markup('<span class="build-time" data-search-exclude>') + number(value, digits) + Markup("</span>")
 
 
 def pre(value: Any) -> Markup:

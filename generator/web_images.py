@@ -1,8 +1,8 @@
 """The format a figure is published in. Figures are drawn as PNG, which records the density they were drawn at
 (pHYs). A figure that PNG stores badly (photographs, dreams, synthesized textures, dense heat maps: its PNG is more
 than LOSSLESS_MARGIN times its WebP) is published as WebP at QUALITY instead, with the same density in its EXIF, and
-the PNG is removed; line art (charts, histograms, text, flat colours) stays PNG, where lossless is about as small
-and keeps edges crisp. On the default report this took the figures from 151 MB to about a sixth (README).
+the PNG is removed; line art (charts, histograms, text, flat colours) stays PNG, reduced to a palette of 256
+colours when that is smaller, which keeps edges crisp. On the default report this took the figures from 151 MB to about a sixth (README).
 
 Both encoders are deterministic: the same PNG gives the same bytes, so a regenerated site's diff shows only the
 figures that changed."""
@@ -31,7 +31,10 @@ def publish(path: Path) -> Path:
         dpi = im.info.get("dpi")
         picture = im.convert("RGB") if im.mode not in ("RGB", "L") else im.copy()
     webp = encode_webp(picture, dpi)
-    if path.stat().st_size <= LOSSLESS_MARGIN * len(webp):
+    palette = encode_palette_png(picture, dpi)
+    if min(path.stat().st_size, len(palette)) <= LOSSLESS_MARGIN * len(webp):
+        if len(palette) < path.stat().st_size:
+            path.write_bytes(palette)
         return path
     target = path.with_suffix(".webp")
     target.write_bytes(webp)
@@ -47,6 +50,15 @@ def encode_webp(picture: Image.Image, dpi: tuple[float, float] | None) -> bytes:
         exif[RESOLUTION_UNIT] = INCH
     buffer = io.BytesIO()
     picture.save(buffer, "WEBP", quality=QUALITY, method=4, exif=exif.tobytes() if dpi else b"")
+    return buffer.getvalue()
+
+
+def encode_palette_png(picture: Image.Image, dpi: tuple[float, float] | None) -> bytes:
+    """A PNG of at most 256 colours (median cut, no dithering, as pngquant does for line art): exact for a figure of
+    flat colours, and for antialiased text and lines a few grey levels fewer than the eye tells apart."""
+    buffer = io.BytesIO()
+    picture.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        buffer, "PNG", optimize=True, **({"dpi": dpi} if dpi else {}))
     return buffer.getvalue()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -160,6 +161,18 @@ def make_project(folder: Path) -> Path:
     noise_image(folder / "pics" / "a.png", seed=1)
     noise_image(folder / "pics" / "b.png", size=(40, 56), seed=2)
     return folder
+
+
+def copy_site_setup(root: Path) -> Path:
+    """The repository's MkDocs setup in `root`: mkdocs.yml, the hooks it names (beside it, as in the repository) and
+    the hand-written pages without any generated report (or a leftover staging folder)."""
+    shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    (root / "generator").mkdir(exist_ok=True)
+    shutil.copy(REPO / "generator" / "mkdocs_hooks.py", root / "generator" / "mkdocs_hooks.py")
+    shutil.copytree(REPO / "site_src", root / "site_src",
+                    ignore=lambda folder, names: [n for n in names if n == "reports" or n.startswith(".")]
+                    if Path(folder) == REPO / "site_src" else [])
+    return root
 
 
 def tiny_spec(**model_overrides) -> dict:

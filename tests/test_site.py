@@ -1,29 +1,27 @@
 """End to end: a tiny spec built with --site into a copy of the repository's MkDocs setup (mkdocs build --strict)."""
 from __future__ import annotations
 
-import shutil
+import hashlib
+import html
+import re
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from helpers import REPO, cli, make_project, read_json, record_arrays, tiny_spec, write_spec
+from generator import __version__
+from generator.provenance import build_date, pip_pin
+from helpers import cli, copy_site_setup, make_project, read_json, record_arrays, tiny_spec, write_spec
 
 LABELS = ["<script>x</script>", "*bold*_", "[link](http://example.com)", "plain | pipe"]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("site"))
-    shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
-    (root / "generator").mkdir()  # the MkDocs hooks mkdocs.yml names, beside it as in the repository
-    shutil.copy(REPO / "generator" / "mkdocs_hooks.py", root / "generator" / "mkdocs_hooks.py")
-    # the hand-written pages, without any generated report (or a leftover staging folder)
-    shutil.copytree(REPO / "site_src", root / "site_src",
-                    ignore=lambda folder, names: [n for n in names if n == "reports" or n.startswith(".")]
-                    if Path(folder) == REPO / "site_src" else [])
+    root = copy_site_setup(make_project(tmp_path_factory.mktemp("site")))
     spec = tiny_spec(labels=LABELS)
     spec["models"][0]["techniques"]["predictions"]["top_k"] = 4  # every label is in every table
     spec["output"] = "site_src/reports"
@@ -125,3 +123,65 @@ def test_page_structure_is_rendered(built):
     html = (root / "site" / "reports" / "tiny" / "predictions.html").read_text(encoding="utf-8")
     assert "<h1" in html and "<table>" in html and "<figcaption>" in html
     assert "&lt;figure" not in html and "&lt;small&gt;" not in html
+
+
+def test_every_page_shows_the_builds_provenance_and_links_the_reproduce_page(built):
+    root, _ = built
+    site = root / "site"
+    facts = read_json(root / "site_src" / "reports" / "build.json")["provenance"]
+    assert facts["spec"]["sha256"] == hashlib.sha256((root / "spec.yml").read_bytes()).hexdigest()
+    assert facts["convscope"] == __version__ and facts["torch"] == torch.__version__ and facts["device"] == "cpu"
+    assert len(facts["models"]["tiny"]["weights"]) == 64 and facts["date"] == build_date()
+    pages = list(site.rglob("*.html"))
+    assert len(pages) > 10
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        if page.name == "404.html":
+            continue
+        footer = text[text.index('class="convscope-provenance"'):]
+        footer = footer[:footer.index("</span>")]
+        for fact in (f"convscope {__version__}", facts["spec"]["sha256"][:12], facts["models"]["tiny"]["weights"][:12],
+                     f"torch {torch.__version__}", "device cpu", f"built {facts['date']}"):
+            assert fact in footer, (page, fact)
+        link = re.search(r'href="([^"]+)">Reproduce this report', footer).group(1)
+        assert (page.parent / link).resolve() == (site / "reports" / "reproduce.html").resolve(), (page, link)
+    reproduce = (site / "reports" / "reproduce.html").read_text(encoding="utf-8")
+    assert facts["spec"]["sha256"] in reproduce and facts["models"]["tiny"]["weights"] in reproduce
+    assert f"pip install torch=={pip_pin(torch.__version__)}" in reproduce
+    assert html.escape(facts["command"], quote=False) in reproduce and "build" in facts["command"]
+
+
+def test_no_page_requests_another_host_or_links_the_root(built):
+    root, _ = built
+    site = root / "site"
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "unpkg.com" not in text, page  # the offline search shim is vendored
+        for tag, attr in re.findall(r'<(script|link|img|iframe)\b[^>]*\b(?:src|href)="([^"]*)"', text):
+            assert not urlparse(attr).netloc, (page.name, tag, attr)
+        assert not re.search(r'\s(?:href|src)="/(?!/)', text), page.name  # root-absolute: wrong under a sub-path
+
+
+def test_figures_have_their_shown_size_and_load_lazily(built):
+    root, _ = built
+    text = (root / "site" / "reports" / "tiny" / "activations.html").read_text(encoding="utf-8")
+    imgs = re.findall(r"<img\b[^>]*>", text)
+    assert len(imgs) == 4
+    for img in imgs:
+        width, height = (int(re.search(rf'\s{k}="(\d+)"', img).group(1)) for k in ("width", "height"))
+        src = re.search(r'src="([^"]+)"', img).group(1)
+        with Image.open(root / "site" / "reports" / "tiny" / unquote(src)) as im:
+            assert width == round(im.width / 2) and abs(height - im.height / 2) <= 1, img  # drawn at 2×
+        assert 'loading="lazy"' in img
+
+
+def test_no_data_leaves_the_data_files_out_of_the_site_only(built, tmp_path):
+    root, _ = built
+    assert cli("build", root / "spec.yml", "--site", root / "site-nodata", "--no-data") == 0
+    out, site = root / "site_src" / "reports", root / "site-nodata"
+    records = read_json(out / "manifest.json")["artifacts"]
+    assert records and all((out / r["data"]).is_file() for r in records)  # still in the output folder
+    assert not list(site.rglob("*.npz")) and not list(site.rglob("*.npy"))
+    assert list(site.rglob("*.png")) or list(site.rglob("*.webp"))
+    assert "--no-data" in (site / "reports" / "index.html").read_text(encoding="utf-8")
+    assert read_json(out / "build.json")["site"] == {"data": False}
