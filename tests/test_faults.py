@@ -7,6 +7,7 @@ import json
 from helpers import cli, tiny_spec, write_spec
 from generator import build as buildlib
 from generator import report
+from generator.outputs import OVERVIEW
 from generator.templating import Renderer
 
 
@@ -57,9 +58,9 @@ def test_a_figure_stage_step_that_raises_is_listed_and_the_pages_are_written(pro
     monkeypatch.setattr(buildlib, "write_overview", overview)  # the build calls it by the name it imported
     assert cli("build", write_spec(project, tiny_spec())) == 1
     out = project / "out"
-    assert not (out / "overview.png").exists()
+    assert not (out / OVERVIEW).exists()
     assert (out / "tiny" / "predictions.md").is_file() and (out / "tiny" / "figures").is_dir()
-    assert build_json(project)["failures"] == [{"stage": "figure", "file": "overview.png",
+    assert build_json(project)["failures"] == [{"stage": "figure", "file": OVERVIEW,
                                                 "error": "OSError: no space left for the overview"}]
     assert "no space left for the overview" in (out / "index.md").read_text()
 
@@ -128,8 +129,6 @@ def snapshot(folder) -> dict:
 def test_a_full_disk_stops_the_build_in_one_line_and_keeps_the_previous_report(project, monkeypatch, capsys):
     import errno
 
-    import numpy as np
-
     from generator import outputs
 
     path = write_spec(project, tiny_spec())
@@ -139,15 +138,15 @@ def test_a_full_disk_stops_the_build_in_one_line_and_keeps_the_previous_report(p
     def full(file, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(file))
 
-    monkeypatch.setattr(outputs.np, "save", full)
+    monkeypatch.setattr(outputs, "write_arrays", full)
     capsys.readouterr()
     assert cli("build", path, "--force") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) >= 1 and err[-1].startswith("error: ") and "No space left on device" in err[-1]
-    assert ".npy" in err[-1] and "left as they were" in err[-1]  # names the file it could not write
+    assert ".npz" in err[-1] and "left as they were" in err[-1]  # names the file it could not write
     assert snapshot(project / "out") == before
     assert not [p for p in project.iterdir() if p.name.startswith(".out.")]  # no staging folder left behind
-    monkeypatch.setattr(outputs.np, "save", np.save)
+    monkeypatch.undo()
 
 
 def test_a_read_only_output_folder_is_one_line_naming_it(project, monkeypatch, capsys):

@@ -141,11 +141,18 @@ def site(tmp_path_factory):
 def test_built_sidebar_is_grouped_by_family(site):
     nav = json.loads((site / "site_src" / "reports" / ".nav.json").read_text())
     assert [next(iter(f)) for f in nav["models"][0]["nav"]] == ["What it sees", "Why it decides"]
-    html = (site / "site" / "reports" / "tiny" / "index.html").read_text(encoding="utf-8")
-    sidebar = html[html.index("md-nav--primary"):]
     titles = [registry.get(k).title for k in ("predictions", "activations", "saliency")]
-    order = [sidebar.index(s) for s in ("What it sees", titles[0], titles[1], "Why it decides", titles[2])]
+
+    def sidebar(page: str) -> str:
+        html = (site / "site" / "reports" / "tiny" / page).read_text(encoding="utf-8")
+        return html[html.index("md-nav--primary"):]
+
+    # navigation.prune: each page's sidebar holds the links of its own family, and the other families' titles
+    seen = sidebar("predictions.html")
+    order = [seen.index(s) for s in ("What it sees", titles[0], titles[1], "Why it decides")]
     assert order == sorted(order)
+    why = sidebar("saliency.html")
+    assert why.index("What it sees") < why.index("Why it decides") < why.index(titles[2])
     assert not (site / "site" / ".nav.json").exists()  # read by the hook, never published
     model_md = (site / "site_src" / "reports" / "tiny" / "index.md").read_text(encoding="utf-8")
     assert model_md.index("### What it sees") < model_md.index("### Why it decides")
@@ -153,7 +160,7 @@ def test_built_sidebar_is_grouped_by_family(site):
 
 def test_home_page_shows_a_figure_of_the_report(site):
     home = (site / "site" / "index.html").read_text(encoding="utf-8")
-    img = re.search(r'<img[^>]*src="(reports/overview\.png)"[^>]*>', home)
+    img = re.search(r'<img[^>]*src="(reports/overview\.webp)"[^>]*>', home)
     assert img, "the home page shows the report's overview figure"
     assert (site / "site" / img.group(1)).is_file()
     width = re.search(r'width="(\d+)"', img.group(0))
