@@ -32,14 +32,18 @@ fashion-mnist:
 chromium:
 	@[ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ] || sh -c '$(APT_CHROMIUM)' >/dev/null 2>&1 || sudo -n sh -c '$(APT_CHROMIUM)' >/dev/null 2>&1 || true
 
+# The default site leaves the data files out (--no-data: 36 MB instead of 86 MB); they stay in site_src/reports.
+# Drop the flag to publish them too.
+SITE_FLAGS := --site site --no-data
+
 report: $(VENV)/.installed fashion-mnist
 	@if [ -d $(FASHION) ]; then \
-		$(VENV)/bin/convscope build reports.yml --site site; \
+		$(VENV)/bin/convscope build reports.yml $(SITE_FLAGS); \
 	else \
 		echo "Fashion-MNIST is not installed, so the report leaves out the fashion-mnist models and"; \
 		echo "EfficientNet-Lite0's data-set views (neighbours, embeddings, top patches) run on no data set."; \
 		echo "To include them: sudo apt-get install dataset-fashion-mnist, then make report again."; \
-		$(VENV)/bin/convscope build reports.yml --site site --skip fashion-mnist,fashion-mnist-run,fashion-lite0; \
+		$(VENV)/bin/convscope build reports.yml $(SITE_FLAGS) --skip fashion-mnist,fashion-mnist-run,fashion-lite0; \
 	fi
 
 test: $(VENV)/.test-installed fashion-mnist chromium
@@ -48,6 +52,7 @@ test: $(VENV)/.test-installed fashion-mnist chromium
 # The browser tests against the default report's site as `make report` built it (instead of their small site).
 browser-check: $(VENV)/.test-installed chromium
 	CONVSCOPE_SITE=site $(PY) -m pytest -q tests/test_browser.py
+	$(PY) scripts/site_weight.py site
 
 clean:
 	rm -rf site site_src/reports .convscope-cache
