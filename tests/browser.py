@@ -136,13 +136,14 @@ def html_pages(site: Path) -> list[str]:
 
 
 def copy_site(src: Path, dst: Path) -> Path:
-    """A copy to break on purpose: hard links where the file system allows (a large site copies in a moment), so
-    break a file by unlinking it and writing a new one, never by writing into it."""
+    """A copy to break on purpose, made in a moment even of a large site: each file a hard link to the original, or
+    a symbolic link across file systems. Break a file by unlinking it (and writing a new one), never by writing
+    into it."""
     def link(s, d):
         try:
             os.link(s, d)
         except OSError:
-            shutil.copy2(s, d)
+            os.symlink(os.path.abspath(s), d)
     shutil.copytree(src, dst, copy_function=link)
     return dst
 
