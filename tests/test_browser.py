@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 import browser
-from helpers import REPO, cli, colour_folder, make_project, noise_image, write_spec
+from helpers import cli, colour_folder, copy_site_setup, make_project, noise_image, write_spec
+from test_all_techniques import TECHNIQUES
 from generator.techniques import registry
 
 _REASON = browser.skip_reason()
@@ -39,26 +39,8 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 MODEL = "tinynet"
 # One label a reader can search for, and three that need escaping in Markdown and HTML.
 LABELS = ["zebra", '<b>ant</b> & "bee"', "*star*_", "plain | pipe"]
-# The fewest steps and smallest sizes each technique takes (every other parameter: its default; --quick shrinks
-# further where it can).
-SMALL = {
-    "predictions": {"top_k": 4}, "filters": {"max_filters": 4, "max_inputs": 3}, "activations": {"max_channels": 4},
-    "integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3}, "occlusion": {"window": 16, "stride": 16},
-    "saliency_grabcut": {"samples": 2, "iterations": 1},
-    "nearest_neighbors": {"k": 3, "queries": 3}, "embedding": {"grid": 4, "cell": 16},
-    "max_patches": {"per_layer": 2, "top_k": 2},
-    "class_visualization": {"max_classes": 1, "steps": 4, "pixel_steps": 4, "size": 32},
-    "unit_visualization": {"per_layer": 2, "steps": 4, "size": 32},
-    "fooling": {"steps": 4}, "deepdream": {"octaves": 1, "steps": 2, "jitter": 2},
-    "multifaceted": {"max_classes": 1, "facets": 1, "steps": 4, "size": 32, "thumbnails": 2},
-    "feature_inversion": {"steps": 4, "size": 32},
-    "texture_synthesis_nonparametric": {"images": ["textures"], "scale": 24, "source_size": 16, "size": 16,
-                                        "window": 5},
-    "texture_synthesis": {"images": ["textures"], "size": 32, "source_size": 32, "steps": 3, "coarse_steps": 0,
-                          "random_filters": False},
-    "style_transfer": {"styles": ["styles"], "size": 32, "style_size": 32, "steps": 3, "coarse_steps": 0,
-                       "random_filters": False},
-}
+# The tiny settings of every technique (test_all_techniques), with every label in the predictions table.
+SMALL = {**TECHNIQUES, "predictions": {"top_k": 4}}
 HOSTINGS = ["subpath", "file"]
 
 
@@ -87,12 +69,7 @@ def site(tmp_path_factory, one_thread) -> Path:
     noise_image(root / "pics" / "texture.png", size=(40, 40), seed=3, high=255)
     noise_image(root / "pics" / "style.png", size=(36, 44), seed=4, high=255)
     colour_folder(root / "colours", per_class=4)
-    shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
-    (root / "generator").mkdir()
-    shutil.copy(REPO / "generator" / "mkdocs_hooks.py", root / "generator" / "mkdocs_hooks.py")
-    shutil.copytree(REPO / "site_src", root / "site_src",
-                    ignore=lambda folder, names: [n for n in names if n == "reports" or n.startswith(".")]
-                    if Path(folder) == REPO / "site_src" else [])
+    copy_site_setup(root)
     code = cli("build", write_spec(root, small_spec()), "--site", root / "site", "--quick")
     assert code == 0, "the small site did not build (see the output above)"
     return root / "site"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, cli, make_project, tiny_spec, write_spec
+from helpers import REPO, cli, copy_site_setup, make_project, tiny_spec, write_spec
 from generator.techniques.dataset import figures as dataset_figures
 from generator import figures, mkdocs_hooks
 from generator.report import model_nav
@@ -123,13 +122,7 @@ def test_sidebar_follows_the_families_in_the_overviews_order():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("legible"))
-    shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
-    (root / "generator").mkdir()
-    shutil.copy(REPO / "generator" / "mkdocs_hooks.py", root / "generator" / "mkdocs_hooks.py")
-    shutil.copytree(REPO / "site_src", root / "site_src",
-                    ignore=lambda folder, names: [n for n in names if n == "reports" or n.startswith(".")]
-                    if Path(folder) == REPO / "site_src" else [])
+    root = copy_site_setup(make_project(tmp_path_factory.mktemp("legible")))
     spec = tiny_spec()
     # the spec lists an attribution method before the first family's techniques: the sidebar reorders them
     spec["models"][0]["techniques"] = {"saliency": {}, "predictions": {"top_k": 3}, "activations": {"max_channels": 8}}
