@@ -31,6 +31,8 @@ def absolutize(data: dict, base: Path) -> dict:
         for key in ("checkpoint", "labels"):
             if isinstance(ms.get(key), str):
                 ms[key] = absolute(ms[key], base)
+        if isinstance(ms.get("checkpoints"), dict):  # a series: entry → checkpoint file
+            ms["checkpoints"] = {k: absolute(v, base) if isinstance(v, str) else v for k, v in ms["checkpoints"].items()}
     return data
 
 
