@@ -32,7 +32,7 @@ fashion-mnist:
 chromium:
 	@[ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ] || sh -c '$(APT_CHROMIUM)' >/dev/null 2>&1 || sudo -n sh -c '$(APT_CHROMIUM)' >/dev/null 2>&1 || true
 
-# The default site leaves the data files out (--no-data: 36 MB instead of 86 MB); they stay in site_src/reports.
+# The default site leaves the data files out (--no-data: 37 MB instead of 88 MB); they stay in site_src/reports.
 # Drop the flag to publish them too.
 SITE_FLAGS := --site site --no-data
 
