@@ -54,7 +54,15 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+_build: dict = {}  # this site build's build.json (the first output's) and its folder in the docs: read in on_files
+
+
 def on_files(files, config, **kwargs):
+    found = _outputs(config, BUILD_FILE)
+    _build.clear()
+    if found:
+        _build.update(facts=_read_json(found[0]).get("provenance"),
+                      base=found[0].parent.relative_to(Path(config["docs_dir"])).as_posix())
     files = _without_data(files, config)
     docs = Path(config["docs_dir"])
     found = _outputs(config, NAV_FILE)
@@ -154,12 +162,9 @@ def on_post_template(output_content, template_name, config, **kwargs):
 # -- provenance in the footer --------------------------------------------------------------------------------------
 
 def on_page_context(context, page, config, nav, **kwargs):
-    found = _outputs(config, BUILD_FILE)
-    built = _read_json(found[0]) if found else {}
-    facts = built.get("provenance")
+    facts, base = _build.get("facts"), _build.get("base")
     if not isinstance(facts, dict):
         return context
-    base = found[0].parent.relative_to(Path(config["docs_dir"])).as_posix()
     reproduce = (REPRODUCE_PAGE if base == "." else f"{base}/{REPRODUCE_PAGE}").replace(".md", ".html")
     depth = page.file.dest_uri.count("/")
     config["copyright"] = footer(facts, "../" * depth + reproduce)
@@ -221,12 +226,3 @@ def css_size(path: Path) -> tuple[int, int] | None:
         scale = DISPLAY_PPI / float(dpi)
         return round(width * scale), round(height * scale)
     return width, height
-
-
-def css_width(path: Path) -> int | None:
-    """The CSS width of a figure drawn at more than 1.5× density; None for others (shown one pixel per pixel)."""
-    size = css_size(path)
-    if size is None:
-        return None
-    with Image.open(path) as im:
-        return None if size[0] == im.size[0] else size[0]

@@ -39,7 +39,7 @@ def drawn(monkeypatch):
 
 def _shown_width(path: Path) -> int:
     """The CSS width the site gives a PNG (its own width when it is not drawn at 2×)."""
-    return mkdocs_hooks.css_width(path) or Image.open(path).width
+    return mkdocs_hooks.css_size(path)[0]
 
 
 def _photo(size=224, seed=0):
