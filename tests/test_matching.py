@@ -15,7 +15,9 @@ from helpers import Raises, act_net, assert_same_state, model_state
 from generator import images as imagelib
 from generator.hooks import hook_count
 from generator.optvis import matching
-from generator.optvis.matching import Features
+from generator import optvis
+from generator.optvis.forward import LayerForward
+from generator.optvis.objectives import FeatureMatch, GramMatch, Preparation
 from generator.optvis.random_filters import random_filters
 
 SMALL = dict(kernel_sizes=(3, 5, 9, 15), filters=24)  # a cheap random net for tests (15 px runs at half size)
@@ -89,21 +91,26 @@ def test_smoothing_is_applied_to_the_gram_and_the_content_terms():
     style = sample("hubble_deep_field", 40)
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     layers = ["act1", "act2"]
-    with Features(net, layers) as feats:
-        gram_term = matching.GramTerm(net, layers, [style], 40, smooth=True)
-        gram_term.prepare(feats, 1.0)
-        content_term = matching.ContentTerm(net, "act2", content, smooth=True)
-        content_term.prepare(feats, 1.0, (32, 32))
+    with LayerForward(net.module, layers) as forward:
+        def feats(x):
+            return forward(net.prepare(x))[0]
+
+        prep = Preparation(feats, 1.0, (32, 32))
+        gram_term = GramMatch(tuple(layers), (style,), 40, smooth=True)
+        gram_term.prepare(prep)
+        content_term = FeatureMatch("act2", content, smooth=True)
+        content_term.prepare(prep)
         outs, src, tgt = feats(image), feats(style[None]), feats(content)
+        acts = optvis.Activations(outs)
         swag = matching.smooth_activations
         expected = torch.stack([matching.relative_error(matching.gram(swag(outs[k])), matching.gram(swag(src[k])))
                                 for k in layers]).mean(0)
-        torch.testing.assert_close(gram_term.loss(outs), expected)
-        torch.testing.assert_close(content_term.loss(outs), matching.relative_error(swag(outs["act2"]),
-                                                                                    swag(tgt["act2"])))
-        plain = matching.GramTerm(net, layers, [style], 40)
-        plain.prepare(feats, 1.0)
-        assert float((plain.loss(outs) - gram_term.loss(outs)).abs()) > 1e-3
+        torch.testing.assert_close(-gram_term.value(acts), expected)
+        torch.testing.assert_close(-content_term.value(acts), matching.relative_error(swag(outs["act2"]),
+                                                                                      swag(tgt["act2"])))
+        plain = GramMatch(tuple(layers), (style,), 40)
+        plain.prepare(prep)
+        assert float((plain.value(acts) - gram_term.value(acts)).abs()) > 1e-3
 
 
 def test_style_loss_falls_under_smoothing_from_noise():
@@ -151,9 +158,8 @@ def test_features_leave_the_model_as_it_was_and_stop_after_the_last_layer():
                                      ("conv2", nn.Conv2d(4, 4, 3)), ("tail", Tail())])).train()
     before = model_state(net)
     x = torch.randn(1, 3, 12, 12)
-    with matching.Features(plain_net(net), ["conv", "conv2"]) as feats:
-        first = feats(x)
-        second = feats(x)
+    with LayerForward(net, ["conv", "conv2"]) as forward:
+        first, second = forward(x)[0], forward(x)[0]
         assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert len(calls) == 1  # the second forward stopped at conv2
     # The record of a conv followed by an in-place ReLU is still the conv's (pre-ReLU) output.
@@ -166,12 +172,12 @@ def test_features_remove_hooks_when_the_forward_raises():
     net = Raises()
     before = model_state(net)
     with pytest.raises(ValueError, match="boom"):
-        with matching.Features(plain_net(net), ["body.act1"]) as feats:
-            feats(torch.randn(1, 3, 8, 8))
+        with LayerForward(net, ["body.act1"]) as forward:
+            forward(torch.randn(1, 3, 8, 8))
     assert hook_count(net) == 0
     assert_same_state(before, model_state(net))
     with pytest.raises(ValueError, match="did you mean .body.act2."):
-        with matching.Features(plain_net(net), ["body.actx2"]):
+        with LayerForward(net, ["body.actx2"]):
             pass
 
 

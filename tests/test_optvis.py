@@ -35,6 +35,7 @@ from generator.optvis import (
     standard_transforms,
     total_variation,
 )
+from generator.optvis.objectives import BaseObjective
 from generator.optvis.param import COLOR_CORRELATION_SVD_SQRT, COLOR_DECORRELATION, correlate_colors, decorrelate_colors
 from generator.optvis.transforms import blur_image, rotate, zoom
 
@@ -294,12 +295,15 @@ def test_render_is_reproducible_with_a_seed():
     assert not np.array_equal(a.images, c.images)
 
 
-class Failing:
+class Failing(BaseObjective):
     """An objective that works for a few calls, then raises (a bug in a user's objective)."""
 
     def __init__(self, inner, after: int):
         self.inner, self.after, self.calls = inner, after, 0
-        self.needs_logits = inner.needs_logits
+
+    @property
+    def needs_logits(self):
+        return self.inner.needs_logits
 
     def layers(self):
         return self.inner.layers()

@@ -139,6 +139,21 @@ class Logit(Term):
         return f"'{label}' logit" if label else f"logit of class {index}"
 
 
+@dataclass(frozen=True)
+class LogProbability(Logit):
+    """log softmax of the class: raising it lowers every other class (the cross-entropy a fooling image descends)."""
+
+    def value(self, acts: Activations) -> torch.Tensor:
+        if acts.logits is None:
+            raise ValueError("the logits were not recorded")
+        logits = acts.logits.flatten(1).float()
+        idx = _per_element(self.index, logits.shape[0], logits.device)
+        return logits.log_softmax(1).gather(1, idx[:, None])[:, 0]
+
+    def name(self, b: int | None = None) -> str:
+        return "log p of " + super().name(b).replace(" logit", "")
+
+
 def _channel_maps(acts: Activations, layer: str, index: Index) -> torch.Tensor:
     """(B, ...) element b's channel index[b] of the layer output (B, C, ...)."""
     out = acts.layer(layer)
@@ -237,11 +252,159 @@ def image_tv(x: torch.Tensor, beta: float | None = None) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ImageTV(Term):
+    """Total variation of the [0, 1] image: `image_tv`'s sum (β None), or its mean of TV^β; `per_value` divides the
+    sum by the values of one image (the mean absolute neighbour difference)."""
+
+    beta: float | None = None
+    per_value: bool = False
+    tag: str = "tv"
+
     def value(self, acts: Activations) -> torch.Tensor:
-        return image_tv(acts.image)
+        tv = image_tv(acts.image, self.beta)
+        return tv / acts.image[0].numel() if self.per_value else tv
 
     def name(self, b: int | None = None) -> str:
-        return "TV(image)"
+        return "TV(image)" if self.beta is None else f"TV^{self.beta:g}(image)"
+
+
+@dataclass(frozen=True)
+class RangePenalty(Term):
+    """The mean squared distance of the image's pixels from [0, 1]: a smooth bound that L-BFGS can model, for an
+    unclamped pixel image (clamping inside the loss leaves pixels stuck outside with zero gradient)."""
+
+    tag: str = "range"
+
+    def value(self, acts: Activations) -> torch.Tensor:
+        return (acts.image - acts.image.clamp(0, 1)).pow(2).flatten(1).mean(1)
+
+    def name(self, b: int | None = None) -> str:
+        return "range(image)"
+
+
+def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """‖x − target‖² / ‖target‖² per batch element (target broadcast over the batch when it has one row)."""
+    diff = (x.float() - target.float()).flatten(1).pow(2).sum(1)
+    return diff / target.float().flatten(1).pow(2).sum(1).clamp_min(1e-12)
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (B, C, C): F Fᵀ / (H·W), F the (C, H·W) map of each image (a mean over positions, so images of
+    different sizes have comparable Gram matrices)."""
+    b, c = features.shape[:2]
+    f = features.reshape(b, c, -1).float()
+    return torch.bmm(f, f.transpose(1, 2)) / f.shape[-1]
+
+
+def smooth_activations(features: torch.Tensor) -> torch.Tensor:
+    """SWAG's activation smoothing (Wang, Li & Vasconcelos, CVPR 2021): a softmax over ALL activations of a layer of
+    one image (channels and positions together, temperature 1, as the authors' `softmax3d`), times their number N
+    so that it has mean 1 whatever the image size (ours: the paper resizes both images to one size; for equal sizes
+    N is a constant and the relative losses are the paper's). Residual networks' activations are peaky; the
+    softmax raises their entropy before the Gram matrix and the content comparison."""
+    b = features.shape[0]
+    f = features.reshape(b, -1).float()
+    return (torch.softmax(f, dim=1) * f.shape[1]).reshape(features.shape)
+
+
+def _seen(features: torch.Tensor, smooth: bool) -> torch.Tensor:
+    return smooth_activations(features) if smooth else features.float()
+
+
+class Preparation:
+    """What a matching term gets to compute its targets: `features(images)` runs [0, 1] images through the
+    engine's recording forward (no gradient) and returns {layer: output}; `scale` of the coarse-to-fine schedule
+    and `size` (H, W) of the image being optimized at it."""
+
+    def __init__(self, features, scale: float, size: tuple[int, int]):
+        self.features, self.scale, self.size = features, scale, size
+
+
+def resample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resampling of (B, C, H, W), antialiased when shrinking."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMatch(Term):
+    """−‖Φ(x) − Φ(reference)‖² / ‖Φ(reference)‖² at `layer` (Mahendran & Vedaldi's normalized feature loss; Gatys'
+    content loss up to the normalization): `reference` (B, C, H, W) in [0, 1] is resampled to the image's size at
+    each scale. `smooth`: SWAG's activation smoothing on both sides. `follows_transforms`: the reference is shown
+    the same random transform as the image at every step (inversion with jitter), so the loss stays exact."""
+
+    layer: str
+    reference: torch.Tensor
+    smooth: bool = False
+    follows_transforms: bool = False
+    tag: str = "content"
+    targets: dict = field(default_factory=dict, repr=False)
+
+    def layers(self) -> tuple[str, ...]:
+        return (self.layer,)
+
+    def prepare(self, prep: Preparation) -> None:
+        with torch.no_grad():
+            self.targets["t"] = _seen(prep.features(resample(self.reference, prep.size))[self.layer], self.smooth)
+
+    def value(self, acts: Activations) -> torch.Tensor:
+        return -relative_error(_seen(acts.layer(self.layer), self.smooth), self.targets["t"])
+
+    def name(self, b: int | None = None) -> str:
+        return f"match of {self.layer}"
+
+    def key(self) -> dict:
+        return {"term": "FeatureMatch", "layer": self.layer, "smooth": self.smooth}
+
+
+@dataclass(frozen=True, eq=False)
+class GramMatch(Term):
+    """−(mean over `layers` of ‖G(x) − G(source)‖² / ‖G(source)‖²): the Gram (texture, style) loss of Gatys, Ecker &
+    Bethge 2015/2016, relative so that every layer counts alike whatever its scale. One (C, h, w) source per batch
+    element (the same tensor for several elements is measured once), resampled at scale s to s × `source_side`
+    pixels on its shorter side. Layers a coarse image does not reach are left out at that scale."""
+
+    layers_: tuple[str, ...]
+    sources: tuple[torch.Tensor, ...]
+    source_side: int
+    smooth: bool = False
+    tag: str = "style"
+    targets: dict = field(default_factory=dict, repr=False)
+
+    def layers(self) -> tuple[str, ...]:
+        return self.layers_
+
+    def prepare(self, prep: Preparation) -> None:
+        side = max(8, round(self.source_side * prep.scale))
+        done: dict[int, dict[str, torch.Tensor]] = {}
+        rows: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers_}
+        with torch.no_grad():
+            for src in self.sources:
+                if id(src) not in done:
+                    h, w = src.shape[-2:]
+                    k = side / min(h, w)
+                    out = prep.features(resample(src[None], (max(1, round(h * k)), max(1, round(w * k)))))
+                    done[id(src)] = {layer: gram(_seen(out[layer], self.smooth)) for layer in self.layers_
+                                     if layer in out}
+                for layer, g in done[id(src)].items():
+                    rows[layer].append(g)
+        self.targets.clear()
+        self.targets.update({layer: torch.cat(g) for layer, g in rows.items() if len(g) == len(self.sources)})
+
+    def value(self, acts: Activations) -> torch.Tensor:
+        errors = [relative_error(gram(_seen(acts.outputs[layer], self.smooth)), self.targets[layer])
+                  for layer in self.layers_ if layer in self.targets and isinstance(acts.outputs.get(layer),
+                                                                                    torch.Tensor)]
+        if not errors:
+            raise ValueError(f"none of the layers {list(self.layers_)} was reached")
+        return -torch.stack(errors).mean(0)
+
+    def name(self, b: int | None = None) -> str:
+        return f"Gram match of {', '.join(self.layers_)}"
+
+    def key(self) -> dict:
+        return {"term": "GramMatch", "layers": list(self.layers_), "smooth": self.smooth}
 
 
 def _num(c: float) -> str:
@@ -280,6 +443,16 @@ class BaseObjective:
     def __rmul__(self, k: float) -> "BaseObjective":
         return self * k
 
+    def prepared_terms(self) -> list[Term]:
+        return []
+
+    def prepare(self, prep: "Preparation") -> None:
+        """Compute the targets of matching terms (at a scale of the coarse-to-fine schedule)."""
+
+    @property
+    def follows_transforms(self) -> bool:
+        return False
+
     @staticmethod
     def batched(objectives: Sequence["Objective"]) -> "BatchedObjective":
         return BatchedObjective(tuple(objectives))
@@ -312,6 +485,24 @@ class Objective(BaseObjective):
     @property
     def needs_logits(self) -> bool:
         return any(t.needs_logits for _, t in self.terms)
+
+    def prepared_terms(self) -> list[Term]:
+        """The terms that compute targets before they can be evaluated (matching terms)."""
+        return [t for _, t in self.terms if hasattr(t, "prepare")]
+
+    def prepare(self, prep: "Preparation") -> None:
+        for t in self.prepared_terms():
+            t.prepare(prep)
+
+    @property
+    def follows_transforms(self) -> bool:
+        return any(getattr(t, "follows_transforms", False) for t in self.prepared_terms())
+
+    def tagged(self, acts: Activations) -> dict[str, torch.Tensor]:
+        """Each tagged term's value (B,), unweighted, with the sign of a loss for penalties and matches (an error,
+        a TV, a range excess: lower is better); untagged terms are left out."""
+        return {t.tag: -t.value(acts) if isinstance(t, (FeatureMatch, GramMatch)) else t.value(acts)
+                for _, t in self.terms if getattr(t, "tag", None)}
 
     def describe(self, b: int | None = None) -> str:
         if not self.terms:
@@ -361,6 +552,17 @@ class BatchedObjective(BaseObjective):
 
     def __len__(self) -> int:
         return len(self.parts)
+
+    def prepared_terms(self) -> list[Term]:
+        return [t for p in self.parts for t in p.prepared_terms()]
+
+    def prepare(self, prep: "Preparation") -> None:
+        for p in self.parts:
+            p.prepare(prep)
+
+    @property
+    def follows_transforms(self) -> bool:
+        return any(p.follows_transforms for p in self.parts)
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         if acts.batch != len(self.parts):
@@ -415,6 +617,11 @@ def class_logit(index: int | Sequence[int], label: str | Sequence[str] | None = 
     return Objective(((1.0, Logit(_index(index), _label(label))),))
 
 
+def class_log_probability(index: int | Sequence[int], label: str | Sequence[str] | None = None) -> Objective:
+    """Maximize log p(class `index`) (one index, or one per batch element): minus the cross-entropy."""
+    return Objective(((1.0, LogProbability(_index(index), _label(label))),))
+
+
 def channel(layer: str, c: int | Sequence[int]) -> Objective:
     """Maximize the mean of channel `c` of `layer` (one channel, or one per batch element)."""
     return Objective(((1.0, ChannelMean(layer, _index(c))),))
@@ -435,9 +642,26 @@ def l2_penalty(weight: float) -> Objective:
     return Objective(((-float(weight), ImageL2()),))
 
 
-def total_variation(weight: float) -> Objective:
-    """Penalize weight·TV of the [0, 1] image (add it)."""
-    return Objective(((-float(weight), ImageTV()),))
+def total_variation(weight: float, beta: float | None = None, per_value: bool = False) -> Objective:
+    """Penalize weight·TV of the [0, 1] image (add it); `beta`, `per_value`: see `ImageTV`."""
+    return Objective(((-float(weight), ImageTV(beta, per_value)),))
+
+
+def range_penalty(weight: float) -> Objective:
+    """Penalize weight·(mean squared excess of the pixels outside [0, 1]) (add it)."""
+    return Objective(((-float(weight), RangePenalty()),))
+
+
+def feature_match(layer: str, reference: torch.Tensor, weight: float = 1.0, *, smooth: bool = False,
+                  follows_transforms: bool = False, tag: str = "content") -> Objective:
+    """Match `layer`'s features to those of `reference` (B, C, H, W) in [0, 1]: see `FeatureMatch`."""
+    return Objective(((float(weight), FeatureMatch(layer, reference, smooth, follows_transforms, tag)),))
+
+
+def gram_match(layers: Sequence[str], sources: Sequence[torch.Tensor], source_side: int, weight: float = 1.0, *,
+               smooth: bool = False, tag: str = "style") -> Objective:
+    """Match the Gram matrices of `layers` to those of one source per batch element: see `GramMatch`."""
+    return Objective(((float(weight), GramMatch(tuple(layers), tuple(sources), int(source_side), smooth, tag)),))
 
 
 batched = BaseObjective.batched

@@ -1,6 +1,6 @@
 """Image parameterizations: the tensors an optimizer changes, and the map from them to a (B, C, H, W) image in [0, 1].
 
-Two kinds (Olah et al. 2017, "Feature Visualization", Distill, section "The Enemy of Feature Visualization";
+Three kinds (Olah et al. 2017, "Feature Visualization", Distill, section "The Enemy of Feature Visualization";
 Lucid's `lucid/optvis/param/spatial.py` and `color.py`):
 
 - `pixel_image`: the pixels themselves. Kept in [0, 1] by projection (clamped after every optimizer step), so it is
@@ -11,6 +11,8 @@ Lucid's `lucid/optvis/param/spatial.py` and `color.py`):
   frequencies far more than high ones — a preconditioner towards natural-image statistics. Then, for 3 channels,
   Lucid's colour decorrelation (the square root of ImageNet's colour correlation matrix, normalized to unit maximal
   column norm) and a sigmoid (or a straight-through clip) to [0, 1].
+- `maco_image`: MaCo (Fel et al. 2023): only the Fourier phase is optimized, the magnitude is a fixed natural-image
+  spectrum (averaged over bundled photographs), then the same colour matrix and sigmoid (see `MacoImage`).
 
 FFT scaling. Lucid's TF code multiplies the spectrum by √(HW) and calls `tf.spectral.irfft2d`, which divides by HW:
 the net transform is the *unitary* inverse FFT. In torch that is `irfftn(..., norm="ortho")` with no extra √(HW)
@@ -29,6 +31,7 @@ exactly where B single-image runs with the same seeds start.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,10 +105,26 @@ class ImageParam:
     def project(self) -> None:
         """Called after every optimizer step (no grad)."""
 
+    def final(self) -> torch.Tensor:
+        """The image as a result: in [0, 1], detached."""
+        return self().detach()
+
     def to(self, device: torch.device | str) -> "ImageParam":
         raise NotImplementedError
 
     def spec(self) -> dict:
+        raise NotImplementedError
+
+    def resized(self, height: int, width: int) -> "ImageParam":
+        """The same kind of parameterization at another size, starting at this image resampled (the engine's
+        coarse-to-fine schedule)."""
+        with torch.no_grad():
+            image = torch.nn.functional.interpolate(self().detach(), size=(height, width), mode="bilinear",
+                                                    align_corners=False, antialias=height < self.height)
+        return self.like(height, width).assign(image)
+
+    def like(self, height: int, width: int) -> "ImageParam":
+        """A new parameterization of this kind and these options at another size (its start is overwritten)."""
         raise NotImplementedError
 
     @property
@@ -119,12 +138,22 @@ class ImageParam:
 
 
 class PixelImage(ImageParam):
-    """Pixels in [0, 1], optimized directly and clamped to [0, 1] after each step."""
+    """Pixels in [0, 1], optimized directly and clamped to [0, 1] after each step.
+
+    Options for the techniques that change a given photograph or match statistics:
+    - `clamp=False`: pixels left free (for L-BFGS, whose curvature history a projection breaks; pair it with
+      `objectives.range_penalty`); the image is still clamped when it is read out at the end (`final`);
+    - `ball=(origin, radius)`: after each step the pixels are also kept within `radius` of `origin` (B, C, H, W) in
+      every value (the L∞ ball of projected gradient descent);
+    - `base`: the photograph the image was made from, at full size; resizing then keeps the base's own detail and
+      carries over only what the optimization added (DeepDream's octaves: the detail is upsampled and added to the
+      photograph resampled afresh at each size)."""
 
     def __init__(self, batch: int, height: int, width: int, *, channels: int = 3, seed: int | Sequence[int] = 0,
-                 sd: float = 0.01, center: float = 0.5):
+                 sd: float = 0.01, center: float = 0.5, clamp: bool = True,
+                 ball: tuple[torch.Tensor, float] | None = None, base: torch.Tensor | None = None):
         self.batch, self.channels, self.height, self.width = batch, channels, height, width
-        self.sd, self.center = float(sd), float(center)
+        self.sd, self.center, self.clamp, self.ball, self.base = float(sd), float(center), clamp, ball, base
         noise = _randn((channels, height, width), _seeds(batch, seed))
         self.pixels = (center + sd * noise).clamp(0, 1).requires_grad_(True)
 
@@ -132,11 +161,37 @@ class PixelImage(ImageParam):
         return [self.pixels]
 
     def __call__(self) -> torch.Tensor:
-        return self.pixels.clamp(0, 1)
+        # Kept in [0, 1] by `project` (and clamped where set), not by a clamp here: torch's clamp passes no gradient
+        # at exactly 0 or 1, so a pixel that reached a limit would stay there for good.
+        return self.pixels
+
+    def final(self) -> torch.Tensor:
+        return self.pixels.detach().clamp(0, 1)
 
     @torch.no_grad()
     def project(self) -> None:
-        self.pixels.clamp_(0, 1)
+        if self.ball is not None:
+            origin, radius = self.ball
+            self.pixels.copy_(torch.min(torch.max(self.pixels, origin - radius), origin + radius))
+        if self.clamp:
+            self.pixels.clamp_(0, 1)
+
+    def like(self, height: int, width: int) -> "PixelImage":
+        return PixelImage(self.batch, height, width, channels=self.channels, sd=self.sd, center=self.center,
+                          clamp=self.clamp, base=self.base)
+
+    def resized(self, height: int, width: int) -> "PixelImage":
+        if self.base is None:
+            return super().resized(height, width)
+        size = (height, width)
+        with torch.no_grad():
+            here = _resample(self.base, (self.height, self.width))
+            detail = self.pixels.detach() - here
+            image = _resample(self.base, size) + torch.nn.functional.interpolate(
+                detail, size=size, mode="bilinear", align_corners=False)
+        new = self.like(height, width)
+        new.pixels = (image.clamp(0, 1) if self.clamp else image).to(self.pixels.device).requires_grad_(True)
+        return new
 
     @torch.no_grad()
     def assign(self, images: Any) -> "PixelImage":
@@ -146,10 +201,21 @@ class PixelImage(ImageParam):
 
     def to(self, device: torch.device | str) -> "PixelImage":
         self.pixels = self.pixels.detach().to(device).requires_grad_(True)
+        if self.base is not None:
+            self.base = self.base.to(device)
+        if self.ball is not None:
+            self.ball = (self.ball[0].to(device), self.ball[1])
         return self
 
     def spec(self) -> dict:
         return {"param": "pixel", "shape": list(self.shape), "sd": self.sd, "center": self.center}
+
+
+def _resample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
 def rfft2d_freqs(h: int, w: int) -> np.ndarray:
@@ -209,6 +275,10 @@ class FFTImage(ImageParam):
         self.spectrum.copy_(real.to(self.spectrum.dtype))
         return self
 
+    def like(self, height: int, width: int) -> "FFTImage":
+        return FFTImage(self.batch, height, width, channels=self.channels, decay_power=self.decay_power, sd=self.sd,
+                        decorrelate=self.decorrelate, squash=self.squash).to(self.spectrum.device)
+
     def to(self, device: torch.device | str) -> "FFTImage":
         self.spectrum = self.spectrum.detach().to(device).requires_grad_(True)
         self.scale = self.scale.to(device)
@@ -247,3 +317,210 @@ def from_image(images: Any, kind: str = "fft", **options) -> ImageParam:
     else:
         raise ValueError(f"kind must be 'pixel' or 'fft', not {kind!r}")
     return param.assign(x)
+
+
+# ---------------------------------------------------------------- MaCo: phase only, fixed magnitude
+
+# The colour photographs that ship with scikit-image and scikit-learn (scenes, not close-up textures: brick, grass
+# and gravel have spectra far flatter than 1/f and are left out), whose averaged magnitude spectrum stands in for
+# MaCo's ImageNet average.
+MAGNITUDE_PHOTOS = ("skimage:astronaut", "skimage:chelsea", "skimage:coffee", "skimage:rocket", "sklearn:china",
+                    "sklearn:flower")
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(entry: str) -> np.ndarray:
+    """(3, h, w) float64 in [0, 1], read-only."""
+    kind, name = entry.split(":", 1)
+    if kind == "skimage":
+        import skimage.data
+
+        array = getattr(skimage.data, name)()
+    else:
+        from sklearn.datasets import load_sample_image
+
+        array = load_sample_image(f"{name}.jpg")
+    photo = np.ascontiguousarray(np.asarray(array, np.float64).transpose(2, 0, 1) / 255.0)
+    photo.setflags(write=False)
+    return photo
+
+
+def _edge_weights(width: int) -> np.ndarray:
+    """How often each column of a real FFT counts in the full spectrum: 2, except the columns that are their own
+    conjugate's (kx = 0, and kx = W/2 for even W)."""
+    weights = np.full(width // 2 + 1, 2.0)
+    weights[0] = 1.0
+    if width % 2 == 0:
+        weights[-1] = 1.0
+    return weights
+
+
+def _unit_variance(magnitude: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Each channel scaled so that its image (zero mean, unitary inverse FFT) has variance 1: Parseval, with the
+    half spectrum's columns weighted by `_edge_weights`."""
+    energy = (magnitude ** 2 * _edge_weights(width)).sum(axis=(-2, -1), keepdims=True)
+    return magnitude * np.sqrt(height * width / np.maximum(energy, 1e-30))
+
+
+def periodic_component(x: torch.Tensor) -> torch.Tensor:
+    """The periodic part of images (..., H, W): the image minus the smooth image whose Laplacian is the jump across
+    opposite borders (Moisan 2011, "Periodic plus Smooth Image Decomposition", J. Math. Imaging Vis.). A photo's FFT
+    treats it as tiled, and the jumps at the seams put a bright cross along the axes of its spectrum: as a MaCo
+    magnitude, that cross paints horizontal and vertical streaks."""
+    v = torch.zeros_like(x)
+    rows = x[..., -1, :] - x[..., 0, :]
+    cols = x[..., :, -1] - x[..., :, 0]
+    v[..., 0, :] += rows
+    v[..., -1, :] -= rows
+    v[..., :, 0] += cols
+    v[..., :, -1] -= cols
+    h, w = x.shape[-2:]
+    fy = torch.fft.fftfreq(h, dtype=x.dtype)[:, None]
+    fx = torch.fft.rfftfreq(w, dtype=x.dtype)[None, :]
+    denominator = 2 * torch.cos(2 * np.pi * fy) + 2 * torch.cos(2 * np.pi * fx) - 4
+    denominator[0, 0] = 1.0
+    smooth = torch.fft.rfftn(v, dim=(-2, -1)) / denominator
+    smooth[..., 0, 0] = 0.0
+    return x - torch.fft.irfftn(smooth, s=(h, w), dim=(-2, -1))
+
+
+@functools.lru_cache(maxsize=16)
+def photo_magnitude(height: int, width: int, channels: int = 3, decorrelate: bool = True) -> np.ndarray:
+    """The mean magnitude spectrum of `MAGNITUDE_PHOTOS` at height × width: (channels, H, W // 2 + 1) float32.
+
+    Each photo is centre-cropped to the aspect ratio, resized with antialiasing, taken to the decorrelated colour
+    space (3 channels) or to grey (any other count: every channel gets the grey spectrum), made periodic
+    (`periodic_component`), its channel means removed, and its unitary FFT magnitude averaged with its mirror image's and over the photos. Each channel is then scaled
+    to unit variance: the colour balance is left to the colour matrix (whose inverse whitens ImageNet's colours), as
+    MaCo standardizes its image. The DC term is 0. Deterministic (no download); cached per size."""
+    total = np.zeros((channels, height, width // 2 + 1))
+    mirror = (-np.arange(height)) % height  # a left-right flip maps |X(ky, kx)| to |X(−ky, kx)|
+    for entry in MAGNITUDE_PHOTOS:
+        x = torch.tensor(_photo(entry))
+        h, w = x.shape[-2:]
+        ch, cw = (h, round(h * width / height)) if w * height >= h * width else (round(w * height / width), w)
+        x = x[:, (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+        x = torch.nn.functional.interpolate(x[None], size=(height, width), mode="bilinear", antialias=True,
+                                            align_corners=False)
+        if channels == 3 and decorrelate:
+            x = correlate_colors(x)
+        elif channels != 3:
+            grey = torch.einsum("c,bchw->bhw", torch.tensor(GREY_WEIGHTS, dtype=x.dtype), x)
+            x = grey[:, None].expand(1, channels, height, width)
+        x = periodic_component(x)
+        x = x - x.mean(dim=(-2, -1), keepdim=True)
+        m = torch.fft.rfftn(x[0], dim=(-2, -1), norm="ortho").abs().numpy()
+        m = 0.5 * (m + m[:, mirror])
+        total += m / np.sqrt((m ** 2 * _edge_weights(width)).sum())  # every photo weighs the same
+    total[:, 0, 0] = 0.0
+    magnitude = _unit_variance(total, height, width).astype(np.float32)
+    magnitude.setflags(write=False)
+    return magnitude
+
+
+def power_magnitude(height: int, width: int, channels: int = 3, decay_power: float = 1.0) -> np.ndarray:
+    """1/f^decay_power (the falloff FFTImage's scale has), DC 0, each channel of unit variance."""
+    freqs = rfft2d_freqs(height, width)
+    magnitude = 1.0 / np.maximum(freqs, 1.0 / max(height, width)) ** decay_power
+    magnitude[0, 0] = 0.0
+    return _unit_variance(np.repeat(magnitude[None], channels, 0), height, width).astype(np.float32)
+
+
+def hermitian_phase(phase: torch.Tensor, width: int) -> torch.Tensor:
+    """The phase made odd, φ(−ky) = −φ(ky), in the columns of a real FFT that hold their own conjugates (kx = 0, and
+    kx = W/2 for even W). An inverse real FFT keeps only the Hermitian part there, which would change those
+    coefficients' magnitudes; with this the image's spectrum has exactly the magnitude it was given (the few
+    coefficients that are their own conjugates get phase 0)."""
+    mirror = (-torch.arange(phase.shape[-2], device=phase.device)) % phase.shape[-2]
+
+    def odd(column: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (column - column[..., mirror, :])
+
+    if width % 2 == 0 and phase.shape[-1] > 1:
+        return torch.cat([odd(phase[..., :1]), phase[..., 1:-1], odd(phase[..., -1:])], dim=-1)
+    return torch.cat([odd(phase[..., :1]), phase[..., 1:]], dim=-1)
+
+
+class MacoImage(ImageParam):
+    """MaCo's image: the Fourier phase of each channel is optimized, the magnitude is fixed (Fel et al. 2023,
+    "Unlocking Feature Visualization for Deeper Networks with MAgnitude Constrained Optimization", NeurIPS; the
+    `horama` package's `maco_preconditioner`). The magnitude carries a natural image's energy per frequency, so the
+    optimizer can only move structure around, never add high-frequency energy: the adversarial noise that plain or
+    Fourier ascent drifts into on deep networks has no room, and no strong regularizer is needed.
+
+    Image = sigmoid(colour matrix · irfft(magnitude · e^{iφ}, unitary)), the colour matrix Lucid's as in FFTImage
+    (3 channels). The magnitude: MaCo uses the mean magnitude spectrum of ImageNet in decorrelated colours, which
+    horama downloads; we never download, so `magnitude="photos"` (default) averages the spectra of the six colour
+    photographs bundled with scikit-image and scikit-learn at the requested size (`photo_magnitude`: the same 1/f^~1.4
+    falloff and orientation bias as natural images, computed once per size), and `magnitude="power"` uses
+    1/f^decay_power. Each channel has unit variance before the colour matrix (MaCo standardizes the image to unit
+    variance) and no DC term (mean grey), so the pixels' contrast is natural and fixed for all phases.
+
+    Phase: one angle (radians) per coefficient, made Hermitian where needed (`hermitian_phase`), N(0, sd²) at the
+    start. sd = π: the angles are then nearly uniform, a stationary random texture. horama starts at N(0, 1) (its
+    standardized phase), where E[e^{iφ}] = e^{−1/2}: 61% of every coefficient's amplitude adds up in phase at pixel
+    (0, 0), a bright blob in the corners that the optimization must first undo. Unlike horama we do not
+    re-standardize the phase at each step, so the parameter is the phase itself and `assign` can set it. `assign(images)` takes the
+    pictures' phase (in the space before the sigmoid, as FFTImage's inverse); the magnitude stays fixed, so the
+    result keeps the pictures' layout and edges with the photos' average energy per frequency — not the pictures.
+    """
+
+    def __init__(self, batch: int, height: int, width: int, *, channels: int = 3, seed: int | Sequence[int] = 0,
+                 sd: float = np.pi, magnitude: str = "photos", decay_power: float = 1.0, decorrelate: bool = True):
+        if magnitude not in ("photos", "power"):
+            raise ValueError(f"magnitude must be 'photos' or 'power', not {magnitude!r}")
+        self.batch, self.channels, self.height, self.width = batch, channels, height, width
+        self.sd, self.magnitude_kind, self.decay_power = float(sd), magnitude, float(decay_power)
+        self.decorrelate = bool(decorrelate) and channels == 3
+        if magnitude == "photos":
+            m = photo_magnitude(height, width, channels, self.decorrelate)
+        else:
+            m = power_magnitude(height, width, channels, self.decay_power)
+        self.magnitude = torch.tensor(m)[None]  # (1, C, H, W // 2 + 1)
+        self.phase = (sd * _randn((channels, height, width // 2 + 1), _seeds(batch, seed))).requires_grad_(True)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.phase]
+
+    def raw(self) -> torch.Tensor:
+        """The image before the colour matrix and the sigmoid: its spectrum's magnitude is `self.magnitude`."""
+        spectrum = torch.polar(self.magnitude.expand_as(self.phase), hermitian_phase(self.phase, self.width))
+        return torch.fft.irfftn(spectrum, s=(self.height, self.width), dim=(-2, -1), norm="ortho")
+
+    def __call__(self) -> torch.Tensor:
+        t = self.raw()
+        if self.decorrelate:
+            t = decorrelate_colors(t)
+        return torch.sigmoid(t)
+
+    @torch.no_grad()
+    def assign(self, images: Any) -> "MacoImage":
+        x = self._check(_as_images(images).to(self.phase.device, torch.float64)).clamp(EPS, 1 - EPS)
+        t = torch.log(x) - torch.log1p(-x)
+        if self.decorrelate:
+            t = correlate_colors(t)
+        self.phase.copy_(torch.fft.rfftn(t, dim=(-2, -1), norm="ortho").angle().to(self.phase.dtype))
+        return self
+
+    def to(self, device: torch.device | str) -> "MacoImage":
+        self.phase = self.phase.detach().to(device).requires_grad_(True)
+        self.magnitude = self.magnitude.to(device)
+        return self
+
+    def spec(self) -> dict:
+        spec = {"param": "maco", "shape": list(self.shape), "sd": self.sd, "magnitude": self.magnitude_kind,
+                "decorrelate": self.decorrelate}
+        if self.magnitude_kind == "power":
+            spec["decay_power"] = self.decay_power
+        else:
+            spec["photos"] = list(MAGNITUDE_PHOTOS)
+        return spec
+
+
+def maco_image(batch: int, height: int, width: int | None = None, seed: int | Sequence[int] = 0, *,
+               channels: int = 3, sd: float = np.pi, magnitude: str = "photos", decay_power: float = 1.0,
+               decorrelate: bool = True) -> MacoImage:
+    """MaCo's phase-only image (Fel et al. 2023): random phase, a fixed natural magnitude spectrum (see MacoImage)."""
+    return MacoImage(batch, height, width or height, channels=channels, seed=seed, sd=sd, magnitude=magnitude,
+                     decay_power=decay_power, decorrelate=decorrelate)

@@ -1,25 +1,38 @@
-"""The input-optimization loop: one forward and one backward per step for the whole batch.
+"""The synthesis engine's one optimization loop (Lucid's `render_vis`, Lucent's shape): every synthesis technique —
+class and unit visualization, multifaceted, DeepDream, fooling, feature inversion, Gram textures, style transfer —
+runs `render` with its objective (`objectives`), its parameterization (`param`), its transforms and an optimizer.
 
     result = render(model, objective, param, steps=256, lr=0.05, transforms=standard_transforms(160),
-                    mean=(0.5,) * 3, std=(0.5,) * 3, snapshots=(0, 16, 64, 256), seed=0)
+                    mean=(0.5,) * 3, std=(0.5,) * 3, snapshots=(0, 16, 64, 256), seed=0, stop=StopRule())
 
-Each step: image = param() in [0, 1] → x = (image − mean)/std → transforms(x) (one random draw per step from a CPU
-`torch.Generator` seeded with `seed`) → model forward, recording exactly the layers the objective names
-(`generator.hooks.record_outputs`) → loss (B,) → the gradient of loss.sum() w.r.t. the parameterization only
-(`torch.autograd.grad`, so nothing accumulates in the model's `.grad`) → Adam step → `param.project()` → the
-Yosinski et al. 2015 regularizers, if any, edit the image and re-encode it (`param.assign`). During the first
-`redirect_steps` steps (0: none) the model's ReLU/ReLU6 modules pass Lucid's redirected gradient to batch elements
-whose gradient they block entirely (`generator/optvis/redirect.py`): a unit silent on the start still gets an image
-that moves.
+Each evaluation: image = param() → x = (image − mean)/std → transforms(x) (one random draw per step from a CPU
+`torch.Generator` seeded with `seed`, shared by the batch) → the model's forward up to the deepest layer the objective
+reads (`forward.LayerForward`: nothing after it is computed; the whole forward when it reads the logits) → loss (B,)
+→ the gradient of loss.sum() w.r.t. the parameterization only (`torch.autograd.grad`: nothing accumulates in the
+model's `.grad`) → the optimizer's step → `param.project()` → Yosinski et al. 2015's regularizers, if any.
 
-The model is left as it was: its parameters' `requires_grad` flags are switched off during the loop and restored, it
-runs in eval mode (so BatchNorm statistics and dropout are frozen) and every module's train/eval flag is restored,
-and the hooks are removed — all in `finally`, also when the objective or the forward raises. The param is
-optimized in place (so a render can be continued); it is moved to the model's device first.
+Options, each used by some technique:
+- `optimizer`: "adam" (with `schedule="cosine"`: the rate decays to a tenth), "lbfgs" (`steps` counts evaluations:
+  the cost is predictable; strong-Wolfe line search), "normalized" (DeepDream's step) or "signed" (PGD's);
+- `scales`: coarse to fine, e.g. (0.5, 1): the image is optimized at half size first (`param.resized`), then
+  refined; matching terms recompute their targets at each scale (`objective.prepare`); `coarse_steps` per coarser
+  scale;
+- `stop`: a `StopRule` ends the run once the loss has stopped improving; the steps used are in the result;
+- `goal`: a per-element predicate on each evaluation's `Activations` (a fooled image): an element that reaches it
+  stops moving (its gradient is zeroed), and the run ends when all have;
+- `read`: what a layer that is a rectifier gives the objective ("pre": the value before it, so a unit can rise past
+  ReLU6's cap and an off unit has a gradient; "straight": the output with a straight-through gradient);
+- `redirect_steps`: during the first steps the model's ReLU/ReLU6 modules pass Lucid's redirected gradient to batch
+  elements whose gradient they block entirely (`redirect.py`);
+- `measure`: each tagged term's value (`Objective.tagged`) on the start and the result, at full size.
 
-Element b's loss depends only on row b (objectives see per-element values; BatchNorm is in eval mode), Adam's update
-is elementwise, and the transforms draw once per step for the whole batch, so a batch of B images follows the same
-trajectory as B single-image renders with the same param seeds and render seed (up to float rounding: tested).
+The model is left as it was (eval mode and `requires_grad` flags restored, hooks removed, also on errors). The param
+is optimized in place where the schedule has one scale; it is moved to the model's device first.
+
+Element b's loss depends only on row b (objectives see per-element values; BatchNorm is in eval mode), Adam's and
+the fixed steps' updates are elementwise, and the transforms draw once per step for the whole batch, so a batch of B
+images follows the same trajectory as B single-image renders with the same param seeds and render seed (up to float
+rounding: tested). L-BFGS shares one line search over the batch: techniques that use it optimize one image a call.
 
 Regularizers (Yosinski, Clune, Nguyen, Fuchs & Lipson 2015, "Understanding Neural Networks Through Deep
 Visualization", section 3; the update order of their deep-visualization-toolbox `gradient_optimizer.py`), all in
@@ -39,8 +52,9 @@ How the defaults were chosen: site_src/tuning.md#class-visualization.
 """
 from __future__ import annotations
 
+import math
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack
 from itertools import chain
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,9 +63,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from generator.hooks import missing_module, record_outputs
-from generator.models import select_logits
-from generator.optvis.objectives import Activations, BaseObjective
+from generator.optvis.forward import LayerForward, Read
+from generator.optvis.objectives import Activations, BaseObjective, Preparation
+from generator.optvis.optimizers import OptimizerName, make_optimizer
 from generator.optvis.param import ImageParam
 from generator.optvis.redirect import redirected_rectifiers
 from generator.optvis.transforms import Transform, blur_image
@@ -111,13 +125,43 @@ YOSINSKI_DEFAULTS = {"size": 160, "image": {"sd": 0.01}, "jitter": 6, "render": 
                      "regularizers": Regularizers(decay=1e-4, blur_every=4, blur_sigma=1.0, norm_pct=20)}
 
 
+@dataclass(frozen=True)
+class StopRule:
+    """End a run once it has stopped improving: after at least `min_steps` evaluations, when the mean loss (summed
+    over the batch) of the last `window` evaluations is lower than that of the `window` before by less than
+    `tolerance` × the latter's magnitude. Windows of means, not the best value, because random transforms make
+    single losses noisy."""
+
+    window: int = 16
+    tolerance: float = 0.01
+    min_steps: int = 32
+
+    def done(self, totals: Sequence[float]) -> bool:
+        n, w = len(totals), self.window
+        if n < max(self.min_steps, 2 * w):
+            return False
+        recent, before = float(np.mean(totals[n - w:])), float(np.mean(totals[n - 2 * w:n - w]))
+        return before - recent < self.tolerance * max(abs(before), 1e-8)
+
+    def describe(self) -> str:
+        return (f"stopped when the loss of the last {self.window} steps fell by less than {self.tolerance:.0%} "
+                f"against the {self.window} before (at least {self.min_steps} steps)")
+
+
 @dataclass
 class RenderResult:
     images: np.ndarray  # (B, C, H, W) float32 in [0, 1], after the last step, without transforms
     snapshots: dict[int, np.ndarray]  # step → (B, C, H, W) images after that many steps (0: the start)
-    losses: np.ndarray  # (steps, B): the loss of each step (before its update, on the transformed image)
+    losses: np.ndarray  # (evaluations, B): the loss of each evaluation (before its update, transformed image)
     seconds: float
     captions: list[str] = field(default_factory=list)  # one description per batch element
+    steps: int = 0  # evaluations made (at every scale)
+    planned: int = 0  # evaluations the schedule allowed
+    stopped_early: bool = False  # the stop rule ended the run before `planned`
+    reached: np.ndarray | None = None  # (B,) the evaluation at which each element met `goal` (−1: never)
+    start: dict[str, np.ndarray] = field(default_factory=dict)  # `measure`: tag → (B,) on the start image
+    end: dict[str, np.ndarray] = field(default_factory=dict)  # the same on the result
+    read: list[str] = field(default_factory=list)  # the layers read before (or through) their rectifier
 
 
 def _module_device(model: nn.Module) -> torch.device:
@@ -125,44 +169,7 @@ def _module_device(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def check_modules(module: nn.Module, names: Iterable[str], owner: str = "the model") -> None:
-    """ValueError "no module 'x' in OWNER; did you mean …" for the first of `names` that is no named module."""
-    for name in names:
-        problem = missing_module(module, name, owner)
-        if problem:
-            raise ValueError(problem)
-
-
-@contextmanager
-def frozen(module: nn.Module):
-    """The module in eval mode with its parameters' `requires_grad` off; both restored in `finally`."""
-    modes = [(m, m.training) for m in module.modules()]
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    try:
-        module.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield module
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, training in modes:
-            m.training = training
-
-
-def descend(optimizer: torch.optim.Optimizer, tensors: list[torch.Tensor], loss: torch.Tensor,
-            extra: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, ...]:
-    """One optimizer step on `tensors` along the gradient of loss.sum(), taken with `torch.autograd.grad` so that
-    nothing accumulates in a model's `.grad`; returns the gradients, those w.r.t. `extra` last."""
-    grads = torch.autograd.grad(loss.sum(), list(tensors) + list(extra))
-    optimizer.zero_grad(set_to_none=True)
-    for t, g in zip(tensors, grads):
-        t.grad = g
-    optimizer.step()
-    return grads
-
-
-def _channel_stats(values: Sequence[float], channels: int, device: torch.device, what: str) -> torch.Tensor:
+def _channel_stats(values: Sequence[float] | float, channels: int, device: torch.device, what: str) -> torch.Tensor:
     v = torch.as_tensor(list(values) if not isinstance(values, (int, float)) else [values], dtype=torch.float32)
     if v.numel() == 1:
         v = v.expand(channels)
@@ -197,6 +204,21 @@ def apply_regularizers(param: ImageParam, reg: Regularizers, step: int, mean: to
     param.assign((x * std + mean).clamp(0, 1))
 
 
+def _size_at(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(8, round(height * scale)), max(8, round(width * scale))
+
+
+@dataclass
+class _Run:
+    """The state of one `render` call that its evaluation closure shares."""
+
+    param: ImageParam
+    tensors: list[torch.Tensor]
+    losses: list[torch.Tensor] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+    reached: torch.Tensor | None = None
+
+
 def render(
     model: nn.Module,
     objective: BaseObjective,
@@ -206,63 +228,148 @@ def render(
     std: Sequence[float] | float,
     steps: int = 256,
     lr: float = 0.05,
+    optimizer: OptimizerName = "adam",
+    schedule: str | None = None,
     transforms: Transform | None = None,
     snapshots: Iterable[int] = (),
     seed: int = 0,
     device: torch.device | str | None = None,
     regularizers: Regularizers | None = None,
     logits_key: int | str | None = None,
-    callback: Callable[[int, torch.Tensor], None] | None = None,
+    callback: Callable[[int, torch.Tensor, Activations], None] | None = None,
     redirect_steps: int = 0,
+    stop: StopRule | None = None,
+    goal: Callable[[Activations], torch.Tensor] | None = None,
+    scales: Sequence[float] = (1.0,),
+    coarse_steps: int | None = None,
+    read: Read = "output",
+    measure: bool = False,
+    history: int = 20,
 ) -> RenderResult:
     """Optimize `param` so that `objective` (a loss per batch element) falls; see the module docstring."""
+    scales = [float(s) for s in scales]
+    if not scales or scales[-1] != 1.0 or sorted(scales) != scales:
+        raise ValueError(f"scales must ascend to 1, got {scales}")
     device = torch.device(device) if device is not None else _module_device(model)
     param.to(device)
-    b, c = param.batch, param.channels
+    b, c, full = param.batch, param.channels, (param.height, param.width)
     mean_t = _channel_stats(mean, c, device, "mean")
     std_t = _channel_stats(std, c, device, "std")
-    layers = sorted(objective.layers())
-    check_modules(model, layers)
     reg = regularizers if regularizers is not None and regularizers.active else None
-    want_image_grad = reg is not None and reg.contrib_pct > 0
     snapshot_steps = sorted({int(s) for s in snapshots if 0 <= int(s) <= steps})
     generator = torch.Generator().manual_seed(int(seed))
-    tensors = param.parameters()
-    optimizer = torch.optim.Adam(tensors, lr=lr)
-
-    losses: list[torch.Tensor] = []
+    budget = [steps if s == 1.0 else (coarse_steps if coarse_steps is not None else steps) for s in scales]
+    run = _Run(param, param.parameters())
     shots: dict[int, np.ndarray] = {}
-    start = time.perf_counter()
-    with frozen(model):
-        if 0 in snapshot_steps:
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        redirection = stack.enter_context(redirected_rectifiers(model)) if redirect_steps > 0 else None
+        forward = stack.enter_context(LayerForward(model, sorted(objective.layers()), logits=objective.needs_logits,
+                                                   logits_key=logits_key, read=read))
+
+        def features(images: torch.Tensor, draw=None) -> dict[str, torch.Tensor]:
+            x = (images - mean_t) / std_t
+            return forward(transforms.apply(x, draw) if draw is not None else x)[0]
+
+        def acts_of(image: torch.Tensor, draw=None) -> Activations:
+            x = (image - mean_t) / std_t
+            outputs, logits = forward(transforms.apply(x, draw) if draw is not None else x)
+            return Activations(outputs, logits, image, x)
+
+        def measured() -> dict[str, np.ndarray]:
             with torch.no_grad():
-                shots[0] = param().detach().float().cpu().numpy()
-        redirect = redirected_rectifiers(model) if redirect_steps > 0 else nullcontext(None)
-        with redirect as redirection, record_outputs(model, layers, detach=False) as outputs:
-            for step in range(steps):
-                if redirection is not None:
-                    redirection.active = step < redirect_steps
-                outputs.clear()
-                image = param()
-                x = (image - mean_t) / std_t
-                seen = transforms(x, generator) if transforms is not None else x
-                out = model(seen)
-                logits = select_logits(out, logits_key) if objective.needs_logits else None
-                loss = objective(Activations(outputs, logits, image, x))
-                if loss.shape != (b,):
-                    raise ValueError(f"the objective returned shape {tuple(loss.shape)}, expected ({b},)")
-                losses.append(loss.detach())
-                grads = descend(optimizer, tensors, loss, [image] if want_image_grad else [])
-                param.project()
-                if reg is not None:
-                    apply_regularizers(param, reg, step, mean_t, std_t, grads[-1] if want_image_grad else None)
-                if callback is not None:
-                    callback(step, loss.detach())
-                if step + 1 in snapshot_steps:
-                    with torch.no_grad():
-                        shots[step + 1] = param().detach().float().cpu().numpy()
+                return {k: v.float().cpu().numpy() for k, v in objective.tagged(acts_of(run.param())).items()}
+
+        objective.prepare(Preparation(features, 1.0, full))
+        start_parts = measured() if measure else {}
+        if 0 in snapshot_steps:
+            shots[0] = run.param.final().float().cpu().numpy()
+        stopped = False
+        for scale, allowed in zip(scales, budget):
+            size = _size_at(*full, scale)
+            if (run.param.height, run.param.width) != size:
+                run.param = run.param.resized(*size)
+                run.tensors = run.param.parameters()
+            if len(scales) > 1:
+                objective.prepare(Preparation(features, scale, size))
+            stopped = _optimize(run, objective, acts_of, features, allowed, lr, optimizer, schedule, transforms,
+                                generator, reg, mean_t, std_t, redirection, redirect_steps, stop, goal, callback,
+                                snapshot_steps if scale == 1.0 else [], shots, history)
+        if len(scales) > 1 or objective.follows_transforms:
+            objective.prepare(Preparation(features, 1.0, full))
+        end_parts = measured() if measure else {}
+        final = run.param.final().float().cpu().numpy()
+        read_layers = forward.pre_rectifier
+    loss_array = torch.stack(run.losses).float().cpu().numpy() if run.losses else np.zeros((0, b), np.float32)
+    reached = None if run.reached is None else run.reached.cpu().numpy()
+    return RenderResult(final, shots, loss_array, time.perf_counter() - started, objective.captions(b),
+                        steps=len(run.losses), planned=sum(budget), stopped_early=stopped, reached=reached,
+                        start=start_parts, end=end_parts, read=read_layers)
+
+
+def _optimize(run: _Run, objective, acts_of, features, steps: int, lr: float, optimizer: str, schedule, transforms,
+              generator, reg, mean_t, std_t, redirection, redirect_steps: int, stop, goal, callback,
+              snapshot_steps: list[int], shots: dict, history: int) -> bool:
+    """`steps` evaluations of one scale; True when the stop rule or the goal ended them early."""
+    if steps <= 0:
+        return False
+    opt = make_optimizer(optimizer, run.tensors, lr, history)
+    want_image_grad = reg is not None and reg.contrib_pct > 0
+    image_grad: list[torch.Tensor | None] = [None]
+    first = len(run.losses)
+    if goal is not None and run.reached is None:
+        run.reached = torch.full((run.param.batch,), -1, dtype=torch.long)
+
+    def closure() -> torch.Tensor:
+        step = len(run.losses)
+        if redirection is not None:
+            redirection.active = step < redirect_steps
+        image = run.param()
+        draw = transforms.sample(generator) if transforms is not None else None
+        if objective.follows_transforms:
+            objective.prepare(Preparation(lambda images: features(images, draw), 1.0, tuple(image.shape[-2:])))
+        acts = acts_of(image, draw)
+        loss = objective(acts)
+        if loss.shape != (run.param.batch,):
+            raise ValueError(f"the objective returned shape {tuple(loss.shape)}, expected ({run.param.batch},)")
+        grads = torch.autograd.grad(loss.sum(), run.tensors + ([image] if want_image_grad else []))
+        moving = None
+        if goal is not None:
+            with torch.no_grad():
+                hit = goal(acts).cpu()
+            run.reached[(run.reached < 0) & hit] = step
+            moving = (run.reached < 0).to(loss.device)
+        for t, g in zip(run.tensors, grads):
+            t.grad = g if moving is None else g * moving.view(-1, *([1] * (g.dim() - 1))).to(g.dtype)
+        image_grad[0] = grads[-1] if want_image_grad else None
+        run.losses.append(loss.detach())
+        run.totals.append(float(loss.detach().sum()))
+        if callback is not None:
+            callback(step, loss.detach(), acts)
+        return loss.detach().sum()
+
+    while len(run.losses) - first < steps:
+        done = len(run.losses) - first
+        if schedule == "cosine":  # from lr to lr / 10
+            for group in opt.param_groups:
+                group["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * done / max(1, steps))))
+        if optimizer == "lbfgs":
+            chunk = steps - done if stop is None else min(steps - done, stop.window)
+            for group in opt.param_groups:
+                group["max_iter"] = group["max_eval"] = chunk
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
         with torch.no_grad():
-            final = param().detach().float().cpu().numpy()
-    seconds = time.perf_counter() - start
-    loss_array = torch.stack(losses).float().cpu().numpy() if losses else np.zeros((0, b), np.float32)
-    return RenderResult(final, shots, loss_array, seconds, objective.captions(b))
+            run.param.project()
+        if reg is not None:
+            apply_regularizers(run.param, reg, len(run.losses) - 1, mean_t, std_t, image_grad[0])
+        for s in snapshot_steps:
+            if s not in shots and 0 < s <= len(run.losses):
+                shots[s] = run.param.final().float().cpu().numpy()
+        if run.reached is not None and bool((run.reached >= 0).all()):
+            return True
+        if stop is not None and stop.done(run.totals[first:]):
+            return len(run.losses) - first < steps
+    return False

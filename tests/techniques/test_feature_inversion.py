@@ -21,7 +21,8 @@ from generator.techniques import registry
 from generator.artifacts import Job
 from generator.hooks import hook_count
 from generator.optvis.objectives import image_tv as tv_beta
-from generator.techniques.synthesis.feature_inversion import LayerProbe, invert, pixel_correlation
+from generator.optvis.forward import LayerForward
+from generator.techniques.synthesis.feature_inversion import invert, pixel_correlation
 
 KIND = "feature_inversion"
 
@@ -154,17 +155,18 @@ def test_a_failing_forward_leaves_no_hooks_and_restores_the_flags():
     assert_same_state(before, model_state(module))
 
 
-def test_the_probe_stops_at_the_layer_and_passes_the_gradient_straight_through_a_relu():
+def test_the_forward_stops_at_the_layer_and_passes_the_gradient_straight_through_a_relu():
     net = deep_net()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     w = torch.randn(2, 12, 16, 16, generator=torch.Generator().manual_seed(1))
     calls = []
     handle = net.fc.register_forward_hook(lambda *a: calls.append(1))
     try:
-        with LayerProbe(net, "act2", straight_through=True) as probe:
-            out = probe(x)
-            assert len(probe.handles) == 2
-        assert calls == []  # nothing after the layer ran
+        with LayerForward(net, ["act2"], read="straight") as probe:
+            probe(x)  # the first forward runs whole and learns where the record is complete
+            out = probe(x)[0]["act2"]
+            assert hook_count(net) == 3  # ours (before and after act2) and the test's
+        assert calls == [1]  # nothing after the layer ran the second time
     finally:
         handle.remove()
     assert hook_count(net) == 0
@@ -174,8 +176,8 @@ def test_the_probe_stops_at_the_layer_and_passes_the_gradient_straight_through_a
     # ... with the gradient of the identity in its place
     (identity,) = torch.autograd.grad((z * w).sum(), x, retain_graph=True)
     torch.testing.assert_close(g, identity)
-    with LayerProbe(net, "act2") as plain:
-        (g_plain,) = torch.autograd.grad((plain(x) * w).sum(), x)
+    with LayerForward(net, ["act2"]) as plain:
+        (g_plain,) = torch.autograd.grad((plain(x)[0]["act2"] * w).sum(), x)
     (true,) = torch.autograd.grad((torch.relu(z) * w).sum(), x)
     torch.testing.assert_close(g_plain, true)
     assert not torch.allclose(g_plain, g)
@@ -185,8 +187,8 @@ def test_the_straight_through_gradient_survives_an_in_place_relu():
     net = act_net(nn.ReLU, inplace=True)
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     w = torch.randn(1, 6, 32, 32, generator=torch.Generator().manual_seed(1))
-    with LayerProbe(net, "act1", straight_through=True) as probe:
-        out = probe(x)
+    with LayerForward(net, ["act1"], read="straight") as probe:
+        out = probe(x)[0]["act1"]
     z = net.conv1(x)
     assert torch.equal(out, torch.relu(z))
     torch.testing.assert_close(torch.autograd.grad((out * w).sum(), x)[0], torch.autograd.grad((z * w).sum(), x)[0])

@@ -7,14 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from generator import figures
 from generator.figures import to_picture
-from generator.hooks import record_outputs
-from generator.optvis.ascent import input_gradient, normalized_step
-from generator.optvis.transforms import Jitter
+from generator import optvis
+from generator.optvis.forward import LayerForward
 from generator.artifacts import Artifact, Job, Params, PER_LAYER_AND_IMAGE
 from generator.techniques.base import Technique
 
@@ -32,10 +30,9 @@ class DeepDreamParams(Params):
 
 
 def layer_norm(module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """Mean squared activation of `layer` per image (the quantity DeepDream raises)."""
-    with record_outputs(module, [layer], detach=False) as outs:
-        module(x)
-    return outs[layer].float().pow(2).flatten(1).mean(1)
+    """Mean squared activation of `layer` per image (the quantity DeepDream raises), with the forward stopped there."""
+    with torch.no_grad(), LayerForward(module, [layer]) as forward:
+        return forward(x)[0][layer].float().pow(2).flatten(1).mean(1)
 
 
 class DeepDream(Technique):
@@ -67,40 +64,29 @@ class DeepDream(Technique):
 
     def run(self, ctx, jobs: list[Job]) -> list[Artifact]:
         p: DeepDreamParams = jobs[0].params
-        layer, module = jobs[0].layer, ctx.model.module
-        base = ctx.model.denormalize(ctx.batch([j.image for j in jobs])).clamp(0, 1)
+        layer, model = jobs[0].layer, ctx.model
+        base = model.denormalize(ctx.batch([j.image for j in jobs])).clamp(0, 1)
         side = base.shape[-1]
-        gen = torch.Generator().manual_seed(ctx.seed)
-        fixed = not ctx.model.takes_other_sizes()
-        shake = Jitter(p.jitter)
-
-        def norm(x: torch.Tensor) -> torch.Tensor:
-            if fixed and x.shape[-1] != side:  # a fixed-size model sees each octave resampled to its input size
-                x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-            return layer_norm(module, layer, ctx.model.normalize(x))
-
-        with torch.no_grad():
-            before = norm(base)
+        fixed = not model.takes_other_sizes()
+        # A fixed-size model sees each octave resampled to its input size.
+        transforms = optvis.compose(([optvis.jitter(p.jitter)] if p.jitter else [])
+                                    + ([optvis.resize(side)] if fixed else []))
+        before = layer_norm(model.module, layer, model.normalize(base))
         sizes = [max(16, round(side / p.octave_scale ** k)) for k in reversed(range(p.octaves))]
-        detail = torch.zeros_like(base)
-        per_octave = []
-        for size in sizes:
-            resized = F.interpolate(base, size=size, mode="bilinear", align_corners=False, antialias=True)
-            x = (resized + F.interpolate(detail, size=size, mode="bilinear", align_corners=False)).clamp(0, 1)
-            for _ in range(p.steps):
-                _, grad = input_gradient(norm, x, jitter=shake, generator=gen)
-                x = normalized_step(x, grad, p.step_size)
-            detail = x - resized
-            with torch.no_grad():
-                per_octave.append(norm(x).cpu())
-        with torch.no_grad():
-            after = norm(x)
+        param = optvis.from_image(base, kind="pixel", base=base)
+        result = optvis.render(model.module, optvis.layer_l2(layer), param, mean=model.input.mean,
+                               std=model.input.std, steps=p.steps, coarse_steps=p.steps, lr=p.step_size,
+                               optimizer="normalized", scales=[size / side for size in sizes], transforms=transforms,
+                               seed=ctx.seed, device=ctx.device)
+        x = torch.from_numpy(result.images).to(ctx.device)
+        after = layer_norm(model.module, layer, model.normalize(x))
+        change = (x - base).abs().flatten(1).mean(1)
         out = []
         for i, job in enumerate(jobs):
             meta = {"metrics": {"norm_before": float(before[i]), "norm_after": float(after[i]),
                                 "gain": float(after[i] / before[i]) if before[i] > 0 else None,
-                                "octaves": sizes, "norm_per_octave": [float(n[i]) for n in per_octave],
-                                "steps": p.steps * len(sizes)}}
+                                "octaves": sizes, "steps": result.steps,
+                                "mean_change": float(change[i])}}
             out.append(Artifact({"dream": x[i].cpu().numpy()}, meta))
         return out
 

@@ -24,8 +24,9 @@ Defaults (160 px, 200 steps):
   still exact.
 How the defaults were chosen: site_src/tuning.md#feature-inversion.
 
-Each forward stops at the inverted layer (a hook raises once it has the output), so a shallow layer costs a fraction
-of a full forward; the images of a job batch are inverted together, one batch (one forward per step) per layer, and
+The loss is the engine's `feature_match` objective plus its `total_variation(β)`, run by the engine's one loop
+(`optvis.render`: Adam with a cosine schedule, the straight-through read at a rectifier). Each forward stops at the
+inverted layer, so a shallow layer costs a fraction of a full forward; the images of a job batch are inverted together, one batch (one forward per step) per layer, and
 each image starts from its own seed, so a batch gives what single runs give. The model is left as it was: its
 parameters' requires_grad flags and every module's train flag are restored and the hooks removed in `finally`;
 gradients are taken with torch.autograd.grad w.r.t. the image only. On CUDA, results repeat only up to float
@@ -33,10 +34,7 @@ rounding.
 """
 from __future__ import annotations
 
-import math
-import time
 import zlib
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Literal
 
@@ -50,10 +48,10 @@ from generator import figures
 from generator.artifacts import Artifact, Job, Params, Reads, PER_IMAGE
 from generator.techniques.base import Technique
 from generator.figures import to_picture
+from generator import optvis
 from generator.optvis import fft_image, pixel_image
-from generator.optvis.objectives import image_tv
-from generator.optvis.render import descend, frozen
-from generator.hooks import hooked, record_outputs
+from generator.optvis.forward import LayerForward
+from generator.hooks import record_outputs
 
 
 class FeatureInversionParams(Params):
@@ -75,10 +73,6 @@ class FeatureInversionParams(Params):
                                                      "fixed size use theirs)")
 
 
-class _Reached(Exception):
-    """Raised by the hook at the inverted layer: nothing after it needs to run."""
-
-
 def pixel_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation per image over all pixels and channels."""
     a = a.flatten(1).double()
@@ -88,112 +82,38 @@ def pixel_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
 
 
-# Activations whose flat regions (zero gradient) can stall the inversion: their gradient is passed straight through.
-CLIPPING = (nn.ReLU, nn.Hardtanh)  # Hardtanh covers ReLU6
-
-
-class LayerProbe:
-    """Forward up to one layer: returns its output and stops the rest of the forward. Use as a context manager
-    (the hooks are removed on exit). With `straight_through` and a ReLU/ReLU6/Hardtanh layer, the output's value is
-    the layer's but its gradient flows to the activation's input as if the activation were the identity."""
-
-    def __init__(self, module: nn.Module, layer: str, straight_through: bool = False):
-        self.module, self.layer = module, layer
-        self.target = dict(module.named_modules())[layer]
-        self.straight = straight_through and isinstance(self.target, CLIPPING)
-        self._hooks = ExitStack()
-        self.handles = []  # the hooks attached while inside the block
-        self.output = self.input = None
-
-    def __enter__(self) -> "LayerProbe":
-        def pre_hook(_m, inputs):
-            z = inputs[0] if inputs else None
-            # An in-place activation overwrites its input: keep a copy of the pre-activation.
-            self.input = z.clone() if isinstance(z, torch.Tensor) and getattr(self.target, "inplace", False) else z
-
-        def hook(_m, _inputs, output):
-            self.output = output
-            raise _Reached
-
-        with ExitStack() as stack:
-            if self.straight:
-                stack.enter_context(hooked(self.module, {self.layer: pre_hook}, pre=True))
-            stack.enter_context(hooked(self.module, {self.layer: hook}))
-            self._hooks = stack.pop_all()
-        self.handles = [pre_hook, hook] if self.straight else [hook]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._hooks.close()
-        self.handles = []
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.output = self.input = None
-        try:
-            self.module(x)
-        except _Reached:
-            pass
-        out, z = self.output, self.input
-        self.output = self.input = None
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"layer '{self.layer}' returned {type(out).__name__}, not a tensor")
-        if self.straight and isinstance(z, torch.Tensor) and z.shape == out.shape and torch.is_grad_enabled():
-            return z + (out - z).detach()
-        return out
-
-
 def invert(module: nn.Module, layer: str, originals: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
            steps: int, lr: float, tv: float, beta: float = 2.0, jitter: int = 0, parameterization: str = "fft",
            seed: int | list[int] = 0, decay_power: float = 1.5, sd: float = 0.01, straight_through: bool = True,
            squash: str = "sigmoid", lr_falloff: float = 2 / 3, jitter_seed: int = 0) -> dict:
-    """Reconstruct each of `originals` (B, C, H, W) in [0, 1] from its features at `layer` (see the module
-    docstring); `seed`: one per image, or one int (image b then uses seed + b). Returns the images (B, C, H, W) in
-    [0, 1], the relative feature error ‖Φ(x) − Φ0‖/‖Φ0‖ per image at the end (unshifted), the loss per step
+    """Reconstruct each of `originals` (B, C, H, W) in [0, 1] from its features at `layer` with the engine (see the
+    module docstring); `seed`: one per image, or one int (image b then uses seed + b). Returns the images (B, C, H,
+    W) in [0, 1], the relative feature error ‖Φ(x) − Φ0‖/‖Φ0‖ per image at the end (unshifted), the loss per step
     (steps, B), the seconds, the layer's feature shape and the learning rate used."""
-    device = originals.device
     b, c, h, w = originals.shape
+    mean_values, std_values = mean.flatten().tolist(), std.flatten().tolist()
     if parameterization == "fft":
         param = fft_image(b, h, w, seed=seed, channels=c, decay_power=decay_power, sd=sd, decorrelate=c == 3,
                           squash=squash)
     else:  # M&V start from noise; here the model's mean colour plus a little of it
         param = pixel_image(b, h, w, seed=seed, channels=c, sd=sd, center=float(mean.mean()))
-    param.to(device)
-    tensors = param.parameters()
-    optimizer = torch.optim.Adam(tensors, lr=lr)
-    generator = torch.Generator().manual_seed(int(jitter_seed))  # one draw per step for the whole batch
-    losses = []
-    start = time.perf_counter()
-    with frozen(module), LayerProbe(module, layer, straight_through) as probe:
-        with torch.no_grad():
-            fixed = probe((originals - mean) / std)
-        dims = tuple(range(1, fixed.dim()))
-        stride = h / fixed.shape[-2] if fixed.dim() == 4 else float(h)  # a flat output sees the whole image
-        top = lr * min(1.0, 2.0 / stride) ** lr_falloff
-        for step in range(steps):
-            for group in optimizer.param_groups:  # cosine decay from top to top / 10
-                group["lr"] = top * (0.1 + 0.45 * (1 + math.cos(math.pi * step / max(1, steps))))
-            dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist() if jitter else (0, 0))
-            if dy or dx:
-                with torch.no_grad():
-                    target = probe((torch.roll(originals, (dy, dx), (2, 3)) - mean) / std)
-            else:
-                target = fixed
-            image = param()
-            feats = probe((torch.roll(image, (dy, dx), (2, 3)) - mean) / std)
-            norm = target.float().pow(2).sum(dims).clamp_min(1e-12)
-            loss = (feats.float() - target.float()).pow(2).sum(dims) / norm
-            if tv:
-                loss = loss + tv * image_tv(image, beta)
-            losses.append(loss.detach())
-            descend(optimizer, tensors, loss)
-            param.project()
-        with torch.no_grad():
-            final = param().detach().float()
-            feats, fixed = probe((final - mean) / std).float(), fixed.float()
-            error = ((feats - fixed).pow(2).sum(dims) / fixed.pow(2).sum(dims).clamp_min(1e-12)).sqrt()
-            shape = tuple(fixed.shape[1:])
-    return {"images": final, "error": error.cpu(), "losses": torch.stack(losses).cpu() if losses else None,
-            "seconds": time.perf_counter() - start, "shape": list(shape), "lr": top}
+    with torch.no_grad(), LayerForward(module, [layer]) as forward:
+        fixed = forward((originals - mean) / std)[0][layer]
+    if not isinstance(fixed, torch.Tensor):
+        raise TypeError(f"layer '{layer}' returned {type(fixed).__name__}, not a tensor")
+    stride = h / fixed.shape[-2] if fixed.dim() == 4 else float(h)  # a flat output sees the whole image
+    top = lr * min(1.0, 2.0 / stride) ** lr_falloff
+    objective = optvis.feature_match(layer, originals, follows_transforms=jitter > 0, tag="feature")
+    if tv:
+        objective = objective + optvis.total_variation(tv, beta=beta)
+    result = optvis.render(module, objective, param, mean=mean_values, std=std_values, steps=steps, lr=top,
+                           schedule="cosine", transforms=optvis.jitter(jitter) if jitter else None, seed=jitter_seed,
+                           read="straight" if straight_through else "output", measure=True,
+                           device=originals.device)
+    error = torch.from_numpy(np.sqrt(result.end["feature"]))
+    return {"images": torch.from_numpy(result.images).to(originals.device), "error": error,
+            "losses": torch.from_numpy(result.losses) if len(result.losses) else None, "seconds": result.seconds,
+            "shape": list(fixed.shape[1:]), "lr": top}
 
 
 class FeatureInversion(Technique):

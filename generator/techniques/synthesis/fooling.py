@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from generator import figures
@@ -26,7 +25,7 @@ from generator.figures import to_picture
 from generator.optvis.render import SMALL_INPUT  # models under this many px a side get SMALL_EPSILON
 from generator.models import resolve_target
 from generator.artifacts import Artifact, Job, Params, PER_IMAGE
-from generator.optvis.ascent import input_gradient, signed_step
+from generator import optvis
 from generator.techniques.base import Technique
 
 EPSILON, SMALL_EPSILON = 8.0, 24.0
@@ -101,24 +100,23 @@ class Fooling(Technique):
         targets = torch.tensor(chosen, device=ctx.device)
         epsilon, step_size = p.budget(model.input.size)
         eps, alpha = epsilon / 255.0, step_size / 255.0
-        x = original.clone()
-        done = torch.zeros(len(jobs), dtype=torch.bool, device=ctx.device)
-        first_top1 = [None] * len(jobs)
-        steps_taken = torch.zeros(len(jobs), dtype=torch.long)
-        for step in range(1, p.steps + 1):
-            logits, grad = input_gradient(lambda x: model.logits(model.normalize(x)).float(), x,
-                                          loss=lambda logits: F.cross_entropy(logits, targets, reduction="sum"))
-            with torch.no_grad():
-                probs = logits.softmax(1)
-                hit = probs.gather(1, targets[:, None])[:, 0] >= p.confidence
-                done |= hit
-                for i in range(len(jobs)):
-                    if first_top1[i] is None and int(probs[i].argmax()) == int(targets[i]):
-                        first_top1[i] = step - 1  # the image of the previous step already did it
-                if bool(done.all()):
-                    break
-                steps_taken += (~done).cpu().long()
-                x = signed_step(x, grad, alpha, original, eps, (~done).float())
+        first_top1: list[int | None] = [None] * len(jobs)
+
+        def watch(step: int, _loss, acts) -> None:
+            top = acts.logits.argmax(1)
+            for i in range(len(jobs)):
+                if first_top1[i] is None and int(top[i]) == chosen[i]:
+                    first_top1[i] = step
+
+        param = optvis.from_image(original, kind="pixel", ball=(original, eps))
+        result = optvis.render(
+            model.module, optvis.class_log_probability(chosen), param, mean=model.input.mean, std=model.input.std,
+            steps=p.steps, lr=alpha, optimizer="signed", logits_key=model.logits_key, device=ctx.device,
+            goal=lambda acts: acts.logits.float().softmax(1).gather(1, targets[:, None])[:, 0] >= p.confidence,
+            callback=watch)
+        # An image stops at the evaluation that first met the confidence: the steps before it are its steps.
+        steps_taken = [int(r) if r >= 0 else result.steps for r in result.reached]
+        x = torch.from_numpy(result.images).to(ctx.device)
         x = x.detach()
         # The L∞ bound and the range hold in 8-bit pixels too: what the page shows is what was measured.
         x = (x * 255).round() / 255
