@@ -10,7 +10,7 @@ from pydantic import Field
 
 from generator.artifacts import Params
 from generator.optvis.param import fft_image
-from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS, Regularizers
+from generator.optvis.render import SMALL_INPUT, SMALL_INPUT_DEFAULTS, Regularizers, StopRule
 from generator.optvis.transforms import compose, gaussian_blur, resize, standard_transforms
 
 
@@ -83,6 +83,12 @@ class FourierParams(Params):
     decay_power: float = Field(1.5, ge=0, le=3, description="spectrum falloff of the Fourier start (higher: smoother; "
                                                            "inputs under 64 px: 0.5 more)")
     transform_strength: float = Field(1.0, ge=0, le=3, description="scale of the random pad/jitter/scale/rotate")
+    early_stop: bool = Field(True, description="end a run once its loss has stopped improving (the mean loss of "
+                                               "the last 16 steps fell by less than 1% against the 16 before, after "
+                                               "at least 32 steps); the steps used are shown")
+
+    def stop_rule(self) -> StopRule | None:
+        return StopRule() if self.early_stop else None
 
     def fourier(self, model, batch: int, seed: int, default_size: int) -> FourierSetup:
         """`fourier_setup` with these parameters."""

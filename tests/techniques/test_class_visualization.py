@@ -27,7 +27,9 @@ def test_the_embedded_model_sees_its_class_in_the_fourier_image():
     art = visualize(ctx, classes=["goldfish"], size=128, pixel_steps=8)  # the default Fourier budget
     fourier = art.meta["methods"]["fourier"]
     assert fourier["before"][0] < 0.01 and fourier["after"][0] > 0.9
-    assert fourier["steps"] == registry.get("class_visualization").Params().steps
+    # Within the default budget; the stop rule may end it early, and the steps it used are recorded.
+    assert fourier["planned"] == registry.get("class_visualization").Params().steps
+    assert 32 <= fourier["steps"] <= fourier["planned"] and len(art.meta["progress_steps"]) >= 3
 
 
 def test_small_inputs_are_drawn_at_four_times_their_size_and_reach_every_class():
@@ -45,12 +47,11 @@ def test_small_inputs_are_drawn_at_four_times_their_size_and_reach_every_class()
 
 
 def test_large_inputs_keep_the_lucid_setting_and_their_cache_keys():
-    # The defaults' cache fields as they were before small inputs got their own setting: a change would re-run
-    # every cached EfficientNet-Lite0 result.
+    # The defaults' cache fields: a change re-runs every cached EfficientNet-Lite0 result.
     assert registry.get("class_visualization").Params().cache_fields() == {
         "classes": None, "max_classes": 4, "size": None, "steps": 256, "lr": 0.01, "decay_power": 1.5,
         "transform_strength": 1.0, "pixel_steps": 128, "plain_lr": 0.01, "regularized_lr": 0.03, "l2": 0.001,
-        "snapshots": [0, 16, 64, 128, 256]}
+        "snapshots": [0, 16, 64, 128, 256], "early_stop": True}
     large = fourier_setup(make_model(act_net(), size=224), 2, 0, size=160, default_size=224, lr=0.01,
                           decay_power=1.5, strength=1.0)
     assert (large.size, large.lr, large.param.decay_power, large.regularizers, large.fit, large.note) == (
@@ -119,7 +120,8 @@ def test_a_class_behind_closed_rectifiers_still_rises(monkeypatch, tmp_path):
     for name in ("plain", "regularized", "fourier"):
         m = art.meta["methods"][name]
         assert abs(m["before"][0] - 0.5) < 1e-6 and m["after"][0] > 0.51, (name, m)
-    assert "unmet" not in art.meta
+    # Every class rose (on this linear toy the pixel methods end saturated, and are called so).
+    assert not any("did not rise" in line for line in art.meta.get("unmet", []))
 
     ctx = make_ctx(silent_class_net(-10.0), images=0, labels=["up", "down"])  # can never open: p stays 0.5
     art = visualize(ctx, classes=["up"], size=32, steps=5, pixel_steps=5, snapshots=[0])

@@ -23,13 +23,15 @@ from generator.techniques.synthesis.unit_visualization import UnitVisualization,
 def test_channels_rise_far_above_their_data_set_average(tmp_path: Path):
     ctx, draw = data_context(tiny_net(), colour_dataset(per_class=5), tmp_path, ["relu2"])
     before = model_state(ctx.model.module)
-    params = UnitVisualizationParams(per_layer=4, size=32, steps=200)
+    params = UnitVisualizationParams(per_layer=4, size=32, steps=200, early_stop=False)
     art = UnitVisualization().run(ctx, [job("unit_visualization", params, "relu2")])[0]
     assert_same_state(before, model_state(ctx.model.module))
+    assert art.meta["optimized"] == "before the rectifier" and art.meta["steps"] == 200
     patches = MaxPatches().run(ctx, [job("max_patches", MaxPatchesParams(per_layer=4), "relu2")])[0]
     assert art.meta["channels"] == patches.meta["channels"]  # the unit pages show both for the same channels
     for u in art.meta["units"]:
-        assert u["after"] > 3 * u["dataset_mean"] and u["after"] > u["before"], u
+        # The data-set average is of the layer's output: compare it with the output on the image.
+        assert u["after_output"] > 3 * u["dataset_mean"] and u["after"] > u["before"], u
     figures = UnitVisualization().draw(art, job("unit_visualization", params, "relu2"), draw, tmp_path / "f" / "r.png")
     assert list(figures) == ["main"] + [f"unit-{c}" for c in art.meta["channels"]]
 
@@ -69,7 +71,7 @@ def test_small_input_units_beat_every_test_image():
 def test_large_inputs_keep_their_cache_keys():
     assert UnitVisualizationParams().cache_fields() == {  # as before small inputs got their own setting
         "channels": None, "per_layer": 12, "size": None, "steps": 128, "lr": 0.02, "decay_power": 1.5,
-        "transform_strength": 1.0}
+        "transform_strength": 1.0, "early_stop": True}
 
 
 def silent_net(bias: float) -> torch.nn.Sequential:
@@ -101,15 +103,19 @@ def test_a_unit_silent_at_the_start_still_moves(monkeypatch, tmp_path: Path):
     params = UnitVisualizationParams(channels=[0, 1], size=32, steps=40)
     art = UnitVisualization().run(ctx, [job("unit_visualization", params, "relu")])[0]
     first, second = art.meta["units"]
-    assert first["before"] == 0.0 and first["after"] > 1e-3 and first["moved"]
-    assert second["after"] == 0.0 and not second["moved"]
+    # Read before the ReLU: channel 0 starts closed (a negative value, output 0) and opens.
+    assert first["before"] < 0 and first["after_output"] > 1e-3 and first["moved"] and not first["silent"]
+    # Channel 1's value before the ReLU rises, but no image in range opens it: it is called silent.
+    assert second["after"] > second["before"] and second["after_output"] == 0.0 and second["silent"]
     np.testing.assert_array_equal(art.arrays["before"], [u["before"] for u in art.meta["units"]])
     np.testing.assert_array_equal(art.arrays["after"], [u["after"] for u in art.meta["units"]])
-    assert art.meta["unmet"] == ["channel 1 did not move: mean activation 0.000 at the start, 0.000 after 40 steps"]
+    assert art.meta["unmet"] == [f"channel 1 stayed silent: its output is 0.000 after 40 steps (the value before the "
+                                 f"rectifier went from {second['before']:.3f} to {second['after']:.3f})"]
     titles = []
     monkeypatch.setattr(unit_visualization.figures, "picture_grid", lambda grid, cells, *a, **k: titles.extend(cells))
     UnitVisualization().draw(art, job("unit_visualization", params, "relu"), None, tmp_path / "u.png")
-    assert titles == [[f"channel 0: {first['after']:.2f}", "channel 1: 0.00 — did not move"]]
+    assert titles == [[f"channel 0: {first['after']:.2f} ({first['after_output']:.2f} out)",
+                       f"channel 1: {second['after']:.2f} (0.00 out) — silent"]]
 
 
 def test_a_near_uniform_result_is_called_so():

@@ -31,7 +31,7 @@ from generator import figures, optvis
 from generator.figures import to_picture
 from generator.models import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Reads, PER_MODEL
-from generator.techniques.base import Technique
+from generator.techniques.synthesis.base import SynthesisTechnique, image_problems, problem_note
 from generator.optvis.setup import FourierParams, lr_field, side_field, steps_field
 from generator.techniques.synthesis.classes import classes_field, max_classes_field, rose
 
@@ -57,11 +57,11 @@ class ClassVisualizationParams(FourierParams):
                                                                    "strip)")
 
 
-class ClassVisualization(Technique):
+class ClassVisualization(SynthesisTechnique):
     kind = "class_visualization"
     title = "Class visualization"
     summary = "images optimized to maximize a class score: plain, regularized and Fourier-parameterized side by side"
-    version = 3
+    version = 4
     Params = ClassVisualizationParams
     scope = PER_MODEL
     arrays = {
@@ -106,8 +106,6 @@ class ClassVisualization(Technique):
         fit = [optvis.resize(size)] if fixed else []  # pad and scale change the size; such a model needs it back
         channels = model.channels
         objective = optvis.class_logit(classes, labels)
-        common = dict(mean=model.input.mean, std=model.input.std, seed=ctx.seed, device=ctx.device,
-                      logits_key=model.logits_key)
         runs = {
             "plain": (optvis.pixel_image(b, size, seed=ctx.seed, channels=channels),
                       dict(objective=objective + optvis.l2_penalty(p.l2), steps=p.pixel_steps, lr=p.plain_lr)),
@@ -125,7 +123,8 @@ class ClassVisualization(Technique):
         for name, (param, options) in runs.items():
             view = fourier.model_view if name == "fourier" else (lambda x: x)
             start = ctx.probabilities(view(param().detach()), classes)
-            result = optvis.render(model.module, param=param, **options, **common, redirect_steps=options["steps"])
+            result = self.optimize(ctx, options.pop("objective"), param, **options, redirect_steps=options["steps"],
+                                   stop=p.stop_rule())
             end = ctx.probabilities(view(torch.from_numpy(result.images)), classes)
             arrays[name] = result.images.astype(np.float32)
             if name == "fourier":
@@ -133,8 +132,9 @@ class ClassVisualization(Technique):
                 arrays["progress"] = (np.stack([result.snapshots[s] for s in steps]) if steps else  # no strip
                                       np.zeros((0, *result.images.shape))).astype(np.float32)
                 progress_steps = steps
-            methods[name] = {"steps": options["steps"], "seconds": result.seconds,
-                             "before": [float(v) for v in start], "after": [float(v) for v in end]}
+            methods[name] = {"steps": result.steps, "planned": options["steps"], "seconds": result.seconds,
+                             "before": [float(v) for v in start], "after": [float(v) for v in end],
+                             "problems": image_problems(result.images)}
         meta = {"classes": [{"index": c, "label": l} for c, l in zip(classes, labels)], "methods": methods,
                 "progress_steps": progress_steps, "size": size,
                 "metrics": {"classes": len(classes),
@@ -146,6 +146,8 @@ class ClassVisualization(Technique):
                  f"{methods[name]['after'][i]:.3f} after {methods[name]['steps']} steps)"
                  for i, label in enumerate(labels) for name in METHODS
                  if not rose(methods[name]["before"][i], methods[name]["after"][i])]
+        unmet += [f"'{label}', {METHOD_TITLES[name]}: the image is {methods[name]['problems'][i]}"
+                  for i, label in enumerate(labels) for name in METHODS if methods[name]["problems"][i]]
         if unmet:
             meta["unmet"] = unmet
         numbers = {"classes": np.asarray(classes, dtype=np.int64),
@@ -163,6 +165,7 @@ class ClassVisualization(Technique):
         cells = [[f"p = {m['methods'][name]['after'][i]:.2f} after {m['methods'][name]['steps']} steps"
                   + ("" if rose(m["methods"][name]["before"][i], m["methods"][name]["after"][i]) else
                      " — did not rise")
+                  + problem_note(m["methods"][name].get("problems", [None] * len(classes))[i])
                   for name in METHODS] for i in range(len(classes))]
         figures.picture_grid(grid, cells, classes, [METHOD_TITLES[n] for n in METHODS], path)
         if not m["progress_steps"]:  # `snapshots` empty, or none within the steps: no strip

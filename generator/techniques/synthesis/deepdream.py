@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import torch
 from pydantic import Field
 
@@ -14,7 +16,7 @@ from generator.figures import to_picture
 from generator import optvis
 from generator.optvis.forward import LayerForward
 from generator.artifacts import Artifact, Job, Params, PER_LAYER_AND_IMAGE
-from generator.techniques.base import Technique
+from generator.techniques.synthesis.base import SynthesisTechnique, difference_picture
 
 
 class DeepDreamParams(Params):
@@ -35,11 +37,11 @@ def layer_norm(module, layer: str, x: torch.Tensor) -> torch.Tensor:
         return forward(x)[0][layer].float().pow(2).flatten(1).mean(1)
 
 
-class DeepDream(Technique):
+class DeepDream(SynthesisTechnique):
     kind = "deepdream"
     title = "DeepDream"
     summary = "an image changed to amplify what a layer already sees in it, over several octaves"
-    version = 1
+    version = 2
     Params = DeepDreamParams
     scope = PER_LAYER_AND_IMAGE
     arrays = {"dream": "(C, H, W) float32: the dreamt image at the model's input size, pixels in [0, 1]"}
@@ -74,10 +76,9 @@ class DeepDream(Technique):
         before = layer_norm(model.module, layer, model.normalize(base))
         sizes = [max(16, round(side / p.octave_scale ** k)) for k in reversed(range(p.octaves))]
         param = optvis.from_image(base, kind="pixel", base=base)
-        result = optvis.render(model.module, optvis.layer_l2(layer), param, mean=model.input.mean,
-                               std=model.input.std, steps=p.steps, coarse_steps=p.steps, lr=p.step_size,
-                               optimizer="normalized", scales=[size / side for size in sizes], transforms=transforms,
-                               seed=ctx.seed, device=ctx.device)
+        result = self.optimize(ctx, optvis.layer_l2(layer), param, steps=p.steps, coarse_steps=p.steps,
+                               lr=p.step_size, optimizer="normalized", scales=[size / side for size in sizes],
+                               transforms=transforms)
         x = torch.from_numpy(result.images).to(ctx.device)
         after = layer_norm(model.module, layer, model.normalize(x))
         change = (x - base).abs().flatten(1).mean(1)
@@ -94,6 +95,14 @@ class DeepDream(Technique):
         m = art.metrics
         dream = to_picture(art.main)
         gain = f"{m['gain']:.1f}×" if m["gain"] is not None else "from zero"
-        figures.picture_row([env.picture(job.image), dream],
-                            ["original", f"dreamt at {job.layer}: layer norm {gain}"], path)
+        start = np.asarray(env.picture(job.image), np.float32) / 255.0
+        start = start[None] if start.ndim == 2 else start.transpose(2, 0, 1)
+        if art.main.shape[0] == 1:  # a grayscale model: its picture is drawn in RGB
+            start = start.mean(0, keepdims=True)
+        change = difference_picture(art.main, start) if start.shape == art.main.shape else None
+        pictures = [env.picture(job.image), dream] + ([change] if change is not None else [])
+        captions = ["original", f"dreamt at {job.layer}: layer norm {gain}"]
+        if change is not None:
+            captions.append(f"what it added (mean |Δ| = {m.get('mean_change', float('nan')):.3f})")
+        figures.picture_row(pictures, captions, path)
         return True

@@ -46,7 +46,7 @@ from torch import nn
 
 from generator import figures
 from generator.artifacts import Artifact, Job, Params, Reads, PER_IMAGE
-from generator.techniques.base import Technique
+from generator.techniques.synthesis.base import SynthesisTechnique
 from generator.figures import to_picture
 from generator import optvis
 from generator.optvis import fft_image, pixel_image
@@ -116,11 +116,11 @@ def invert(module: nn.Module, layer: str, originals: torch.Tensor, *, mean: torc
             "shape": list(fixed.shape[1:]), "lr": top}
 
 
-class FeatureInversion(Technique):
+class FeatureInversion(SynthesisTechnique):
     kind = "feature_inversion"
     title = "Feature inversion"
     summary = "images reconstructed from one layer's features alone: what each layer keeps of an image"
-    version = 1
+    version = 2
     Params = FeatureInversionParams
     scope = PER_IMAGE
     arrays = {"reconstructions": "(layers, C, S, S) float32: the image reconstructed from each layer's features "

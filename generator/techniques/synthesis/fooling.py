@@ -26,7 +26,7 @@ from generator.optvis.render import SMALL_INPUT  # models under this many px a s
 from generator.models import resolve_target
 from generator.artifacts import Artifact, Job, Params, PER_IMAGE
 from generator import optvis
-from generator.techniques.base import Technique
+from generator.techniques.synthesis.base import SynthesisTechnique
 
 EPSILON, SMALL_EPSILON = 8.0, 24.0
 
@@ -72,11 +72,11 @@ def choose_targets(logits: torch.Tensor, requested: int | None) -> tuple[list[in
     return targets, retargeted
 
 
-class Fooling(Technique):
+class Fooling(SynthesisTechnique):
     kind = "fooling"
     title = "Fooling images"
     summary = "imperceptible changes that make the model see a chosen class"
-    version = 2
+    version = 3
     Params = FoolingParams
     scope = PER_IMAGE
     arrays = {"fooled": "(C, H, W) float32: the changed image, pixels in [0, 1] on the 8-bit grid (k / 255)",
@@ -109,9 +109,8 @@ class Fooling(Technique):
                     first_top1[i] = step
 
         param = optvis.from_image(original, kind="pixel", ball=(original, eps))
-        result = optvis.render(
-            model.module, optvis.class_log_probability(chosen), param, mean=model.input.mean, std=model.input.std,
-            steps=p.steps, lr=alpha, optimizer="signed", logits_key=model.logits_key, device=ctx.device,
+        result = self.optimize(
+            ctx, optvis.class_log_probability(chosen), param, steps=p.steps, lr=alpha, optimizer="signed",
             goal=lambda acts: acts.logits.float().softmax(1).gather(1, targets[:, None])[:, 0] >= p.confidence,
             callback=watch)
         # An image stops at the evaluation that first met the confidence: the steps before it are its steps.

@@ -44,7 +44,7 @@ from generator.figures import to_picture
 from generator.techniques.dataset.feature_pass import penultimate
 from generator.models import resolve_target, target_problems
 from generator.artifacts import Artifact, Job, Params, PER_MODEL_ACROSS_DATASET
-from generator.techniques.base import Technique
+from generator.techniques.synthesis.base import SynthesisTechnique, difference_picture, image_problems, problem_note
 from generator.techniques.synthesis.classes import classes_field, max_classes_field, rose
 from generator.optvis.transforms import Pad
 
@@ -82,12 +82,12 @@ class MultifacetedParams(Params):
                                                         "centre)")
 
 
-class Multifaceted(Technique):
+class Multifaceted(SynthesisTechnique):
     kind = "multifaceted"
     title = "Multifaceted feature visualization"
     summary = ("one class visualization per kind of image the class is recognized from, each started at the mean "
                "image of a k-means cluster of the data set")
-    version = 3
+    version = 4
     Params = MultifacetedParams
     scope = PER_MODEL_ACROSS_DATASET
     arrays = {
@@ -201,16 +201,17 @@ class Multifaceted(Technique):
         options = ({"decay_power": p.decay_power, "decorrelate": channels == 3} if p.param == "fft" else {})
         param = optvis.from_image(start, kind=p.param, **options)
         before = ctx.probabilities(start, facet_class)
-        result = optvis.render(model.module, objective, param, mean=model.input.mean, std=model.input.std,
-                               steps=p.steps, lr=p.lr, seed=ctx.seed, device=ctx.device, logits_key=model.logits_key,
-                               transforms=self.transforms(size, p.transform_strength, fixed),
-                               redirect_steps=p.steps)
+        result = self.optimize(ctx, objective, param, steps=p.steps, lr=p.lr,
+                               transforms=self.transforms(size, p.transform_strength, fixed), redirect_steps=p.steps)
         facets = result.images.astype(np.float32)
         after = ctx.probabilities(torch.from_numpy(facets), facet_class)
+        # How far each facet moved from its mean image: mean |difference| in [0, 1] pixel units.
+        change = np.abs(facets - start.numpy()).reshape(len(facets), -1).mean(1)
+        problems = image_problems(facets)
         facet_meta = [{"class": c, "label": l, "size": s, "before": float(b), "after": float(a), "tv_weight": w,
-                       "objective": caption}
-                      for c, l, s, b, a, w, caption in zip(facet_class, labels, facet_size, before, after, tv_weights,
-                                                           result.captions)]
+                       "objective": caption, "change": float(d), "problem": problem}
+                      for c, l, s, b, a, w, caption, d, problem in zip(facet_class, labels, facet_size, before, after,
+                                                                       tv_weights, result.captions, change, problems)]
         meta = {
             "target": ", ".join(dict.fromkeys(labels)),
             "membership": source, "layer": layer, "classes": per_class, "empty": empty, "facets": facet_meta,
@@ -224,6 +225,8 @@ class Multifaceted(Technique):
         unmet = [f"facet {f + 1} of '{facet['label']}': p did not rise ({facet['before']:.3f} → {facet['after']:.3f} "
                  f"after {p.steps} steps)" for f, facet in enumerate(facet_meta)
                  if not rose(facet["before"], facet["after"])]
+        unmet += [f"facet {f + 1} of '{facet['label']}': the image is {facet['problem']}"
+                  for f, facet in enumerate(facet_meta) if facet["problem"]]
         if unmet:
             meta["unmet"] = unmet
         return Artifact({"facets": facets, "means": start.numpy().astype(np.float32),
@@ -277,11 +280,15 @@ class Multifaceted(Technique):
             shown = [int(i) for i in thumbs[f] if i >= 0]
             pics = [as_picture(env.dataset_picture(i), art.arrays["means"][f]) for i in shown]
             blank = [np.full_like(pics[0], 255)] * (t - len(shown)) if pics else []
-            grid.append(pics + blank + [to_picture(art.arrays["means"][f]), to_picture(art.arrays["facets"][f])])
+            grid.append(pics + blank + [to_picture(art.arrays["means"][f]), to_picture(art.arrays["facets"][f]),
+                                        difference_picture(art.arrays["facets"][f], art.arrays["means"][f])])
             cells.append([""] * t + [f"p = {facet['before']:.2f}", f"p = {facet['after']:.2f}"
-                                     + ("" if rose(facet["before"], facet["after"]) else " — did not rise")])
+                                     + ("" if rose(facet["before"], facet["after"]) else " — did not rise")
+                                     + problem_note(facet.get("problem")),
+                                     f"mean |Δ| = {facet['change']:.3f}" if "change" in facet else ""])
             rows.append(f"{facet['label']}\n{facet['size']} images")
-        columns = [f"member {i + 1}" for i in range(t)] + ["mean image (start)", f"after {m['steps']} steps"]
+        columns = [f"member {i + 1}" for i in range(t)] + ["mean image (start)", f"after {m['steps']} steps",
+                                                            "change from the start"]
         figures.picture_grid(grid, cells, rows, columns, path, cell=1.8)
         return True
 

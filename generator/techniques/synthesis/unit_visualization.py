@@ -24,7 +24,8 @@ from generator import figures, optvis
 from generator.figures import to_picture
 from generator.hooks import record_outputs
 from generator.artifacts import Artifact, Job, PER_LAYER_WITH_DATASET
-from generator.techniques.base import Technique
+from generator.optvis.forward import LayerForward
+from generator.techniques.synthesis.base import SynthesisTechnique, image_problems, problem_note
 from generator.optvis.setup import FourierParams, lr_field, side_field, steps_field
 from generator.layers import spread
 
@@ -60,19 +61,21 @@ class UnitVisualizationParams(FourierParams):
     lr: float = lr_field(0.02)
 
 
-class UnitVisualization(Technique):
+class UnitVisualization(SynthesisTechnique):
     kind = "unit_visualization"
     title = "Unit visualization"
     summary = "for chosen channels of each layer, the image that maximizes the channel (Fourier parameterization)"
-    version = 4
+    version = 5
     Params = UnitVisualizationParams
     scope = PER_LAYER_WITH_DATASET
     arrays = {
         "images": "(channels, C, S, S) float32: the image that maximizes each chosen channel's mean activation, "
                   "pixels in [0, 1]",
         "channels": "(channels,) int64: the chosen channels, the rows of the other arrays",
-        "before": "(channels,) float32: each channel's spatial mean activation on its starting image",
+        "before": "(channels,) float32: each channel's optimized value (its spatial mean before the rectifier when "
+                  "the layer is a ReLU/ReLU6/Hardtanh/Hardswish, else its output) on its starting image",
         "after": "(channels,) float32: the same on its result (the figure's captions)",
+        "after_output": "(channels,) float32: each channel's spatial mean output (after the rectifier) on its result",
         "contrast": "(channels,) float32: the result's pixel standard deviation as a fraction of the range of all the "
                     "layer's results; below 0.045 it is called near-uniform on its tile",
         "dataset_mean": "(channels,) float32: with a data set, each channel's spatial mean activation averaged over "
@@ -103,30 +106,42 @@ class UnitVisualization(Technique):
         setup = p.fourier(model, len(chosen), ctx.seed, default_size=128)
         size = setup.size
         start = self.activation(ctx, layer, setup.model_view(setup.param().detach()), chosen)
-        result = optvis.render(model.module, optvis.channel(layer, chosen), setup.param, mean=model.input.mean,
-                               std=model.input.std, steps=p.steps, lr=setup.lr, seed=ctx.seed, device=ctx.device,
-                               transforms=setup.transforms, regularizers=setup.regularizers,
-                               redirect_steps=p.steps)
+        result = self.optimize(ctx, optvis.channel(layer, chosen), setup.param, steps=p.steps, lr=setup.lr,
+                               transforms=setup.transforms, regularizers=setup.regularizers, redirect_steps=p.steps,
+                               read="pre", stop=p.stop_rule())
         end = self.activation(ctx, layer, setup.model_view(torch.from_numpy(result.images)), chosen)
+        pre = bool(result.read)  # the layer is a rectifier: its input was optimized, its output is reported too
         average = None
         if ctx.features is not None:  # the spatial mean per channel, averaged over the data set
             average = np.asarray(ctx.features.layer(layer).vectors)[:, chosen].mean(0).tolist()
         contrast = image_contrast(result.images)
-        units = [{"channel": int(c), "before": float(start[i]), "after": float(end[i]),
-                  "moved": moved(float(start[i]), float(end[i])), "contrast": float(contrast[i]),
-                  "uniform": bool(contrast[i] < UNIFORM_CONTRAST),
+        problems = image_problems(result.images)
+        key = "pre" if pre else "output"
+        units = [{"channel": int(c), "before": float(start[key][i]), "after": float(end[key][i]),
+                  "after_output": float(end["output"][i]),
+                  "moved": moved(float(start[key][i]), float(end[key][i])),
+                  "silent": pre and float(end["output"][i]) <= 1e-6, "contrast": float(contrast[i]),
+                  "uniform": bool(contrast[i] < UNIFORM_CONTRAST), "problem": problems[i],
                   "dataset_mean": None if average is None else float(average[i])} for i, c in enumerate(chosen)]
-        meta = {"channels": [int(c) for c in chosen], "units": units, "steps": p.steps, "size": size,
-                "seconds": result.seconds, "captions": result.captions,
-                "metrics": {"channels": len(chosen), "mean_after": float(np.mean(end))}}
+        meta = {"channels": [int(c) for c in chosen], "units": units, "steps": result.steps, "planned": p.steps,
+                "stopped_early": result.stopped_early, "size": size, "seconds": result.seconds,
+                "captions": result.captions,
+                "optimized": "before the rectifier" if pre else "the layer's output",
+                "metrics": {"channels": len(chosen), "mean_after": float(np.mean(end[key])),
+                            "mean_after_output": float(np.mean(end["output"])), "steps": result.steps}}
         if setup.note is not None:  # only then, so that results of larger models stay as they were
             meta.update(model_size=model.input.size, note=setup.note)
-        still = [u for u in units if not u["moved"]]
-        if still:
-            meta["unmet"] = [f"channel {u['channel']} did not move: mean activation {u['before']:.3f} at the start, "
-                             f"{u['after']:.3f} after {p.steps} steps" for u in still]
+        unmet = [f"channel {u['channel']} did not move: mean activation {u['before']:.3f} at the start, "
+                 f"{u['after']:.3f} after {result.steps} steps" for u in units if not u["moved"]]
+        unmet += [f"channel {u['channel']} stayed silent: its output is {u['after_output']:.3f} after {result.steps} "
+                  f"steps (the value before the rectifier went from {u['before']:.3f} to {u['after']:.3f})"
+                  for u in units if u["moved"] and u["silent"]]
+        unmet += [f"channel {u['channel']}: the image is {u['problem']}" for u in units if u["problem"]]
+        if unmet:
+            meta["unmet"] = unmet
         arrays = {"images": result.images.astype(np.float32), "channels": np.asarray(chosen, dtype=np.int64),
-                  "before": np.asarray(start, dtype=np.float32), "after": np.asarray(end, dtype=np.float32),
+                  "before": np.asarray(start[key], dtype=np.float32), "after": np.asarray(end[key], dtype=np.float32),
+                  "after_output": np.asarray(end["output"], dtype=np.float32),
                   "contrast": contrast.astype(np.float32)}
         if average is not None:
             arrays["dataset_mean"] = np.asarray(average, dtype=np.float32)
@@ -140,20 +155,29 @@ class UnitVisualization(Technique):
         return int(shape[0])
 
     @staticmethod
-    def activation(ctx, layer: str, images: torch.Tensor, chosen: list[int]) -> np.ndarray:
-        """Each image's own channel, spatially averaged, on the untransformed image."""
-        with torch.no_grad(), record_outputs(ctx.model.module, [layer]) as outs:
-            ctx.model.module(ctx.model.normalize(images.to(ctx.device).float()))
-        maps = outs[layer].float().mean((2, 3))
-        return maps[torch.arange(len(chosen)), torch.tensor(chosen)].cpu().numpy()
+    def activation(ctx, layer: str, images: torch.Tensor, chosen: list[int]) -> dict[str, np.ndarray]:
+        """Each image's own channel, spatially averaged, on the untransformed image: {"output": the layer's output,
+        "pre": the value before it when it is a rectifier (else the output again)}."""
+        x = ctx.model.normalize(images.to(ctx.device).float())
+        rows = torch.arange(len(chosen))
+        values = {}
+        for read in ("output", "pre"):
+            with torch.no_grad(), LayerForward(ctx.model.module, [layer], read=read) as forward:
+                maps = forward(x)[0][layer].float().mean((2, 3))
+            values[read] = maps[rows, torch.tensor(chosen)].cpu().numpy()
+        return values
 
     def draw(self, art, job, env, path: Path) -> dict[str, Path]:
         m = art.meta
         pictures = [to_picture(im) for im in art.main]
         cols = figures.grid_columns(len(pictures))  # 8 units: two rows of 4
         rows = [pictures[i:i + cols] for i in range(0, len(pictures), cols)]
-        titles = [[f"channel {u['channel']}: {u['after']:.2f}" + ("" if u.get("moved", True) else " — did not move")
-                   + (" — near-uniform" if u.get("uniform") else "")
+        titles = [[f"channel {u['channel']}: {u['after']:.2f}"
+                   + (f" ({u['after_output']:.2f} out)" if m.get("optimized") == "before the rectifier" else "")
+                   + ("" if u.get("moved", True) else " — did not move")
+                   + (" — silent" if u.get("moved", True) and u.get("silent") else "")
+                   + (problem_note(u["problem"]) if u.get("problem") else
+                      " — near-uniform" if u.get("uniform") else "")
                    for u in m["units"][i:i + cols]]
                   for i in range(0, len(pictures), cols)]
         figures.picture_grid(rows, titles, [""] * len(rows), [""] * cols, path)
