@@ -6,7 +6,12 @@ technique. Not a test.
 With `--executor ray`: one cold build on each executor instead, side by side (each in its own copy, so neither
 finds the other's cache), the Ray one on a Ray started for it on this machine, and their ratio.
 
-    .venv/bin/python bench/build.py [reports.yml] [--keep FOLDER] [--executor ray]
+With `--against REV`: one cold build of the code at git revision REV (a temporary worktree, run by this virtual
+environment with the worktree first on PYTHONPATH) and one of the working tree, one after the other in one run,
+without the MkDocs site; seconds per technique side by side with their ratio, and the figures stage. `--only`
+restricts both to some techniques (e.g. the synthesis family).
+
+    .venv/bin/python bench/build.py [reports.yml] [--keep FOLDER] [--executor ray] [--against REV] [--only KINDS]
 
 The project is copied to a temporary folder (bench/project.py), so the repository's cache and site are untouched.
 """
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -51,10 +58,15 @@ def main() -> None:
     ap.add_argument("spec", nargs="?", type=Path, default=ROOT / "reports.yml")
     ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temporary one)")
     ap.add_argument("--executor", choices=["ray"], help="compare a cold build on this executor with a local one")
+    ap.add_argument("--against", metavar="REV", help="compare a cold build of the code at this git revision")
+    ap.add_argument("--only", help="techniques to build, comma-separated (with --against)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        if args.against:
+            compare_revisions(folder, args.spec.resolve(), args.against, args.only)
+            return
         if args.executor:
             runs = []
             for name in ("local", args.executor):
@@ -79,6 +91,43 @@ def main() -> None:
         spec.write_text(yaml.safe_dump(data, sort_keys=False))
         runs.append(("predictions.top_k changed",) + timed_build(spec))
         report(runs)
+
+
+def cold_build(folder: Path, spec_source: Path, code: Path | None, only: str | None) -> tuple[float, dict]:
+    """A cold build (no site) of a copy of the project in `folder`, by the generator in `code` (None: this tree)."""
+    spec = copy_project(folder, spec_source)
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code)] + [p for p in [env.get("PYTHONPATH")] if p])
+    command = [sys.executable, "-m", "generator", "build", str(spec)] + (["--only", only] if only else [])
+    start = time.perf_counter()
+    subprocess.run(command, cwd=folder, env=env, check=True)
+    return time.perf_counter() - start, json.loads((folder / "site_src" / "reports" / "build.json").read_text())
+
+
+def compare_revisions(folder: Path, spec: Path, rev: str, only: str | None) -> None:
+    tree = folder / "tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True)
+    try:
+        (folder / "before").mkdir()
+        before = cold_build(folder / "before", spec, tree, only)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    (folder / "after").mkdir()
+    after = cold_build(folder / "after", spec, None, only)
+    print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
+    rows_before = {k: s for k, s, _ in by_technique(before[1])}
+    rows_after = {k: s for k, s, _ in by_technique(after[1])}
+    print(f"{'technique':<34}{rev[:10]:>12}{'this tree':>12}{'ratio':>8}")
+    for kind in sorted(rows_before.keys() | rows_after.keys(), key=lambda k: -rows_before.get(k, 0)):
+        b, a = rows_before.get(kind, 0.0), rows_after.get(kind, 0.0)
+        print(f"{kind:<34}{b:>12.1f}{a:>12.1f}{(a / b if b else float('nan')):>8.2f}")
+    total_b, total_a = sum(rows_before.values()), sum(rows_after.values())
+    print(f"{'all jobs':<34}{total_b:>12.1f}{total_a:>12.1f}{total_a / total_b:>8.2f}")
+    for stage in ("jobs", "figures"):
+        b, a = before[1]["stages"].get(stage, 0.0), after[1]["stages"].get(stage, 0.0)
+        print(f"{'stage: ' + stage:<34}{b:>12.1f}{a:>12.1f}{(a / b if b else float('nan')):>8.2f}")
+    print(f"{'wall (no site)':<34}{before[0]:>12.1f}{after[0]:>12.1f}{after[0] / before[0]:>8.2f}")
 
 
 def report(runs: list[tuple[str, float, dict]]) -> None:

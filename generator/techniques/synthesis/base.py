@@ -13,10 +13,10 @@ from generator import optvis
 from generator.optvis.render import StopRule
 from generator.techniques.base import Technique
 
-# A value within this distance of 0 or 1 is at a clip limit; an image with more than SATURATED_SHARE of its values
-# there is saturated (Lite0's stem units were solid black or solid red). An image whose values vary by less than
-# FLAT_STD (about 8 grey levels) is flat.
-CLIP_MARGIN = 2 / 255
+# A pixel whose every channel is within CLIP_MARGIN of 0 or 1 is at the clip limits (pure black, white, red, ...);
+# an image with more than SATURATED_SHARE of its pixels there is saturated (Lite0's stem units were solid black or
+# solid red). An image whose values vary by less than FLAT_STD (about 8 grey levels) is flat.
+CLIP_MARGIN = 0.1
 SATURATED_SHARE = 0.5
 FLAT_STD = 8 / 255
 
@@ -25,7 +25,7 @@ def image_problems(images: np.ndarray) -> list[str | None]:
     """For (N, C, H, W) images in [0, 1]: "saturated", "flat" or None for each."""
     out: list[str | None] = []
     for image in np.asarray(images, dtype=np.float32):
-        clipped = float(np.mean((image <= CLIP_MARGIN) | (image >= 1 - CLIP_MARGIN)))
+        clipped = float(np.mean(((image <= CLIP_MARGIN) | (image >= 1 - CLIP_MARGIN)).all(0)))
         if clipped > SATURATED_SHARE:
             out.append("saturated")
         elif float(image.std()) < FLAT_STD:
