@@ -1,9 +1,11 @@
 """Synthesis speed, in one run on the same model: (a) our unit visualization against Lucent's `render_vis`, several
 calls each (Lucent registers a forward hook on every module at every call and never removes them, lucent#45, so its
 later calls run more hooks), and (b) our batched class visualization (N classes in one batch) against N
-sequential single-class runs. Prints tables with the ratios; not a test.
+sequential single-class runs, and (c) MaCo's class visualization against horama's. Prints tables with the ratios;
+not a test.
 
     .venv/bin/python bench/synthesis.py [--size 128] [--steps 64] [--calls 3] [--classes 4] [--threads 1]
+    .venv/bin/python bench/synthesis.py --only maco [--maco-class 281] [--images /tmp/maco]   # (c) alone
 
 Model: the embedded EfficientNet-Lite0 (ImageNet weights, inputs normalized with mean = std = 0.5).
 
@@ -28,6 +30,27 @@ Also timed: ours with all `--calls` channels in one batch (what `unit_visualizat
 same seeds (the batch follows the same trajectories, up to float rounding: the final probabilities and the largest
 image difference are printed).
 
+(c) Class visualization by MaCo (Fel et al. 2023, "Unlocking Feature Visualization for Deeper Networks with
+MAgnitude Constrained Optimization": the Fourier phase optimized, the magnitude fixed) beside its reference
+implementation, horama 0.3.0, on the same model and class (`--maco-class`, tabby 281), the same image size and the
+same number of steps; one image each, timed after a 2-step warm-up, and the class's softmax probability on the final
+untransformed image (and, as horama's model only ever sees crops of 25-30% of the image's side, on its central
+27.5% resized to the full size: `p(centre)`):
+- ours: `maco_image(1, size)` in our render loop: Adam at lr `MACO_LR` on the phase, `standard_transforms(size)`,
+  the class logit; the model sees one (size + 2·pad)-px image per step.
+- horama: `horama.maco` with its own loop and defaults (NAdam at lr 1.0, 6 crops per step covering 25-30% of the
+  image's side each, resampled to `model_input_size` with roi_align + bicubic, Gaussian and uniform noise 0.05,
+  phase re-standardized every step), except: `image_size` = `--size` (its default, 1280, is for GPUs),
+  `model_input_size` = `--size` (what our side shows the model; its default, 224, is 1280 px crops' scale),
+  `values_range` = (−1, 1), which is [0, 1] pixels in this model's normalized units (its default, (−2.5, 2.5), is
+  torchvision's ImageNet normalization), and the magnitude spectrum: horama downloads an ImageNet average
+  (`imagenet_decorrelated.npy`), which cannot be reached offline, so it gets ours (`MacoImage.magnitude`,
+  `--maco-magnitude`: by default 1/f^1.4, or `photos`, the mean of six bundled colour photographs; DC 0) through its
+  own file: written as `spectrum_decorrelated.npy` in a temporary working folder, where its `init_maco_buffer` looks
+  before downloading (its bilinear resize to the same size is the identity; its standardizations make the scale
+  irrelevant). Its transparency map is computed but not used. Its random draws come from torch's global generator,
+  seeded here; its progress bar is switched off. `--images DIR` writes both final images as PNGs.
+
 Lucent's installation: `pip install torch-lucent==0.1.8` brings kornia 0.4.1 (its pin `kornia<=0.4.1`), which
 installs and runs on torch 2.14 (pure Python; only `kornia.warp_affine`, `get_rotation_matrix2d` and `translate`
 are used); no shim is needed. Lucent picks its device itself (CUDA whenever available) and draws its transforms
@@ -36,10 +59,15 @@ from NumPy's global generator, which is seeded here.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from generator import optvis
 from generator.builtin import efficientnet_lite as lite
@@ -48,6 +76,10 @@ from generator.optvis.render import CLASS_DEFAULTS, UNIT_DEFAULTS
 from timing import timed  # bench/timing.py (the script's folder is on sys.path)
 
 CLASSES = [281, 967, 1, 985, 980, 323, 948, 417]  # tabby, espresso, goldfish, daisy, volcano, monarch, apple, balloon
+# Adam's step on the phase (radians) in our loop, for section (c): on this model and class at 128 px and 64 steps
+# lr 0.05, 0.1 and 0.2 all reached p ≈ 0.97-0.99 (with the photos' spectrum); 0.1 looked best at 256 steps.
+MACO_LR = 0.1
+HORAMA_CROP = 0.275  # the side of horama's crops as a fraction of the image's: 0.25-0.30 (its box_size, as it uses it)
 
 
 def lucent_name(layer: str) -> str:
@@ -182,6 +214,71 @@ def classes(model, args, device) -> list[tuple]:
     return [("class viz", f"{len(chosen)} sequential single-class runs", t_batch, t_seq)]
 
 
+def ours_maco(model, cls, size, steps, seed, device, magnitude="power"):
+    param = optvis.maco_image(1, size, seed=seed, magnitude=magnitude)
+    result = optvis.render(model, optvis.class_logit([cls]), param, mean=lite.MEAN, std=lite.STD, steps=steps,
+                           lr=MACO_LR, seed=seed, device=device, transforms=optvis.standard_transforms(size))
+    return torch.from_numpy(result.images).to(device)
+
+
+def horama_maco(model, cls, size, steps, seed, device, magnitude="power"):
+    from horama import maco_fv
+
+    maco_fv.tqdm = functools.partial(tqdm, disable=True)  # its progress bar, off
+    spectrum = optvis.maco_image(1, size, magnitude=magnitude).magnitude[0].numpy()  # ours: (3, size, size // 2 + 1)
+    torch.manual_seed(seed)  # horama's phase, crops and noise come from torch's global generator
+    low, high = (0 - lite.MEAN[0]) / lite.STD[0], (1 - lite.MEAN[0]) / lite.STD[0]
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        np.save(maco_fv.MACO_SPECTRUM_FILENAME, spectrum)  # found there: nothing is downloaded
+        image, _ = maco_fv.maco(lambda x: model(x)[:, cls].mean(), total_steps=steps, image_size=size,
+                                model_input_size=size, values_range=(low, high), device=str(device))
+    return ((image.detach() - low) / (high - low))[None].to(device)
+
+
+def centre_crop(images: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The central `fraction` of each side, resized back to the full size: the scale horama's crops show the model."""
+    size = images.shape[-1]
+    side = round(size * fraction)
+    start = (size - side) // 2
+    crop = images[..., start:start + side, start:start + side]
+    return torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    pixels = (image[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def maco(model, args, device) -> list[tuple]:
+    cls, size, steps, kind = args.maco_class, args.size, args.steps, args.maco_magnitude
+    print(f"(c) class visualization by MaCo: class {cls}, {size} px, {steps} steps, one image each; ours: our loop "
+          f"(Adam lr {MACO_LR}, 1 image of {size} px + padding per step), horama 0.3.0: its loop (NAdam lr 1.0, "
+          f"6 crops of {size} px per step), the same magnitude spectrum ({kind})")
+    ours_maco(model, cls, size, 2, args.seed, device, kind)  # warm-up: the spectrum at this size, allocations
+    horama_maco(model, cls, size, 2, args.seed, device, kind)
+    t_ours, ours_image = timed(lambda: ours_maco(model, cls, size, steps, args.seed, device, kind))
+    t_hor, hor_image = timed(lambda: horama_maco(model, cls, size, steps, args.seed, device, kind))
+    p_ours = class_probability(model, ours_image, [cls])[0]
+    p_hor = class_probability(model, hor_image, [cls])[0]
+    print(f"  p(class): on the whole final image; p(centre): on its central {HORAMA_CROP:.1%} × {HORAMA_CROP:.1%}, "
+          f"resized to {size} px (the scale of horama's crops)")
+    print(f"{'':<12}{'s':>8}{'ms/step':>9}{'p(class)':>10}{'p(centre)':>11}{'pixel std':>11}")
+    for name, t, p, image in (("ours", t_ours, p_ours, ours_image), ("horama", t_hor, p_hor, hor_image)):
+        centre = class_probability(model, centre_crop(image, HORAMA_CROP), [cls])[0]
+        print(f"{name:<12}{t:>8.2f}{t / steps * 1e3:>9.1f}{p:>10.3f}{centre:>11.3f}{float(image.std()):>11.3f}")
+    print(f"{'horama/ours':<12}{t_hor / t_ours:>7.2f}×{t_hor / t_ours:>8.2f}×{p_hor / max(p_ours, 1e-12):>9.2f}×\n")
+    if args.images:
+        folder = Path(args.images)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_png(ours_image, folder / f"ours_maco_{cls}_{size}px_{steps}steps.png")
+        save_png(hor_image, folder / f"horama_maco_{cls}_{size}px_{steps}steps.png")
+        print(f"  images written to {folder}\n")
+    return [("MaCo", "horama maco (its loop: 6 crops per step)", t_ours, t_hor)]
+
+
 def main() -> None:
     # kornia 0.4.1 (Lucent's) scripts functions with torch.jit, which torch 2.14 deprecates: one warning per function.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
@@ -191,7 +288,11 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3, help="unit visualization calls on each side")
     ap.add_argument("--classes", type=int, default=4, help=f"classes batched (at most {len(CLASSES)})")
     ap.add_argument("--layer", default="_blocks.5._act1")
-    ap.add_argument("--only", default="units,classes", help="sections to run: units, classes")
+    ap.add_argument("--only", default="units,classes,maco", help="sections to run: units, classes, maco")
+    ap.add_argument("--maco-class", type=int, default=CLASSES[0], help="(c): the ImageNet class (281: tabby)")
+    ap.add_argument("--maco-magnitude", default="power", choices=["power", "photos"],
+                    help="(c): the fixed magnitude spectrum, both sides")
+    ap.add_argument("--images", default="", help="(c): write the final images as PNGs in this folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -217,6 +318,8 @@ def main() -> None:
         rows += units(models, args, device)
     if "classes" in chosen:
         rows += classes(model, args, device)
+    if "maco" in chosen:
+        rows += maco(model, args, device)
     print(f"{'what':<11}{'vs':<44}{'ours s':>9}{'peer s':>9}{'peer/ours':>11}")
     for what, vs, ours_s, peer_s in rows:
         print(f"{what:<11}{vs:<44}{ours_s:>9.2f}{peer_s:>9.2f}{peer_s / ours_s:>10.2f}×")
