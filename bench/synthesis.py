@@ -1,8 +1,8 @@
 """Synthesis speed, in one run on the same model: (a) our unit visualization against Lucent's `render_vis`, several
 calls each (Lucent registers a forward hook on every module at every call and never removes them, lucent#45, so its
 later calls run more hooks), and (b) our batched class visualization (N classes in one batch) against N
-sequential single-class runs, and (c) MaCo's class visualization against horama's. Prints tables with the ratios;
-not a test.
+sequential single-class runs, (c) MaCo's class visualization against horama's, and (d) each speed lever of the
+engine on its own (early exit, batch, stop rule, coarse to fine). Prints tables with the ratios; not a test.
 
     .venv/bin/python bench/synthesis.py [--size 128] [--steps 64] [--calls 3] [--classes 4] [--threads 1]
     .venv/bin/python bench/synthesis.py --only maco [--maco-class 281] [--images /tmp/maco]   # (c) alone
@@ -279,6 +279,59 @@ def maco(model, args, device) -> list[tuple]:
     return [("MaCo", "horama maco (its loop: 6 crops per step)", t_ours, t_hor)]
 
 
+def lever_run(model, layer, channels, size, steps, seed, device, **options):
+    param = optvis.fft_image(len(channels), size, seed=seed, decay_power=UNIT_DEFAULTS["image"]["decay_power"])
+    result = optvis.render(model, optvis.channel(layer, channels), param, mean=lite.MEAN, std=lite.STD, steps=steps,
+                           lr=UNIT_DEFAULTS["render"]["lr"], seed=seed, device=device,
+                           transforms=optvis.standard_transforms(size), read="pre", **options)
+    return result, torch.from_numpy(result.images).to(device)
+
+
+def levers(model, args, device) -> list[tuple]:
+    """(d) Each speed lever of the engine on its own, on unit visualization of `--layer` (8 channels, `--steps`):
+    the early exit (against whole forwards, and the recorded layer equal to a whole forward's), the batch (8
+    channels at once against 8 runs of one), the stop rule (steps used and the channel's value against every step)
+    and coarse to fine (half the steps at half size, then full size)."""
+    from generator.optvis.forward import LayerForward
+
+    channels = list(range(0, 8 * 7, 7))
+    size, steps, seed = args.size, args.steps, args.seed
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(device)
+    with torch.no_grad(), LayerForward(model, [args.layer]) as early, record_outputs(model, [args.layer]) as full:
+        early(x)
+        stopped = early(x)[0][args.layer]
+        model(x)
+        gap = float((stopped - full[args.layer]).abs().max())
+    print(f"(d) early-exit forward vs whole forward at {args.layer}: largest difference {gap:.1e}")
+
+    def timed_lever(n: int = steps, **options):
+        seconds, (result, images) = timed(lambda: lever_run(model, args.layer, channels, size, n, seed, device,
+                                                           **options))
+        value = channel_mean(model, args.layer, images, channels).mean()
+        return seconds, result.steps, value
+
+    rows, table = [], []
+    base_s, base_steps, base_v = timed_lever()
+    table.append(("engine (early exit, batch of 8)", base_s, base_steps, base_v))
+    whole_s, _, whole_v = timed_lever(early_exit=False)
+    table.append(("whole forwards", whole_s, steps, whole_v))
+    rows.append(("early exit", f"{args.layer}, whole forwards", base_s, whole_s))
+    singles, _ = timed(lambda: [lever_run(model, args.layer, [c], size, steps, seed, device) for c in channels])
+    table.append(("8 runs of one channel", singles, steps, float("nan")))
+    rows.append(("batch", "8 channels: 8 runs of one", base_s, singles))
+    stop_s, stop_steps, stop_v = timed_lever(stop=optvis.StopRule())
+    table.append(("stop rule", stop_s, stop_steps, stop_v))
+    rows.append(("stop rule", f"every one of {steps} steps", stop_s, base_s))
+    c2f_s, c2f_steps, c2f_v = timed_lever(steps // 2, scales=(0.5, 1.0), coarse_steps=steps // 2)
+    table.append(("coarse to fine (½ size, then full)", c2f_s, c2f_steps, c2f_v))
+    rows.append(("coarse→fine", f"{steps} steps at full size", c2f_s, base_s))
+    print(f"{'(d) unit visualization, 8 channels':<40}{'s':>8}{'steps':>7}{'value':>9}")
+    for name, seconds, used, value in table:
+        print(f"{name:<40}{seconds:>8.2f}{used:>7}{value:>9.2f}")
+    print()
+    return rows
+
+
 def main() -> None:
     # kornia 0.4.1 (Lucent's) scripts functions with torch.jit, which torch 2.14 deprecates: one warning per function.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
@@ -288,7 +341,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3, help="unit visualization calls on each side")
     ap.add_argument("--classes", type=int, default=4, help=f"classes batched (at most {len(CLASSES)})")
     ap.add_argument("--layer", default="_blocks.5._act1")
-    ap.add_argument("--only", default="units,classes,maco", help="sections to run: units, classes, maco")
+    ap.add_argument("--only", default="units,classes,maco,levers",
+                    help="sections to run: units, classes, maco, levers")
     ap.add_argument("--maco-class", type=int, default=CLASSES[0], help="(c): the ImageNet class (281: tabby)")
     ap.add_argument("--maco-magnitude", default="power", choices=["power", "photos"],
                     help="(c): the fixed magnitude spectrum, both sides")
@@ -320,6 +374,8 @@ def main() -> None:
         rows += classes(model, args, device)
     if "maco" in chosen:
         rows += maco(model, args, device)
+    if "levers" in chosen:
+        rows += levers(model, args, device)
     print(f"{'what':<11}{'vs':<44}{'ours s':>9}{'peer s':>9}{'peer/ours':>11}")
     for what, vs, ours_s, peer_s in rows:
         print(f"{what:<11}{vs:<44}{ours_s:>9.2f}{peer_s:>9.2f}{peer_s / ours_s:>10.2f}×")

@@ -24,7 +24,8 @@ Options, each used by some technique:
   ReLU6's cap and an off unit has a gradient; "straight": the output with a straight-through gradient);
 - `redirect_steps`: during the first steps the model's ReLU/ReLU6 modules pass Lucid's redirected gradient to batch
   elements whose gradient they block entirely (`redirect.py`);
-- `measure`: each tagged term's value (`Objective.tagged`) on the start and the result, at full size.
+- `measure`: each tagged term's value (`Objective.tagged`) on the start and the result, at full size;
+- `early_exit=False`: every forward runs whole (for benchmarks of the early exit).
 
 The model is left as it was (eval mode and `requires_grad` flags restored, hooks removed, also on errors). The param
 is optimized in place where the schedule has one scale; it is moved to the model's device first.
@@ -245,6 +246,7 @@ def render(
     read: Read = "output",
     measure: bool = False,
     history: int = 20,
+    early_exit: bool = True,
 ) -> RenderResult:
     """Optimize `param` so that `objective` (a loss per batch element) falls; see the module docstring."""
     scales = [float(s) for s in scales]
@@ -256,16 +258,16 @@ def render(
     mean_t = _channel_stats(mean, c, device, "mean")
     std_t = _channel_stats(std, c, device, "std")
     reg = regularizers if regularizers is not None and regularizers.active else None
-    snapshot_steps = sorted({int(s) for s in snapshots if 0 <= int(s) <= steps})
-    generator = torch.Generator().manual_seed(int(seed))
     budget = [steps if s == 1.0 else (coarse_steps if coarse_steps is not None else steps) for s in scales]
+    snapshot_steps = sorted({int(s) for s in snapshots if 0 <= int(s) <= sum(budget)})
+    generator = torch.Generator().manual_seed(int(seed))
     run = _Run(param, param.parameters())
     shots: dict[int, np.ndarray] = {}
     started = time.perf_counter()
     with ExitStack() as stack:
         redirection = stack.enter_context(redirected_rectifiers(model)) if redirect_steps > 0 else None
         forward = stack.enter_context(LayerForward(model, sorted(objective.layers()), logits=objective.needs_logits,
-                                                   logits_key=logits_key, read=read))
+                                                   logits_key=logits_key, read=read, early_exit=early_exit))
 
         def features(images: torch.Tensor, draw=None) -> dict[str, torch.Tensor]:
             x = (images - mean_t) / std_t
@@ -294,7 +296,7 @@ def render(
                 objective.prepare(Preparation(features, scale, size))
             stopped = _optimize(run, objective, acts_of, features, allowed, lr, optimizer, schedule, transforms,
                                 generator, reg, mean_t, std_t, redirection, redirect_steps, stop, goal, callback,
-                                snapshot_steps if scale == 1.0 else [], shots, history)
+                                snapshot_steps, shots, history, full)
         if len(scales) > 1 or objective.follows_transforms:
             objective.prepare(Preparation(features, 1.0, full))
         end_parts = measured() if measure else {}
@@ -309,7 +311,7 @@ def render(
 
 def _optimize(run: _Run, objective, acts_of, features, steps: int, lr: float, optimizer: str, schedule, transforms,
               generator, reg, mean_t, std_t, redirection, redirect_steps: int, stop, goal, callback,
-              snapshot_steps: list[int], shots: dict, history: int) -> bool:
+              snapshot_steps: list[int], shots: dict, history: int, full: tuple[int, int]) -> bool:
     """`steps` evaluations of one scale; True when the stop rule or the goal ended them early."""
     if steps <= 0:
         return False
@@ -366,8 +368,11 @@ def _optimize(run: _Run, objective, acts_of, features, steps: int, lr: float, op
         if reg is not None:
             apply_regularizers(run.param, reg, len(run.losses) - 1, mean_t, std_t, image_grad[0])
         for s in snapshot_steps:
-            if s not in shots and 0 < s <= len(run.losses):
-                shots[s] = run.param.final().float().cpu().numpy()
+            if s not in shots and 0 < s <= len(run.losses):  # at a coarse scale: shown upsampled to full size
+                shot = run.param.final().float()
+                if tuple(shot.shape[-2:]) != full:
+                    shot = torch.nn.functional.interpolate(shot, size=full, mode="bilinear", align_corners=False)
+                shots[s] = shot.cpu().numpy()
         if run.reached is not None and bool((run.reached >= 0).all()):
             return True
         if stop is not None and stop.done(run.totals[first:]):

@@ -87,8 +87,18 @@ class FourierParams(Params):
                                                "the last 16 steps fell by less than 1% against the 16 before, after "
                                                "at least 32 steps); the steps used are shown")
 
+    coarse_to_fine: bool = Field(True, description="take the first half of the steps at half the size (a quarter of "
+                                                   "the cost each), then refine at full size: the layout settles "
+                                                   "cheaply where it is coarse")
+
     def stop_rule(self) -> StopRule | None:
         return StopRule() if self.early_stop else None
+
+    def schedule(self, steps: int) -> dict:
+        """The engine's `steps`, `coarse_steps` and `scales` for a run of `steps` in all."""
+        if not self.coarse_to_fine or steps < 2:
+            return {"steps": steps}
+        return {"steps": steps - steps // 2, "coarse_steps": steps // 2, "scales": (0.5, 1.0)}
 
     def fourier(self, model, batch: int, seed: int, default_size: int) -> FourierSetup:
         """`fourier_setup` with these parameters."""

@@ -51,7 +51,7 @@ def test_large_inputs_keep_the_lucid_setting_and_their_cache_keys():
     assert registry.get("class_visualization").Params().cache_fields() == {
         "classes": None, "max_classes": 4, "size": None, "steps": 256, "lr": 0.01, "decay_power": 1.5,
         "transform_strength": 1.0, "pixel_steps": 128, "plain_lr": 0.01, "regularized_lr": 0.03, "l2": 0.001,
-        "snapshots": [0, 16, 64, 128, 256], "early_stop": True}
+        "snapshots": [0, 16, 64, 128, 256], "early_stop": True, "coarse_to_fine": True}
     large = fourier_setup(make_model(act_net(), size=224), 2, 0, size=160, default_size=224, lr=0.01,
                           decay_power=1.5, strength=1.0)
     assert (large.size, large.lr, large.param.decay_power, large.regularizers, large.fit, large.note) == (
@@ -125,8 +125,9 @@ def test_a_class_behind_closed_rectifiers_still_rises(monkeypatch, tmp_path):
 
     ctx = make_ctx(silent_class_net(-10.0), images=0, labels=["up", "down"])  # can never open: p stays 0.5
     art = visualize(ctx, classes=["up"], size=32, steps=5, pixel_steps=5, snapshots=[0])
-    assert len(art.meta["unmet"]) == 3 and all("p did not rise (0.500 → 0.500" in u for u in art.meta["unmet"])
+    rises = [u for u in art.meta["unmet"] if "did not rise" in u]
+    assert len(rises) == 3 and all("p did not rise (0.500 → 0.500" in u for u in rises)
     cells = []
     monkeypatch.setattr(class_visualization.figures, "picture_grid", lambda grid, c, *a, **k: cells.append(c))
     registry.get("class_visualization").draw(art, None, None, tmp_path / "c.png")
-    assert all(c.endswith("did not rise") for c in cells[0][0])
+    assert all("did not rise" in c for c in cells[0][0])

@@ -23,7 +23,7 @@ from generator.techniques.synthesis.unit_visualization import UnitVisualization,
 def test_channels_rise_far_above_their_data_set_average(tmp_path: Path):
     ctx, draw = data_context(tiny_net(), colour_dataset(per_class=5), tmp_path, ["relu2"])
     before = model_state(ctx.model.module)
-    params = UnitVisualizationParams(per_layer=4, size=32, steps=200, early_stop=False)
+    params = UnitVisualizationParams(per_layer=4, size=32, steps=200, early_stop=False, coarse_to_fine=False)
     art = UnitVisualization().run(ctx, [job("unit_visualization", params, "relu2")])[0]
     assert_same_state(before, model_state(ctx.model.module))
     assert art.meta["optimized"] == "before the rectifier" and art.meta["steps"] == 200
@@ -71,7 +71,7 @@ def test_small_input_units_beat_every_test_image():
 def test_large_inputs_keep_their_cache_keys():
     assert UnitVisualizationParams().cache_fields() == {  # as before small inputs got their own setting
         "channels": None, "per_layer": 12, "size": None, "steps": 128, "lr": 0.02, "decay_power": 1.5,
-        "transform_strength": 1.0, "early_stop": True}
+        "transform_strength": 1.0, "early_stop": True, "coarse_to_fine": True}
 
 
 def silent_net(bias: float) -> torch.nn.Sequential:

@@ -115,7 +115,8 @@ class ClassVisualization(SynthesisTechnique):
                                  regularizers=optvis.Regularizers(decay=1e-4, blur_every=4, blur_sigma=1.0,
                                                                   norm_pct=20))),
             "fourier": (fourier.param,
-                        dict(objective=objective, steps=p.steps, lr=fourier.lr, transforms=fourier.transforms,
+                        dict(objective=objective, **p.schedule(p.steps), lr=fourier.lr,
+                             transforms=fourier.transforms,
                              regularizers=fourier.regularizers,
                              snapshots=[s for s in p.snapshots if s <= p.steps])),
         }
@@ -123,7 +124,8 @@ class ClassVisualization(SynthesisTechnique):
         for name, (param, options) in runs.items():
             view = fourier.model_view if name == "fourier" else (lambda x: x)
             start = ctx.probabilities(view(param().detach()), classes)
-            result = self.optimize(ctx, options.pop("objective"), param, **options, redirect_steps=options["steps"],
+            planned = options["steps"] + options.get("coarse_steps", 0)
+            result = self.optimize(ctx, options.pop("objective"), param, **options, redirect_steps=planned,
                                    stop=p.stop_rule())
             end = ctx.probabilities(view(torch.from_numpy(result.images)), classes)
             arrays[name] = result.images.astype(np.float32)
@@ -132,7 +134,7 @@ class ClassVisualization(SynthesisTechnique):
                 arrays["progress"] = (np.stack([result.snapshots[s] for s in steps]) if steps else  # no strip
                                       np.zeros((0, *result.images.shape))).astype(np.float32)
                 progress_steps = steps
-            methods[name] = {"steps": result.steps, "planned": options["steps"], "seconds": result.seconds,
+            methods[name] = {"steps": result.steps, "planned": result.planned, "seconds": result.seconds,
                              "before": [float(v) for v in start], "after": [float(v) for v in end],
                              "problems": image_problems(result.images)}
         meta = {"classes": [{"index": c, "label": l} for c, l in zip(classes, labels)], "methods": methods,

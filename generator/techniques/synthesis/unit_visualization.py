@@ -106,7 +106,7 @@ class UnitVisualization(SynthesisTechnique):
         setup = p.fourier(model, len(chosen), ctx.seed, default_size=128)
         size = setup.size
         start = self.activation(ctx, layer, setup.model_view(setup.param().detach()), chosen)
-        result = self.optimize(ctx, optvis.channel(layer, chosen), setup.param, steps=p.steps, lr=setup.lr,
+        result = self.optimize(ctx, optvis.channel(layer, chosen), setup.param, **p.schedule(p.steps), lr=setup.lr,
                                transforms=setup.transforms, regularizers=setup.regularizers, redirect_steps=p.steps,
                                read="pre", stop=p.stop_rule())
         end = self.activation(ctx, layer, setup.model_view(torch.from_numpy(result.images)), chosen)
