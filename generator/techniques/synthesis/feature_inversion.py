@@ -71,6 +71,9 @@ class FeatureInversionParams(Params):
                                                             "smoother, and faster to find the layout)")
     size: int = Field(160, ge=8, le=512, description="image side, at most the model's input size (models of one "
                                                      "fixed size use theirs)")
+    coarse_to_fine: bool = Field(True, description="the first half of the steps at half the size (a quarter of the "
+                                                   "cost each), then the rest at full size (models that take other "
+                                                   "sizes than their own)")
 
 
 def pixel_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -85,7 +88,8 @@ def pixel_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def invert(module: nn.Module, layer: str, originals: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
            steps: int, lr: float, tv: float, beta: float = 2.0, jitter: int = 0, parameterization: str = "fft",
            seed: int | list[int] = 0, decay_power: float = 1.5, sd: float = 0.01, straight_through: bool = True,
-           squash: str = "sigmoid", lr_falloff: float = 2 / 3, jitter_seed: int = 0) -> dict:
+           squash: str = "sigmoid", lr_falloff: float = 2 / 3, jitter_seed: int = 0,
+           coarse_to_fine: bool = False) -> dict:
     """Reconstruct each of `originals` (B, C, H, W) in [0, 1] from its features at `layer` with the engine (see the
     module docstring); `seed`: one per image, or one int (image b then uses seed + b). Returns the images (B, C, H,
     W) in [0, 1], the relative feature error ‖Φ(x) − Φ0‖/‖Φ0‖ per image at the end (unshifted), the loss per step
@@ -106,14 +110,16 @@ def invert(module: nn.Module, layer: str, originals: torch.Tensor, *, mean: torc
     objective = optvis.feature_match(layer, originals, follows_transforms=jitter > 0, tag="feature")
     if tv:
         objective = objective + optvis.total_variation(tv, beta=beta)
-    result = optvis.render(module, objective, param, mean=mean_values, std=std_values, steps=steps, lr=top,
+    schedule = ({"steps": steps - steps // 2, "coarse_steps": steps // 2, "scales": (0.5, 1.0)}
+                if coarse_to_fine and steps > 1 else {"steps": steps})
+    result = optvis.render(module, objective, param, mean=mean_values, std=std_values, **schedule, lr=top,
                            schedule="cosine", transforms=optvis.jitter(jitter) if jitter else None, seed=jitter_seed,
                            read="straight" if straight_through else "output", measure=True,
                            device=originals.device)
     error = torch.from_numpy(np.sqrt(result.end["feature"]))
     return {"images": torch.from_numpy(result.images).to(originals.device), "error": error,
             "losses": torch.from_numpy(result.losses) if len(result.losses) else None, "seconds": result.seconds,
-            "shape": list(fixed.shape[1:]), "lr": top}
+            "shape": list(fixed.shape[1:]), "lr": top, "steps": result.steps}
 
 
 class FeatureInversion(SynthesisTechnique):
@@ -183,7 +189,8 @@ class FeatureInversion(SynthesisTechnique):
             results[layer] = invert(model.module, layer, originals, mean=mean, std=std, steps=p.steps, lr=p.lr,
                                     tv=p.tv, beta=p.beta, jitter=p.jitter, parameterization=p.parameterization,
                                     decay_power=p.decay_power, seed=[ctx.seed * 7919 + 104729 * k + s for s in seeds],
-                                    jitter_seed=ctx.seed + k)
+                                    jitter_seed=ctx.seed + k,
+                                    coarse_to_fine=p.coarse_to_fine and model.takes_other_sizes())
         out = []
         for i, job in enumerate(jobs):
             rows = []
@@ -191,7 +198,7 @@ class FeatureInversion(SynthesisTechnique):
                 r = results[layer]
                 rows.append({"layer": layer, "shape": r["shape"], "relative_error": float(r["error"][i]),
                              "correlation": float(pixel_correlation(r["images"][i:i + 1], originals[i:i + 1])[0]),
-                             "steps": p.steps, "lr": r["lr"], "seconds": r["seconds"], "batch": len(jobs),
+                             "steps": r["steps"], "lr": r["lr"], "seconds": r["seconds"], "batch": len(jobs),
                              "loss_start": float(r["losses"][0, i]), "loss_end": float(r["losses"][-1, i])})
             arrays = {"reconstructions": np.stack([results[l]["images"][i].cpu().numpy() for l in layers]),
                       "original": originals[i].cpu().numpy()}
