@@ -41,11 +41,12 @@ from torch import nn
 from generator.hooks import missing_module
 from generator.optvis.forward import LayerForward
 from generator.optvis.objectives import (GramMatch, Objective, Preparation, feature_match, gram, gram_match, image_tv,
-                                         range_penalty, relative_error, resample, smooth_activations)
+                                         range_penalty, relative_error, smooth_activations)
 from generator.optvis.objectives import total_variation as total_variation_penalty
 from generator.optvis.param import PixelImage
 from generator.optvis.random_filters import LABEL, random_filters
 from generator.optvis.render import StopRule, render
+from generator.optvis.transforms import resample
 
 Optimizer = Literal["lbfgs", "adam"]
 

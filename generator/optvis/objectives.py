@@ -40,6 +40,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from generator.optvis.transforms import resample
+
 Index = int | tuple[int, ...]
 
 
@@ -317,14 +319,6 @@ class Preparation:
 
     def __init__(self, features, scale: float, size: tuple[int, int]):
         self.features, self.scale, self.size = features, scale, size
-
-
-def resample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resampling of (B, C, H, W), antialiased when shrinking."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
-    return torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
 @dataclass(frozen=True, eq=False)

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from generator.optvis.transforms import resample
+
 # Square root of the colour correlation matrix of ImageNet (Lucid, `param/color.py`): columns are the principal
 # colour directions scaled by the square roots of their variances.
 COLOR_CORRELATION_SVD_SQRT = torch.tensor(
@@ -119,8 +121,7 @@ class ImageParam:
         """The same kind of parameterization at another size, starting at this image resampled (the engine's
         coarse-to-fine schedule)."""
         with torch.no_grad():
-            image = torch.nn.functional.interpolate(self().detach(), size=(height, width), mode="bilinear",
-                                                    align_corners=False, antialias=height < self.height)
+            image = resample(self().detach(), (height, width))
         return self.like(height, width).assign(image)
 
     def like(self, height: int, width: int) -> "ImageParam":
@@ -185,9 +186,9 @@ class PixelImage(ImageParam):
             return super().resized(height, width)
         size = (height, width)
         with torch.no_grad():
-            here = _resample(self.base, (self.height, self.width))
+            here = resample(self.base, (self.height, self.width))
             detail = self.pixels.detach() - here
-            image = _resample(self.base, size) + torch.nn.functional.interpolate(
+            image = resample(self.base, size) + torch.nn.functional.interpolate(
                 detail, size=size, mode="bilinear", align_corners=False)
         new = self.like(height, width)
         new.pixels = (image.clamp(0, 1) if self.clamp else image).to(self.pixels.device).requires_grad_(True)
@@ -209,13 +210,6 @@ class PixelImage(ImageParam):
 
     def spec(self) -> dict:
         return {"param": "pixel", "shape": list(self.shape), "sd": self.sd, "center": self.center}
-
-
-def _resample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
-    return torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
 def rfft2d_freqs(h: int, w: int) -> np.ndarray:

@@ -36,6 +36,15 @@ import torch
 import torch.nn.functional as F
 
 
+def resample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resampling of (B, C, H, W) to `size`, antialiased when shrinking (the one resize of the engine's
+    coarse-to-fine schedule and matching targets)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
 def _choice(values: Sequence[float], generator: torch.Generator) -> float:
     i = int(torch.randint(len(values), (1,), generator=generator).item())
     return values[i]
