@@ -57,6 +57,11 @@ def _draw_in_worker(task: bytes) -> Any:
     return draw_one(kind, art, job, _contexts[model], path)
 
 
+def _call_in_worker(task: bytes) -> Any:
+    function, args = pickle.loads(task)
+    return function(*args)
+
+
 def _without_weights(contexts: dict[str, DrawContext]) -> dict[str, DrawContext]:
     """The contexts a worker gets: figures draw from artifacts, images and labels, never through the network, so
     its weights (hundreds of MB for some models) stay here."""
@@ -67,19 +72,28 @@ class Drawing:
     """One figure to draw: `result()` is the technique's `draw` return value, or raises what drawing raised. Drawn
     in a worker when the drawer has started them, else here when `result()` is first asked for."""
 
-    def __init__(self, drawer: "Drawer", args: tuple):
-        self.drawer, self.args = drawer, args
+    def __init__(self, drawer: "Drawer", args: tuple, function=None):
+        self.drawer, self.args, self.function = drawer, args, function
         self.future: Future | None = None
 
     def result(self) -> Any:
         if self.future is None:
-            kind, art, job, model, path = self.args
             self.future = Future()
             try:
-                self.future.set_result(draw_one(kind, art, job, self.drawer.contexts[model], path))
+                if self.function is not None:
+                    self.future.set_result(self.function(*self.args))
+                else:
+                    kind, art, job, model, path = self.args
+                    self.future.set_result(draw_one(kind, art, job, self.drawer.contexts[model], path))
             except Exception as exc:
                 self.future.set_exception(exc)
         return self.future.result()
+
+    def _submit(self, pool: ProcessPoolExecutor) -> None:
+        if self.function is not None:
+            self.future = pool.submit(_call_in_worker, pickle.dumps((self.function, self.args)))
+        else:
+            self.future = pool.submit(_draw_in_worker, pickle.dumps(self.args))
 
 
 class Drawer:
@@ -93,7 +107,14 @@ class Drawer:
         self.waiting: list[Drawing] = []
 
     def submit(self, kind: str, art: Artifact, job: Job, model: str, path: Path) -> Drawing:
-        drawing = Drawing(self, (kind, art, job, model, path))
+        return self._queue(Drawing(self, (kind, art, job, model, path)))
+
+    def call(self, function, *args) -> Drawing:
+        """`function(*args)` drawn like a technique's figure (in a worker when there are workers): a module-level
+        function, and arguments that pickle (arrays and strings: the figures of the comparison pages)."""
+        return self._queue(Drawing(self, args, function))
+
+    def _queue(self, drawing: Drawing) -> Drawing:
         self.waiting.append(drawing)
         if self.pool is None and self.workers > 1 and len(self.waiting) >= MIN_FIGURES:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
@@ -102,7 +123,7 @@ class Drawer:
         if self.pool is not None:
             for waiting in self.waiting:
                 if waiting.future is None:
-                    waiting.future = self.pool.submit(_draw_in_worker, pickle.dumps(waiting.args))
+                    waiting._submit(self.pool)
             self.waiting.clear()
         return drawing
 

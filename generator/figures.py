@@ -14,9 +14,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from generator import web_images  # noqa: E402
 
 DISPLAY_PPI = 100  # CSS pixels per figure inch on the page
 DPI = 2 * DISPLAY_PPI  # PNG pixels per figure inch: 2× density
@@ -37,6 +40,38 @@ def save_picture(picture: np.ndarray, path: Path, min_side: int = 0, density: in
         k = math.ceil(min_side / min(im.size))
         im = im.resize((im.width * k, im.height * k), Image.NEAREST)
     im.save(path, optimize=True, **({"dpi": (DISPLAY_PPI * density,) * 2} if density > 1 else {}))
+
+
+class _PixelImage(matplotlib.image.AxesImage):
+    """An image drawn one array pixel per output pixel, as imshow(interpolation="nearest") draws it when its axes are
+    exactly as many pixels as it is, but without resampling it (imshow converts and resamples the whole array in
+    every draw: most of the time of a large mosaic). Any other scale is drawn by AxesImage as before."""
+
+    def draw(self, renderer):
+        a = self.get_array()
+        box = self.axes.bbox
+        h, w = a.shape[:2]
+        if (not self.get_visible() or a.dtype != np.uint8 or a.ndim != 3 or abs(box.width - w) > 1e-6
+                or abs(box.height - h) > 1e-6 or self.get_extent() != [-0.5, w - 0.5, h - 0.5, -0.5]
+                or tuple(self.axes.get_xlim()) != (-0.5, w - 0.5) or tuple(self.axes.get_ylim()) != (h - 0.5, -0.5)):
+            return super().draw(renderer)
+        if getattr(self, "_rgba", None) is None:
+            self._rgba = np.dstack([a[..., :3], np.full((h, w), 255, np.uint8)]) if a.shape[2] == 3 else a
+        gc = renderer.new_gc()
+        self._set_gc_clip(gc)
+        gc.set_alpha(self._get_scalar_alpha())
+        # Where AxesImage puts the resampled image: its corner rounded to the nearest pixel (image._make_image).
+        renderer.draw_image(gc, np.floor(box.x0 + 0.5), np.ceil(box.y0 - 0.5 - 1e-8), self._rgba[::-1])
+        gc.restore()
+        self.stale = False
+
+
+def show_pixels(ax: plt.Axes, picture: np.ndarray) -> matplotlib.image.AxesImage:
+    """ax.imshow(picture, interpolation="nearest") for a uint8 picture composed at the resolution it is saved at (its
+    axes span exactly its pixels): drawn without resampling."""
+    im = ax.imshow(picture, interpolation="nearest")
+    im.__class__ = _PixelImage
+    return im
 
 
 def grid_columns(n: int, most: int = 4) -> int:
@@ -75,9 +110,31 @@ def _footnote(fig: plt.Figure, text: str) -> None:
         fig.supxlabel(_wrapped(text, fig.get_figwidth() - 0.2), fontsize=MIN_FONT, color="#333")
 
 
+PAD = 0.04  # inches of white around a figure's content
+
+
 def _save(fig: plt.Figure, path: Path) -> None:
+    """The figure as PNG at DPI, cropped to its content plus PAD (savefig's bbox_inches="tight"), then closed.
+
+    savefig's "tight" lays the figure out in a draw that renders nothing, then draws it again; images are resampled
+    in both draws. Here the layout draw runs with the images hidden (they lie inside their axes, clipped to them, so
+    the layout and the tight box do not change) and savefig gets the box, so each image is resampled once: the same
+    pixels."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.04, facecolor="white")
+    images = [im for ax in fig.axes for im in ax.images if im.get_visible()]
+    fig.set_dpi(DPI)
+    for im in images:
+        im.set_visible(False)
+    fig.draw_without_rendering()  # the layout engine (constrained) runs here, at the saved DPI
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(PAD)
+    for im in images:
+        im.set_visible(True)
+    fig.set_layout_engine(None)  # laid out: savefig draws once, with the positions found above
+    # zlib level 1, not 6: the PNG is read back and re-encoded when published, where its size at level 6 is
+    # recomputed only as far as the choice of format needs it (web_images.DRAWN_FAST). Level 6 was a third of the
+    # time of drawing a figure of photographs and heat maps.
+    fig.savefig(path, dpi=DPI, bbox_inches=box, facecolor="white", metadata={web_images.DRAWN_FAST: "zlib level 1"},
+                pil_kwargs={"compress_level": 1})
     plt.close(fig)
 
 

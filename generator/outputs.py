@@ -95,6 +95,7 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             continue
         drawn: Any = olds if reusable else drawer.submit(r.job.kind, r.artifact, r.job, name, folder / figure)
         pending.append((i, r, figure, data, arrays, drawing, drawn))
+    early = submit_comparisons(folder, pages, drawer, previous)
     records = []
     for i, r, figure, data, arrays, drawing, drawn in pending:
         progress(1)
@@ -117,6 +118,7 @@ def write_outputs(folder: Path, pages: ModelPages, progress: Callable[[int], Non
             "key": r.job.key, "drawing": drawing if drawn else None,
         })
         pages.drawn[(r.job.kind, r.job.layer, r.job.image)] = records[-1]
+    collect_comparisons(folder, pages, early)
     return records
 
 
@@ -183,21 +185,65 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, published(value), allow_pickle=False)
 
 
+def _comparisons(pages: ModelPages) -> list[tuple[dict, list[dict], str, str]]:
+    """(entry, rows, figure path, digest) of each image's comparison figure: the digest of its inputs (the results'
+    keys, the rows' titles) and of the code drawing it."""
+    found = comparison(pages, list(dict.fromkeys(r.job.kind for r in pages.results)))
+    code = _source_digest(figures, web_images, sys.modules[__name__], sys.modules[comparison.__module__])
+    out = []
+    for entry in (found or {}).get("images", []):
+        rows = entry["in_order"]
+        if rows:
+            digest = hashlib.sha256(json.dumps([code, [(row["result"].job.key, row["title"], row["constant"])
+                                                       for row in rows]]).encode()).hexdigest()[:16]
+            out.append((entry, rows, figure_path(pages.model.name, entry["image"]), digest))
+    return out
+
+
+def submit_comparisons(folder: Path, pages: ModelPages, drawer: Drawer,
+                       previous: Path | None = None) -> dict[str, tuple[str, str, Drawing]]:
+    """The comparison figures handed to `drawer` beside the results' figures (by workers while the results' are
+    drawn, not one after the other afterwards): image → (figure, digest, drawing). Those the `previous` output
+    holds are left to `draw_comparisons`, which copies them."""
+    old = previous_comparisons(previous) if previous else {}
+    early = {}
+    for entry, rows, figure, digest in _comparisons(pages):
+        before = old.get(str(Path(figure).with_suffix("")))
+        if not (before and before[1] == digest and (previous / before[0]).is_file()):
+            early[entry["image"]] = (figure, digest, drawer.call(_draw_and_publish_comparison, folder, figure,
+                                                                 *_comparison_arguments(pages, entry, rows)))
+    return early
+
+
+def collect_comparisons(folder: Path, pages: ModelPages, early: dict[str, tuple[str, str, Drawing]]) -> None:
+    """Keep in `pages.drawn` the comparison figures drawn early whose inputs are still those of the final results
+    (a result whose figure failed to draw leaves its comparison); `draw_comparisons` draws the others."""
+    current = {entry["image"]: digest for entry, _, _, digest in _comparisons(pages)}
+    for image, (figure, digest, drawing) in early.items():
+        try:
+            published, error = drawing.result(), None
+        except Exception as exc:
+            if cannot_write(exc):
+                raise
+            published, error = None, f"drawing the figure: {one_line(exc)}"
+        if current.get(image) == digest:
+            pages.drawn[("comparison", None, image)] = {"figure": published, "error": error, "digest": digest}
+        elif published:  # it shows results that changed since: draw_comparisons draws it again
+            (folder / published).unlink(missing_ok=True)
+
+
 def draw_comparisons(folder: Path, pages: ModelPages, previous: Path | None = None) -> None:
     """The attribution comparison's figure of each image: every method's map of the first target side by side, in
     the spec's order, with its deletion and insertion curves where scored; kept in `pages.drawn` under
     ("comparison", None, image) as {figure, error, digest}. A figure whose inputs (the results' keys, the rows'
-    titles) and drawing code match the `previous` output's is copied from there instead of drawn again."""
-    found = comparison(pages, list(dict.fromkeys(r.job.kind for r in pages.results)))
+    titles) and drawing code match the `previous` output's is copied from there instead of drawn again, and one
+    `write_outputs` drew already (`collect_comparisons`) is kept."""
     old = previous_comparisons(previous) if previous else {}
-    code = _source_digest(figures, web_images, sys.modules[__name__], sys.modules[comparison.__module__])
-    for entry in (found or {}).get("images", []):
-        rows = entry["in_order"]
-        if not rows:
+    for entry, rows, figure, digest in _comparisons(pages):
+        done = pages.drawn.get(("comparison", None, entry["image"]))
+        if done and done.get("digest") == digest:
             continue
-        figure, error = figure_path(pages.model.name, entry["image"]), None
-        digest = hashlib.sha256(json.dumps([code, [(row["result"].job.key, row["title"], row["constant"])
-                                                   for row in rows]]).encode()).hexdigest()[:16]
+        error = None
         before = old.get(str(Path(figure).with_suffix("")))  # (its published file, digest)
         try:
             if before and before[1] == digest and (previous / before[0]).is_file():
@@ -205,8 +251,7 @@ def draw_comparisons(folder: Path, pages: ModelPages, previous: Path | None = No
                 (folder / figure).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(previous / figure, folder / figure)
             else:
-                _draw_comparison(folder / figure, pages, entry, rows)
-                figure = str(web_images.publish(folder / figure).relative_to(folder))
+                figure = _draw_and_publish_comparison(folder, figure, *_comparison_arguments(pages, entry, rows))
         except Exception as exc:
             if cannot_write(exc):
                 raise
@@ -214,18 +259,25 @@ def draw_comparisons(folder: Path, pages: ModelPages, previous: Path | None = No
         pages.drawn[("comparison", None, entry["image"])] = {"figure": figure, "error": error, "digest": digest}
 
 
-def _draw_comparison(path: Path, pages: ModelPages, entry: dict, rows: list[dict]) -> None:
+def _comparison_arguments(pages: ModelPages, entry: dict, rows: list[dict]) -> tuple[np.ndarray, list, list, dict]:
+    """What figures.attribution_comparison draws of one image (arrays and strings: they travel to a worker)."""
     arrays = [row["result"].artifact.arrays for row in rows]
     scored = [row["deletion_auc"] is not None for row in rows]
-    figures.attribution_comparison(
-        pages.draw.picture(entry["image"]), [a["map"][0] for a in arrays],
-        [row["title"] + (f" ({row['constant']}: not scored)" if row["constant"] else "") for row in rows],
-        path, signed=[row["signed"] for row in rows],
-        deletion=[a["deletion"][0] if "deletion" in a and ok else None for a, ok in zip(arrays, scored)],
-        insertion=[a["insertion"][0] if "insertion" in a and ok else None for a, ok in zip(arrays, scored)],
-        deletion_auc=[row["deletion_auc"] for row in rows],
-        insertion_auc=[row["insertion_auc"] for row in rows],
-        target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})")
+    return (pages.draw.picture(entry["image"]), [np.asarray(a["map"][0]) for a in arrays],
+            [row["title"] + (f" ({row['constant']}: not scored)" if row["constant"] else "") for row in rows],
+            dict(signed=[row["signed"] for row in rows],
+                 deletion=[a["deletion"][0] if "deletion" in a and ok else None for a, ok in zip(arrays, scored)],
+                 insertion=[a["insertion"][0] if "insertion" in a and ok else None for a, ok in zip(arrays, scored)],
+                 deletion_auc=[row["deletion_auc"] for row in rows],
+                 insertion_auc=[row["insertion_auc"] for row in rows],
+                 target=f"{rows[0]['target']} (p={rows[0]['probability']:.2f})"))
+
+
+def _draw_and_publish_comparison(folder: Path, figure: str, picture: np.ndarray, maps: list, titles: list,
+                                 options: dict) -> str:
+    """Draw one comparison figure and publish it; its published path, relative to `folder`."""
+    figures.attribution_comparison(picture, maps, titles, folder / figure, **options)
+    return str(web_images.publish(folder / figure).relative_to(folder))
 
 
 def comparison_records(all_pages: list[ModelPages]) -> list[dict[str, str]]:

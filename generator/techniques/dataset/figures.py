@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.ticker import LogLocator, MaxNLocator
 from PIL import Image
 
-from generator.figures import COLUMN, DISPLAY_PPI, DPI, MIN_FONT, _save, _short, save_picture
+from generator.figures import COLUMN, DISPLAY_PPI, DPI, MIN_FONT, _save, _short, save_picture, show_pixels
 
 DENSITY = DPI // DISPLAY_PPI  # mosaics are composed at 2×: one canvas pixel per PNG pixel, shown at half
 COLUMN_PX = int(COLUMN * DISPLAY_PPI)  # the column's width in CSS pixels
@@ -129,7 +129,7 @@ def _mosaic_figure(canvas: np.ndarray) -> tuple[plt.Figure, plt.Axes]:
     h, w = canvas.shape[:2]
     fig = plt.figure(figsize=(w / DPI, h / DPI))
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(canvas, interpolation="nearest")
+    show_pixels(ax, canvas)
     ax.set_axis_off()
     return fig, ax
 
