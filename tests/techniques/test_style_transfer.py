@@ -91,7 +91,7 @@ def test_bad_keys_are_errors_naming_them():
     model.layers = ["act1", "act2"]
     check = lambda **kw: technique.check(model, technique.Params(**{**SMALL, **kw}))  # noqa: E731
     assert check(styles=[]) == ["styles: an empty list; name at least one image set of style images, or leave it "
-                                "out to paint each content image in the style of the next"]
+                                "out for the shipped styles (swirls and mosaic)"]
     assert check(content_layer="act9") == ["content_layer: no module 'act9' in tiny; did you mean 'act2'?"]
     assert check(content_layer="fc")[0].startswith("content_layer: 'fc' has no spatial extent")
     assert check(style_layers=[]) == ["style_layers: an empty list; name at least one layer"]
@@ -123,6 +123,11 @@ def test_page(tmp_path):
     # Table rows and the figure name both variants of the model's style.
     assert "| plain Gram |" in text and "| activation smoothing \\(SWAG\\) |" in text
     assert "Wang, Li & Vasconcelos" in text
+    # Named style sets: the page names the set and its images, and no shipped sample is used.
+    assert art.meta["style_sets"] == ["styles"]
+    assert ("**Where the styles come from:** your image set <code>styles</code>: hubble\\_deep\\_field, "
+            "immunohistochemistry.") in text
+    assert "shipped" not in text
 
 
 def test_missing_style_sets_are_spec_errors_naming_the_key(tmp_path):
@@ -142,17 +147,92 @@ def test_missing_style_sets_are_spec_errors_naming_the_key(tmp_path):
         ReportSpec.load(write_spec(tmp_path, data))
 
 
-def test_without_style_sets_each_content_image_takes_the_next_ones_style():
+def test_without_style_sets_the_shipped_styles_are_painted_and_the_page_names_them(tmp_path):
+    """No `styles`: every content image is painted in the two styles that ship with convscope (never in another
+    of the user's photographs); they join the cache key by their pixels; the page says where they came from."""
+    from generator.context import DrawContext
+    from generator.pipeline import Result
+    from generator.report import ModelPages, technique_page_context
+    from generator.outputs import write_outputs
+    from generator.templating import Renderer
+
     ctx = style_ctx()
     ctx.own = ["photos/chelsea", "styles/immunohistochemistry"]
     technique = registry.get("style_transfer")
-    p = technique.Params(**{**SMALL, "styles": None, "style_weights": [], "steps": 3})
-    assert technique.reads(p).references == () and technique.reads(p).whole_set
-    arts = technique.run(ctx, [Job("tiny", "style_transfer", p, image=i) for i in ctx.own])
-    assert [a.meta["styles"] for a in arts] == [["styles/immunohistochemistry"], ["photos/chelsea"]]
-    ctx.own = ["photos/chelsea"]
-    with pytest.raises(ValueError, match="styles: no style image sets are named"):
-        technique.run(ctx, [Job("tiny", "style_transfer", p, image="photos/chelsea")])
+    p = technique.Params(**{**SMALL, "styles": None, "style_weights": [], "steps": 2, "random_filters": False})
+    assert technique.check(ctx.model, p) == []
+    assert technique.reads(p).references == ()
+    assert technique.Params().cache_fields()["shipped_styles"] == p.cache_fields()["shipped_styles"]
+    assert "shipped_styles" not in technique.Params(styles=["styles"]).cache_fields()
+    jobs = [Job("tiny", "style_transfer", p, image=i) for i in ctx.own]
+    arts = technique.run(ctx, jobs)
+    for art in arts:
+        assert art.meta["styles"] == ["shipped-styles/swirls", "shipped-styles/mosaic"]
+        assert art.meta["style_names"] == ["swirls", "mosaic"] and art.meta["style_sets"] is None
+        assert {r["style"] for r in art.meta["results"]} == set(art.meta["styles"])
+    # The styles shown are the shipped pictures: swirls mostly blue, the mosaic of many saturated colours.
+    swirls, mosaic = arts[0].arrays["styles"]
+    assert swirls[2].mean() > swirls[0].mean() + 0.1
+    pages = ModelPages(ctx.model, DrawContext(ctx.model, ctx.images),
+                       [Result(j, "ran", 0.1, a) for j, a in zip(jobs, arts)])
+    write_outputs(tmp_path, pages, lambda n: None)
+    text = Renderer().page("pages/style_transfer.md.j2", **technique_page_context(pages, "style_transfer"))
+    assert "**Where the styles come from:** shipped samples: swirls, mosaic." in text
+    assert "This spec names no image sets of styles" in text
+
+
+def test_the_comparison_and_the_weight_row_are_painted_for_the_first_content_image_only():
+    """`compare: first` (the default): the first content image of the job set gets every network and the row of
+    style weights, the others one painting per style by the model's plain Gram matrices; `compare: every` paints all
+    alike.
+    Which image is first joins the cache key: the model's own images as a set, named content sets in order."""
+    ctx = style_ctx()
+    ctx.own = ["photos/chelsea", "styles/immunohistochemistry"]
+    technique = registry.get("style_transfer")
+    p = technique.Params(**{**SMALL, "steps": 2, "style_weights": [1.0, 3.0]})
+    first, other = technique.run(ctx, [Job("tiny", "style_transfer", p, image=i) for i in ctx.own])
+    assert first.meta["compared"] and not other.meta["compared"]
+    assert len(first.meta["grid"]) == 2 and [sorted(pair) for pair in first.meta["pairs"]] == [
+        ["model", "random", "smoothed", "style"]] * 2
+    assert other.meta["grid"] == [] and [sorted(pair) for pair in other.meta["pairs"]] == [["model", "style"]] * 2
+    assert [(r["network"], r["smoothing"]) for r in other.meta["results"]] == [("model", False)] * 2
+    assert np.isfinite(other.arrays["judged"]).all()  # still measured by the random filters
+    every = technique.run(ctx, [Job("tiny", "style_transfer", p.model_copy(update={"compare": "every"}),
+                                    image=ctx.own[1])])[0]
+    assert every.meta["compared"] and len(every.meta["results"]) == len(first.meta["results"])
+    assert technique.reads(p).whole_set and not technique.reads(p.model_copy(update={"compare": "every"})).whole_set
+    named = p.model_copy(update={"images": ["photos"]})
+    assert technique.reads(named).references == ("styles", "photos") and not technique.reads(named).whole_set
+
+
+def test_default_sizes_follow_the_models_input():
+    """Left out, `size` is the model's input size (at most 160, at least twice the widest random filter when there
+    is a coarse scale) and `style_size` 1.6 × that: a 224-px model paints at 160 with 256-px styles as before."""
+    params = registry.get("style_transfer").Params
+    at = lambda side, **kw: params(**kw).resolved(make_model(act_net(), side))  # noqa: E731
+    assert (at(224).size, at(224).style_size) == (160, 256)
+    assert (at(96).size, at(96).style_size) == (96, 154)
+    assert at(32).size == 74 and at(32, random_filters=False).size == 32 and at(32, coarse_steps=0).size == 37
+    assert (at(96, size=200).size, at(96, size=200).style_size) == (200, 320)
+    assert at(96, style_size=64).style_size == 64
+
+
+def test_the_shipped_styles_are_package_data_and_the_samples_files():
+    """They are read from beside the module (installed with the package, pyproject's package-data), and they are
+    the files the default report names (samples/styles/, painted by scripts/make_style_images.py)."""
+    import fnmatch
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+
+    from generator.techniques.synthesis import style_transfer
+
+    here = Path(style_transfer.__file__).parent
+    repo = here.parents[2]
+    data = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for source in style_transfer.SHIPPED_STYLES.sources:
+        assert (here / source).read_bytes() == (repo / "samples" / source).read_bytes()
+        assert any(fnmatch.fnmatch(source, pattern) for pattern in data["generator.techniques.synthesis"])
 
 
 def test_default_style_layers_leave_out_layers_with_too_few_positions():

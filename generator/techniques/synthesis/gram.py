@@ -1,13 +1,19 @@
 """What the Gram-matrix syntheses (texture synthesis, style transfer) share: their optimization and random-filter
-parameters, the checks of the layers they match, and photographs as source tensors (`generator/optvis/matching.py`
-does the optimizing)."""
+parameters, sizes that follow the model's input, the checks of the layers they match, the images they fall back on
+when a spec names none (`Fallback`), and photographs as source tensors (`generator/optvis/matching.py` does the
+optimizing)."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
+from generator import images as imagelib
 from generator.artifacts import Params
 from generator.optvis import matching
 
@@ -19,7 +25,16 @@ STEPS = "L-BFGS evaluations (forward + backward) at full size"
 
 
 class GramParams(Params):
-    """The parameters texture synthesis and style transfer share (each adds its own `size`, `steps`, …)."""
+    """The parameters texture synthesis and style transfer share (each adds its own `size`, `steps`, …).
+
+    `size` and the source's side (`source_field`: `style_size`, `source_size`) may be left out (None): `resolved`
+    fills them in for a model — the model's input size, at most `largest_default` and at least what the random
+    filters span at the coarse scale, and the source side `source_ratio` × that. So a 96-px model paints and
+    synthesizes at 96 px (a third of the work at 160), and a 224-px one at the cap, as before."""
+
+    largest_default: ClassVar[int] = 160
+    source_field: ClassVar[str] = "source_size"
+    source_ratio: ClassVar[float] = 2.0
 
     coarse_steps: int = Field(40, ge=0, le=5000, description="evaluations at half size first (0: single scale)")
     optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="'lbfgs' (as Gatys et al.) or 'adam'")
@@ -37,6 +52,17 @@ class GramParams(Params):
         [3, 5, 7, 11, 15, 23, 37], min_length=1, description="widths of the random filters, in pixels (above 11 px "
                                                              "they are applied to a 2× or 4× downsampled image)")
     random_filter_count: int = Field(128, ge=1, le=1024, description="random filters per width")
+
+    def resolved(self, model) -> "GramParams":
+        """These parameters with `size` and the source side filled in for `model` where they are left out (None)."""
+        update = {}
+        size = self.size
+        if size is None:
+            largest = max(self.random_kernel_sizes) * (2 if self.coarse_steps else 1) if self.random_filters else 16
+            size = update["size"] = min(self.largest_default, max(model.input.size, largest, 16))
+        if getattr(self, self.source_field) is None:
+            update[self.source_field] = max(16, round(size * self.source_ratio))
+        return self.model_copy(update=update) if update else self
 
     @property
     def scales(self) -> tuple[float, ...]:
@@ -64,16 +90,50 @@ class GramParams(Params):
                 f"size of at least {2 * largest} with coarse steps, {largest} without"]
 
 
-def image_sets_field(what: str) -> Any:
-    """The `images` parameter of a technique that runs over image sets of its own: `what` they hold."""
-    return Field(None, description=f"image sets of {what} (default: the model's images)")
+def image_sets_field(what: str, default: str = "the model's images") -> Any:
+    """The `images` parameter of a technique that runs over image sets of its own: `what` they hold, and what it
+    reads when none are named."""
+    return Field(None, description=f"image sets of {what} (default: {default})")
 
 
-def image_set_problems(images: list[str] | None) -> list[str]:
-    """An empty list of image sets (None: the model's images)."""
+def image_set_problems(images: list[str] | None, default: str = "the model's images") -> list[str]:
+    """An empty list of image sets (None: `default`)."""
     if images is not None and not images:
-        return ["images: an empty list; name at least one image set, or leave it out for the model's images"]
+        return [f"images: an empty list; name at least one image set, or leave it out for {default}"]
     return []
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Images a technique reads when the spec names none for it: samples that ship with convscope or its
+    dependencies, in a set of their own (`set`), so that a spec without image sets of textures or styles gets
+    pictures a reader recognizes as such instead of its own photographs. `sources` are image entries as a spec
+    writes them (`skimage:brick`) or files beside this module (`styles/swirls.png`, package data)."""
+
+    set: str
+    sources: tuple[str, ...]
+
+    def records(self) -> dict[str, imagelib.ImageRecord]:
+        """id → record, in order; decoded once per process."""
+        return _fallback_records(self.sources, self.set)
+
+    def digest(self) -> str:
+        """Of the images' pixels: joins the cache key of the jobs that read them (`cache_fields`)."""
+        return hashlib.sha256("".join(r.digest for r in self.records().values()).encode()).hexdigest()[:24]
+
+
+HERE = Path(__file__).parent
+
+
+@lru_cache(maxsize=8)
+def _fallback_records(sources: tuple[str, ...], set_name: str) -> dict[str, imagelib.ImageRecord]:
+    records = {}
+    for source in sources:
+        im = imagelib.sample(source) if ":" in source else imagelib.decode(HERE / source)
+        name = Path(source.split(":")[-1]).stem
+        records[f"{set_name}/{name}"] = imagelib.ImageRecord(f"{set_name}/{name}", set_name, name, source, im,
+                                                             imagelib.digest(im))
+    return records
 
 
 def layer_problems(model, layers: list[str] | None, key: str, default: list[str], sizes: list[int],

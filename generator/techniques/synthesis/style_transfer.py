@@ -20,11 +20,25 @@ A row of results at increasing style weight (`style_weights`, first style) shows
 starts from the content photograph (`start: content`; Gatys et al. start from noise, `start: noise`): the style
 loss then falls from its value on the photograph, and the content loss, zero there by definition, rises as the
 style takes over — the page reports both. From noise both fall.
+
+Styles: the image sets named under `styles`, or, when none are, the two styles that ship with convscope
+(`SHIPPED_STYLES`: van Gogh-like swirls and a tile mosaic, painted by scripts/make_style_images.py and installed
+beside this module) — not another of the user's photographs, whose "style" is a photograph's.
+
+What it costs on a user's model: the comparison (every style with the model's plain Gram matrices, with smoothing,
+and with the random filters) and the row of style weights are painted for the first content image of the job set
+only (`compare: first`); the others are painted once per style, with the model's plain Gram matrices: a fraction of
+the random filters' cost (2–6 s against 15–24 s a painting on one CPU thread), and of the model's two the one that
+takes on the style (on a random ResNet-18 at 96 px, judged by the random filters: 0.01–0.04× the photograph's Gram
+distance to swirls and mosaic on four photographs, against 0.7–1.0× smoothed on the first, which left it nearly as
+it was; on EfficientNet-Lite0 the two were alike, site_src/tuning.md). The result is the model's input size (at most
+160 px) unless `size` says otherwise. On that ResNet-18 with 4 images: 14 paintings at 96 px in the two shipped
+styles (77 CPU seconds), where each image in the style of the next took 20 at 160 px (549 s; 32 with two styles).
 How the defaults were chosen: site_src/tuning.md#neural-style-transfer."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -34,22 +48,31 @@ from generator import figures
 from generator.figures import to_picture
 from generator.artifacts import Artifact, Job, Reads, PER_IMAGE
 from generator.techniques.base import Technique
-from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, GramParams, centre,
+from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, Fallback, GramParams, centre,
                                                  image_set_problems, image_sets_field, layer_problems, source_tensor)
 from generator.optvis import matching
+
+# The styles painted in when a spec names none: files beside this module (package data; the same files as
+# samples/styles/, which the default report names as a set of its own).
+SHIPPED_STYLES = Fallback("shipped-styles", ("styles/swirls.png", "styles/mosaic.png"))
 
 
 class StyleTransferParams(GramParams):
     quick_caps = {"size": 80, "style_size": 96, "steps": 8, "coarse_steps": 0}
+    source_field: ClassVar[str] = "style_size"
+    source_ratio: ClassVar[float] = 1.6  # 256 px of style for a 160-px result
 
     images: list[str] | None = image_sets_field("the content photographs")
     styles: list[str] | None = Field(None, description="image sets of the style images; every content image is "
-                                                       "painted in every style (default: each content image in the "
-                                                       "style of the next content image)")
-    size: int = Field(160, ge=16, le=1024, description="side of the result, in pixels: the content photograph's "
-                                                       "centre square, resized")
-    style_size: int = Field(256, ge=16, le=2048, description="shorter side the style image is resized to before its "
-                                                             "statistics are taken (larger: bigger brush strokes)")
+                                                       "painted in every style (default: the two styles that ship "
+                                                       "with convscope, swirls and mosaic)")
+    size: int | None = Field(None, ge=16, le=1024, description="side of the result, in pixels: the content "
+                                                               "photograph's centre square, resized (default: the "
+                                                               "model's input size, at most 160 and at least what "
+                                                               "the random filters span at the coarse scale)")
+    style_size: int | None = Field(None, ge=16, le=2048, description="shorter side the style image is resized to "
+                                                                     "before its statistics are taken (larger: "
+                                                                     "bigger brush strokes; default: 1.6 × size)")
     content_layer: str | None = Field(None, description="the model's layer whose features keep the content "
                                                         "(default: the middle one of its chosen layers)")
     style_layers: list[str] | None = Field(None, description="the model's layers whose Gram matrices give the style "
@@ -59,7 +82,13 @@ class StyleTransferParams(GramParams):
     style_weight: float = Field(100.0, gt=0, description="weight of the style loss against the content loss (both "
                                                          "relative errors) in every content × style row")
     style_weights: list[Annotated[float, Field(gt=0)]] = Field(
-        [0.1, 1.0, 100.0], description="style weights of the row of results for the first style (empty: no row)")
+        [0.1, 1.0, 100.0], description="style weights of the row of results for the first style, painted for the "
+                                       "content images that `compare` names (empty: no row)")
+    compare: Literal["first", "every"] = Field(
+        "first", description="the content images painted by every network (the model's plain Gram matrices, with "
+                             "smoothing, the random filters) and with the row of style weights: the first of the "
+                             "content images, or every one; the others are painted once per style, with the model's "
+                             "plain Gram matrices")
     tv_weight: float = Field(0.3, ge=0, description="weight of the total variation (mean absolute difference of "
                                                     "neighbouring pixels)")
     steps: int = Field(60, ge=1, le=5000, description=STEPS)
@@ -74,6 +103,12 @@ class StyleTransferParams(GramParams):
 
     def quick(self) -> "StyleTransferParams":
         return super().quick().model_copy(update={"style_weights": self.style_weights[:2]})
+
+    def cache_fields(self) -> dict:
+        fields = super().cache_fields()
+        if self.styles is None:  # the shipped styles' pixels join the key, as a named set's would
+            fields["shipped_styles"] = SHIPPED_STYLES.digest()
+        return fields
 
 
 def content_layer_of(model, params: StyleTransferParams) -> str | None:
@@ -139,7 +174,7 @@ class StyleTransfer(Technique):
     title = "Neural style transfer"
     summary = ("a content photograph repainted with the Gram-matrix statistics of a style image: the model's own "
                "style next to random multi-scale filters'")
-    version = 4
+    version = 5
     Params = StyleTransferParams
     scope = PER_IMAGE
     arrays = {
@@ -165,32 +200,37 @@ class StyleTransfer(Technique):
     }
 
     def reads(self, params: StyleTransferParams) -> Reads:
+        p = params
+        # Whether a job paints the comparison depends on its image's place in the job set (the first of it): the
+        # named content sets join the key in order; the model's own images as a set (`whole_set`).
+        by_place = p.compare == "first"
         return Reads(
-            image_sets=None if params.images is None else tuple(params.images),
-            # without style sets, the style is another content image: its set joins the cache key
-            references=tuple(params.styles if params.styles is not None else params.images or ()),
-            whole_set=params.styles is None and params.images is None,  # the style is another of the model's images
-            model_layers=params.style_layers is None or params.content_layer is None)
+            image_sets=None if p.images is None else tuple(p.images),
+            references=tuple(p.styles or ()) + (tuple(p.images) if by_place and p.images is not None else ()),
+            whole_set=by_place and p.images is None,
+            model_layers=p.style_layers is None or p.content_layer is None)
 
-    def style_ids(self, ctx, job: Job) -> list[str]:
-        p: StyleTransferParams = job.params
-        if p.styles is not None:
-            ids = [i for name in p.styles for i in ctx.set_ids(name)]
-            if not ids:
-                raise ValueError(f"styles: the image sets {p.styles} hold no images")
-            return ids
-        contents = [i for name in p.images for i in ctx.set_ids(name)] if p.images is not None else ctx.own_images
-        if len(contents) < 2:
-            raise ValueError("styles: no style image sets are named, and there is no other content image to take "
-                             "the style from; name image sets of style images under styles")
-        return [contents[(contents.index(job.image) + 1) % len(contents)]]
+    def contents(self, ctx, params: StyleTransferParams) -> list[str]:
+        """The ids of the job set's content images, in spec order."""
+        if params.images is None:
+            return ctx.own_images
+        return [i for name in params.images for i in ctx.set_ids(name)]
+
+    def style_records(self, ctx, params: StyleTransferParams) -> dict:
+        """id → record of the style images: the named sets', or the shipped styles."""
+        if params.styles is None:
+            return SHIPPED_STYLES.records()
+        ids = [i for name in params.styles for i in ctx.set_ids(name)]
+        if not ids:
+            raise ValueError(f"styles: the image sets {params.styles} hold no images")
+        return {i: ctx.images[i] for i in ids}
 
     def check(self, model, params: StyleTransferParams) -> list[str]:
-        p = params
+        p = params.resolved(model)
         problems = image_set_problems(p.images)
         if p.styles is not None and not p.styles:
             problems.append("styles: an empty list; name at least one image set of style images, or leave it out "
-                            "to paint each content image in the style of the next")
+                            "for the shipped styles (swirls and mosaic)")
         sizes = p.seen_sides(model)
         content = content_layer_of(model, p)
         if content is None:
@@ -202,13 +242,16 @@ class StyleTransfer(Technique):
         return list(dict.fromkeys(problems))
 
     def one(self, ctx, job: Job) -> Artifact:
-        p: StyleTransferParams = job.params
         model, device = ctx.model, ctx.device
+        p: StyleTransferParams = job.params.resolved(model)
         channels = model.channels
-        style_ids = self.style_ids(ctx, job)
+        records = self.style_records(ctx, p)
+        style_ids = list(records)
+        contents = self.contents(ctx, p)
+        full = p.compare == "every" or not contents or job.image == contents[0]  # the comparison and the weight row
         content = content_tensor(ctx.images[job.image], channels, p.size).to(device)
         h, w = content.shape[-2:]
-        styles = {i: source_tensor(ctx.images[i], channels, p.style_size).to(device) for i in style_ids}
+        styles = {i: source_tensor(records[i], channels, p.style_size).to(device) for i in style_ids}
         if p.start == "content":
             start = content[None].clone()
         else:
@@ -247,21 +290,24 @@ class StyleTransfer(Technique):
             return done[key]
 
         painter = "random" if p.random_filters else ("smoothed" if p.smoothing else "model")
-        grid = [paint(style_ids[0], painter, wt) for wt in p.style_weights]
+        grid = [paint(style_ids[0], painter, wt) for wt in p.style_weights] if full else []
         pairs = []
         for sid in style_ids:
-            row = {"style": sid, "model": paint(sid, "model", p.style_weight)}
-            if p.smoothing:
-                row["smoothed"] = paint(sid, "smoothed", p.style_weight)
-            if p.random_filters:
-                row["random"] = paint(sid, "random", p.style_weight)
+            if full:
+                row = {"style": sid, "model": paint(sid, "model", p.style_weight)}
+                if p.smoothing:
+                    row["smoothed"] = paint(sid, "smoothed", p.style_weight)
+                if p.random_filters:
+                    row["random"] = paint(sid, "random", p.style_weight)
+            else:  # the model's plain Gram matrices only: the cheap painting that shows the style (see the docstring)
+                row = {"style": sid, "model": paint(sid, "model", p.style_weight)}
             pairs.append(row)
         measure(matching, results, images, styles, content, own, rnd, style_layers, p.style_size)
         style_falls = [1 - r["style_end"] / r["style_start"] for r in results if r["style_start"] > 0]
         metrics = {"results": len(results), "style_fall_min": min(style_falls) if style_falls else None,
                    "content_end_max": max(r["content_end"] for r in results),
                    "seconds": sum(r["seconds"] for r in results)}
-        if p.smoothing and p.random_filters:
+        if full and p.smoothing and p.random_filters:
             # SWAG against the plain Gram matrices, judged by the random filters (which made neither): the mean over
             # the styles of each result's Gram distance to its style, as a fraction of the content photograph's.
             by = lambda kind: float(np.mean([results[pair[kind]]["judge_ratio"] for pair in pairs]))  # noqa: E731
@@ -274,9 +320,12 @@ class StyleTransfer(Technique):
             canvas[:, :crop.shape[-2], :crop.shape[-1]] = crop
             shown.append(canvas.cpu().numpy())
         meta = {"results": results, "grid": grid, "pairs": pairs, "styles": style_ids,
-                "style_names": [ctx.images[i].name for i in style_ids], "content_layer": content_layer,
+                "style_names": [records[i].name for i in style_ids],
+                # where the styles came from: the named sets, or (None) the shipped samples
+                "style_sets": list(p.styles) if p.styles is not None else None,
+                "compared": full, "content_layer": content_layer,
                 "style_layers": style_layers, "random_layers": rnd.module.layers if rnd is not None else [],
-                "size": [int(h), int(w)], "painter": painter, "metrics": metrics}
+                "size": [int(h), int(w)], "style_size": p.style_size, "painter": painter, "metrics": metrics}
         return Artifact({"results": np.stack(images).astype(np.float32),
                          "content": content.cpu().numpy().astype(np.float32),
                          "styles": np.stack(shown).astype(np.float32),
@@ -317,7 +366,7 @@ class StyleTransfer(Technique):
             grid.append(line)
             cells.append(texts)
             rows.append(m["style_names"][k])
-        weight = res[m["pairs"][0]["model"]]["weight"]
+        weight = res[m["pairs"][0][kinds[0]]]["weight"]
         columns = ["content", "style"] + [f"{labels[kind]} (weight {weight:g})" for kind in kinds]
         figures.picture_grid(grid, cells, rows, columns, path, cell=2.8)
         out = {"main": path}
