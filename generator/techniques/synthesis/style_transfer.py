@@ -47,7 +47,7 @@ from pydantic import Field
 from generator import figures
 from generator.figures import to_picture
 from generator.artifacts import Artifact, Job, Reads, PER_IMAGE
-from generator.techniques.base import Technique
+from generator.techniques.synthesis.base import SynthesisTechnique
 from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, Fallback, GramParams, centre,
                                                  image_set_problems, image_sets_field, layer_problems, source_tensor)
 from generator.optvis import matching
@@ -169,7 +169,7 @@ def measure(matching, results: list[dict], images: list[np.ndarray], styles: dic
                                   judge_ratio=float(d[k] / d[-1]) if d[-1] > 0 else None)
 
 
-class StyleTransfer(Technique):
+class StyleTransfer(SynthesisTechnique):
     kind = "style_transfer"
     title = "Neural style transfer"
     summary = ("a content photograph repainted with the Gram-matrix statistics of a style image: the model's own "

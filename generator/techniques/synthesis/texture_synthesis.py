@@ -36,7 +36,7 @@ from pydantic import Field
 from generator import figures
 from generator.figures import to_picture
 from generator.artifacts import Artifact, Job, Reads, PER_MODEL, file_name
-from generator.techniques.base import Technique
+from generator.techniques.synthesis.base import SynthesisTechnique
 from generator.optvis import matching
 from generator.techniques.synthesis.gram import (NOISE_SD, PLAIN, SMOOTHED, STEPS, Fallback, GramParams, centre,
                                                  image_set_problems, image_sets_field, layer_problems, source_tensor)
@@ -81,7 +81,7 @@ def model_layers(model, params) -> list[str]:
     return list(params.layers) if params.layers is not None else list(model.layers)
 
 
-class TextureSynthesis(Technique):
+class TextureSynthesis(SynthesisTechnique):
     kind = "texture_synthesis"
     title = "Texture synthesis (Gram matrices)"
     summary = ("textures made from noise by matching Gram matrices: the model's layers, deeper and deeper, next to "
