@@ -55,13 +55,12 @@ class _PixelImage(matplotlib.image.AxesImage):
                 or abs(box.height - h) > 1e-6 or self.get_extent() != [-0.5, w - 0.5, h - 0.5, -0.5]
                 or tuple(self.axes.get_xlim()) != (-0.5, w - 0.5) or tuple(self.axes.get_ylim()) != (h - 0.5, -0.5)):
             return super().draw(renderer)
-        if getattr(self, "_rgba", None) is None:
-            self._rgba = np.dstack([a[..., :3], np.full((h, w), 255, np.uint8)]) if a.shape[2] == 3 else a
+        rgba = np.dstack([a[..., :3], np.full((h, w), 255, np.uint8)]) if a.shape[2] == 3 else np.asarray(a)
         gc = renderer.new_gc()
         self._set_gc_clip(gc)
         gc.set_alpha(self._get_scalar_alpha())
         # Where AxesImage puts the resampled image: its corner rounded to the nearest pixel (image._make_image).
-        renderer.draw_image(gc, np.floor(box.x0 + 0.5), np.ceil(box.y0 - 0.5 - 1e-8), self._rgba[::-1])
+        renderer.draw_image(gc, np.floor(box.x0 + 0.5), np.ceil(box.y0 - 0.5 - 1e-8), rgba[::-1])
         gc.restore()
         self.stale = False
 
