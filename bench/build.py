@@ -94,7 +94,7 @@ def main() -> None:
 
 
 def cold_build(folder: Path, spec_source: Path, code: Path | None, only: str | None) -> tuple[float, dict]:
-    """A cold build (no site) of a copy of the project in `folder`, by the generator in `code` (None: this tree)."""
+    """A cold build (no site) of a copy of the project in `folder`, by the generator in `code` (None: as installed)."""
     spec = copy_project(folder, spec_source)
     env = dict(os.environ)
     if code is not None:
@@ -114,7 +114,7 @@ def compare_revisions(folder: Path, spec: Path, rev: str, only: str | None) -> N
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     (folder / "after").mkdir()
-    after = cold_build(folder / "after", spec, None, only)
+    after = cold_build(folder / "after", spec, ROOT, only)  # ROOT first: the copy holds a generator/ folder of hooks
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
     rows_before = {k: s for k, s, _ in by_technique(before[1])}
     rows_after = {k: s for k, s, _ in by_technique(after[1])}
