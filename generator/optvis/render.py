@@ -363,18 +363,24 @@ def _optimize(run: _Run, objective, acts_of, features, steps: int, lr: float, op
         else:
             closure()
             opt.step()
-        with torch.no_grad():
-            run.param.project()
-        if reg is not None:
-            apply_regularizers(run.param, reg, len(run.losses) - 1, mean_t, std_t, image_grad[0])
-        for s in snapshot_steps:
-            if s not in shots and 0 < s <= len(run.losses):  # at a coarse scale: shown upsampled to full size
-                shot = run.param.final().float()
-                if tuple(shot.shape[-2:]) != full:
-                    shot = torch.nn.functional.interpolate(shot, size=full, mode="bilinear", align_corners=False)
-                shots[s] = shot.cpu().numpy()
+        _after_step(run, reg, mean_t, std_t, image_grad[0], snapshot_steps, shots, full)
         if run.reached is not None and bool((run.reached >= 0).all()):
             return True
         if stop is not None and stop.done(run.totals[first:]):
             return len(run.losses) - first < steps
     return False
+
+
+def _after_step(run: _Run, reg, mean_t, std_t, image_grad, snapshot_steps: list[int], shots: dict,
+                full: tuple[int, int]) -> None:
+    """The projection, Yosinski's regularizers and the snapshots due after an optimizer step."""
+    with torch.no_grad():
+        run.param.project()
+    if reg is not None:
+        apply_regularizers(run.param, reg, len(run.losses) - 1, mean_t, std_t, image_grad)
+    for s in snapshot_steps:
+        if s not in shots and 0 < s <= len(run.losses):  # at a coarse scale: shown upsampled to full size
+            shot = run.param.final().float()
+            if tuple(shot.shape[-2:]) != full:
+                shot = torch.nn.functional.interpolate(shot, size=full, mode="bilinear", align_corners=False)
+            shots[s] = shot.cpu().numpy()
